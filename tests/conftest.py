@@ -1,0 +1,13 @@
+"""Test set-up: without a GPU, Triton kernels run in Triton's CPU interpreter.
+
+TRITON_INTERPRET must be set before triton is imported, so it is set here, first.
+"""
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+torch.set_num_threads(min(4, os.cpu_count() or 1))
