@@ -1,0 +1,167 @@
+"""PyTorch reference for chunked gated linear attention (GLA, RWKV-6, Mamba-2/SSD).
+
+Math (Yang et al. 2024, "Gated Linear Attention Transformers with Hardware-Efficient Training";
+Peng et al. 2024, "Eagle and Finch" for the RWKV-6 bonus ``u``), per batch and head::
+
+    S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T              S_t: [K, V], g_t <= 0 (log-decay)
+    o_t = scale * q_t^T S_t                                 (no bonus)
+    o_t = scale * (q_t^T S_{t-1} + ((q_t * u) . k_t) v_t)    (with bonus u: RWKV-6 reads the state
+                                                             before token t is added)
+
+A scalar decay per head (``g``: [B, T, H], Mamba-2/SSD) broadcasts over K.
+
+Three functions:
+
+- :func:`naive_gla`: the readable float32 loop over time (the definition tests compare against).
+- :func:`chunk_gla_torch`: the fast path used on CPU. Time is cut into blocks of ``_BLOCK`` tokens;
+  inside a block the decay between every pair (i, j) is formed in log space,
+  ``exp(b_i - b_j)`` with ``b`` the in-block cumulative log-decay, so no factor ever exceeds 1
+  (no overflow however strong the decay); between blocks the state is passed in a short loop
+  over blocks, not over tokens.
+- :func:`gla_step`: one token with an explicit state, for step-by-step inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# Block length of the PyTorch path: the pairwise log-space decay tensor is [.., _BLOCK, _BLOCK, K],
+# i.e. _BLOCK times the size of q, which bounds its memory; 16 keeps it small.
+_BLOCK = 16
+
+
+def naive_gla(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    u: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The definition, a float32 loop over time.
+
+    q, k: [B, T, H, K]; v: [B, T, H, V]; g: [B, T, H, K] or [B, T, H]; u: [H, K] or None;
+    initial_state: [B, H, K, V]. Returns o: [B, T, H, V] (input dtype) and the final state
+    [B, H, K, V] float32 (or None).
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
+    qf, kf, vf = q.float(), k.float(), v.float()
+    gf = g.float()
+    if gf.dim() == 3:
+        gf = gf.unsqueeze(-1).expand(B, T, H, K)
+    S = q.new_zeros(B, H, K, V, dtype=torch.float32)
+    if initial_state is not None:
+        S = S + initial_state.float()
+    o = []
+    for t in range(T):
+        kv = kf[:, t, :, :, None] * vf[:, t, :, None, :]  # [B, H, K, V]
+        if u is None:
+            S = gf[:, t].exp()[..., None] * S + kv
+            o.append(torch.einsum("bhk,bhkv->bhv", qf[:, t], S) * scale)
+        else:
+            read = torch.einsum("bhk,bhkv->bhv", qf[:, t], S)
+            bonus = (qf[:, t] * u.float() * kf[:, t]).sum(-1, keepdim=True) * vf[:, t]
+            o.append((read + bonus) * scale)
+            S = gf[:, t].exp()[..., None] * S + kv
+    out = torch.stack(o, dim=1).to(q.dtype) if T > 0 else v.new_zeros(B, 0, H, V)
+    return out, (S if output_final_state else None)
+
+
+def chunk_gla_torch(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    u: torch.Tensor | None = None,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Blocked PyTorch GLA (same shapes and results as :func:`naive_gla`), differentiable.
+
+    Inside a block of ``_BLOCK`` tokens with in-block cumulative log-decay ``b`` (and ``bq = b``,
+    or ``b - g`` with the bonus, since RWKV-6 reads the state before the current token)::
+
+        A[i, j] = sum_k q_ik k_jk exp(bq_ik - b_jk)      j <= i  (j < i with u; u adds the diagonal)
+        o_blk   = scale * (A v + (q * exp(bq)) S_start)
+        S_end   = exp(b_last) * S_start + (k * exp(b_last - b))^T v
+
+    Every exponent is <= 0 where it is used, so the path is safe for any decay strength.
+    """
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
+    dtype = q.dtype
+    c = _BLOCK
+    N = max(1, -(-T // c))
+    pad = N * c - T
+    gf = g.float()
+    if gf.dim() == 3:
+        gf = gf.unsqueeze(-1).expand(B, T, H, K)
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, D] -> [B, H, N, c, D] float32
+        x = F.pad(x.float(), (0, 0, 0, 0, 0, pad))  # zero q/k/v/g in the padding: no effect
+        return x.reshape(B, N, c, H, -1).permute(0, 3, 1, 2, 4)
+
+    qb_, kb, vb, gb = blocks(q), blocks(k), blocks(v), blocks(gf)
+    b = gb.cumsum(-2)  # in-block cumulative log-decay [B, H, N, c, K]
+    bq = b if u is None else b - gb
+    # Pairwise decays in log space; masked pairs get -inf so their exponent never overflows.
+    idx = torch.arange(c, device=q.device)
+    mask = idx[:, None] >= idx[None, :] if u is None else idx[:, None] > idx[None, :]
+    expo = bq[..., :, None, :] - b[..., None, :, :]  # [B, H, N, c, c, K]
+    decay = torch.where(mask[:, :, None], expo, torch.full_like(expo, float("-inf"))).exp()
+    A = (qb_[..., :, None, :] * kb[..., None, :, :] * decay).sum(-1)  # [B, H, N, c, c]
+    if u is not None:
+        bonus = (qb_ * u.float()[None, :, None, None, :] * kb).sum(-1)  # [B, H, N, c]
+        A = A + torch.diag_embed(bonus)
+    o = A @ vb  # intra-block part
+
+    # Inter-block: state passing in a loop over blocks (N = T / 16 steps of [K, V] updates).
+    b_last = b[..., -1, :]  # [B, H, N, K]
+    k_end = kb * (b_last[..., None, :] - b).exp()
+    contrib = k_end.transpose(-1, -2) @ vb  # [B, H, N, K, V]
+    S = q.new_zeros(B, H, K, V, dtype=torch.float32)
+    if initial_state is not None:
+        S = S + initial_state.float()
+    starts = []
+    for n in range(N):
+        starts.append(S)
+        S = b_last[:, :, n].exp()[..., None] * S + contrib[:, :, n]
+    S_start = torch.stack(starts, dim=2)  # [B, H, N, K, V]
+    o = o + (qb_ * bq.exp()) @ S_start
+    o = (o * scale).permute(0, 2, 3, 1, 4).reshape(B, N * c, H, V)[:, :T]
+    return o.to(dtype), (S if output_final_state else None)
+
+
+def gla_step(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    g: torch.Tensor,
+    u: torch.Tensor | None = None,
+    scale: float | None = None,
+    state: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token. q, k: [B, H, K]; v: [B, H, V]; g: [B, H, K] or [B, H]; u: [H, K] or None;
+    state: [B, H, K, V] float32 or None (zeros). Returns o: [B, H, V] (input dtype) and the new
+    state [B, H, K, V] float32."""
+    B, H, K = q.shape
+    V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
+    qf, kf, vf, gf = q.float(), k.float(), v.float(), g.float()
+    if gf.dim() == 2:
+        gf = gf.unsqueeze(-1).expand(B, H, K)
+    S = q.new_zeros(B, H, K, V, dtype=torch.float32) if state is None else state.float()
+    new = gf.exp()[..., None] * S + kf[..., :, None] * vf[..., None, :]
+    if u is None:
+        o = torch.einsum("bhk,bhkv->bhv", qf, new)
+    else:
+        bonus = (qf * u.float() * kf).sum(-1, keepdim=True) * vf
+        o = torch.einsum("bhk,bhkv->bhv", qf, S) + bonus
+    return (o * scale).to(q.dtype), new
