@@ -1,0 +1,85 @@
+"""The layer contract every kind's module follows, and pieces several kinds share.
+
+A *mixer* maps ``[batch, seq, hidden] -> [batch, seq, hidden]``; the model wraps it in norm + residual.
+It also runs one token at a time with an explicit state (see :mod:`hybriddsl.registry`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+class Mixer(nn.Module):
+    """Base class of layer modules: the streaming contract with sensible defaults.
+
+    Stateless kinds (ffn, kan, moe) need only ``forward``: their ``step`` calls forward on one token.
+    """
+
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+        """State before the first token; empty for stateless kinds."""
+        return {}
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token: ``x`` [batch, hidden] -> (``y`` [batch, hidden], new state)."""
+        return self.forward(x.unsqueeze(1)).squeeze(1), state
+
+    def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
+        """Bytes of state per sequence after ``seq_len`` tokens (recurrent kinds: independent of seq_len)."""
+        st = self.init_state(1, device=torch.device("meta"))
+        return sum(t.numel() * (4 if t.dtype == torch.float32 else dtype_bytes) for t in st.values())
+
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+
+class ShortConv(nn.Module):
+    """Causal depthwise 1-D convolution over time (Mamba, DeltaNet, Griffin), with a rolling state for step().
+
+    ``forward``: [batch, seq, channels] -> same. ``step``: [batch, channels] with state [batch, channels, size-1].
+    """
+
+    def __init__(self, channels: int, size: int, bias: bool = True):
+        super().__init__()
+        self.size = size
+        self.conv = nn.Conv1d(channels, channels, size, groups=channels, padding=size - 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        return self.conv(x.transpose(1, 2))[..., :t].transpose(1, 2)
+
+    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
+        w = self.conv.weight
+        return torch.zeros(batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype)
+
+    def step(self, x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first."""
+        window = torch.cat([buf, x.unsqueeze(-1)], dim=-1)  # [batch, channels, size]
+        y = (window * self.conv.weight.squeeze(1)).sum(-1)
+        if self.conv.bias is not None:
+            y = y + self.conv.bias
+        return y, window[..., 1:]
+
+
+class GatedRMSNorm(nn.Module):
+    """RMSNorm of ``x`` times ``silu(gate)`` over the last dim, in groups (Mamba-2, Gated DeltaNet, GLA outputs).
+
+    x, gate: [..., dim]; the norm runs over groups of ``dim // groups`` channels (per head).
+    """
+
+    def __init__(self, dim: int, groups: int = 1, eps: float = 1e-6):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        shape = x.shape
+        xf = x.float().reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        y = xf.reshape(shape) * self.weight.float()
+        if gate is not None:
+            y = y * F.silu(gate.float())
+        return y.to(x.dtype)
