@@ -1,0 +1,170 @@
+"""PyTorch references for the Mamba-1 selective scan (Gu & Dao 2023, "Mamba", Alg. 2).
+
+Math (mamba_ssm's ``selective_scan_ref`` defines it; channels-last layout here)::
+
+    dt_t = softplus(delta_t + delta_bias)            (softplus only if delta_softplus)
+    h_t  = exp(dt_t * A) * h_{t-1} + (dt_t * u_t) outer B_t      h: [batch, Dm, N]
+    y_t  = h_t . C_t + D * u_t
+    y_t  = y_t * silu(z_t)                            (only if z is given)
+
+Three functions:
+
+- :func:`naive_selective_scan`: the readable definition, a float32 Python loop over time.
+- :func:`selective_scan_chunked`: the fast CPU path. Time is cut into chunks; inside a chunk the
+  linear recurrence ``h_t = a_t h_{t-1} + x_t`` is solved by a log-depth (Hillis-Steele) scan over
+  pairs (log a, x), so decays stay in log space and only ever multiply as ``exp(<= 0)``: no overflow,
+  whatever dt and A are. Chunks are chained sequentially through their last state.
+- :func:`selective_scan_step`: one token with an explicit state, for step-by-step inference.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    # float32 inside for states and decays; float64 stays float64 (gradcheck needs it).
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _discretize_dt(
+    delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, cdt: torch.dtype
+) -> Tensor:
+    dt = delta.to(cdt)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(cdt)
+    if delta_softplus:
+        dt = F.softplus(dt)  # threshold 20, as mamba_ssm
+    return dt
+
+
+def naive_selective_scan(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Loop-over-time definition. u, delta, z: [b, T, Dm]; A: [Dm, N]; B, C: [b, T, N]; D,
+    delta_bias: [Dm]; initial_state: [b, Dm, N]. Returns (y [b, T, Dm] in u's dtype, final state
+    [b, Dm, N] float32 or None)."""
+    cdt = _compute_dtype(u)
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
+    Af = A.to(cdt)
+    ys = []
+    for t in range(T):
+        dt = delta[:, t].to(cdt)
+        if delta_bias is not None:
+            dt = dt + delta_bias.to(cdt)
+        if delta_softplus:
+            # softplus written out; linear above 20 like torch's (the clamp keeps exp finite).
+            dt = torch.where(dt > 20, dt, torch.log1p(torch.exp(dt.clamp(max=20))))
+        ut = u[:, t].to(cdt)
+        h = torch.exp(dt[:, :, None] * Af) * h + (dt * ut)[:, :, None] * B[:, t, None, :].to(cdt)
+        y = (h * C[:, t, None, :].to(cdt)).sum(-1)
+        if D is not None:
+            y = y + D.to(cdt) * ut
+        if z is not None:
+            y = y * F.silu(z[:, t].to(cdt))
+        ys.append(y)
+    y = torch.stack(ys, 1) if T > 0 else u.new_zeros(batch, 0, Dm, dtype=cdt)
+    final = h.to(torch.float32 if cdt == torch.float32 else cdt) if output_final_state else None
+    return y.to(u.dtype), final
+
+
+def _scan_chunk(log_a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
+    """All states of ``h_t = exp(log_a_t) h_{t-1} + x_t`` for one chunk.
+
+    log_a, x: [b, L, Dm, N] (log_a <= 0); h0: [b, Dm, N]. Returns h: [b, L, Dm, N].
+    Hillis-Steele: after the step with offset ``off``, position t holds the pair composed over the
+    window (t - 2*off, t]; composing (la1, x1) then (la2, x2) gives (la1 + la2, exp(la2) x1 + x2).
+    Window sums of log decays are added, never subtracted, so no cancellation and no overflow.
+    """
+    L = x.shape[1]
+    off = 1
+    while off < L:
+        x = torch.cat([x[:, :off], x[:, off:] + torch.exp(log_a[:, off:]) * x[:, :-off]], 1)
+        log_a = torch.cat([log_a[:, :off], log_a[:, off:] + log_a[:, :-off]], 1)
+        off *= 2
+    # log_a now holds the prefix sum of log decays from the chunk start: the h0 contribution.
+    return x + torch.exp(log_a) * h0[:, None]
+
+
+def selective_scan_chunked(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 32,
+) -> tuple[Tensor, Tensor | None]:
+    """Fast PyTorch path (differentiable by autograd); same arguments and shapes as
+    :func:`naive_selective_scan`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
+    cdt = _compute_dtype(u)
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, T, Dm]
+    uf = u.to(cdt)
+    Af, Bf, Cf = A.to(cdt), B.to(cdt), C.to(cdt)
+    h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
+    ys = []
+    for c0 in range(0, T, chunk_size):
+        sl = slice(c0, c0 + chunk_size)
+        dt_c = dt[:, sl]
+        log_a = dt_c[..., None] * Af  # [b, L, Dm, N], <= 0 since A < 0
+        x = (dt_c * uf[:, sl])[..., None] * Bf[:, sl, None, :]
+        hs = _scan_chunk(log_a, x, h)
+        ys.append(torch.einsum("bldn,bln->bld", hs, Cf[:, sl]))
+        h = hs[:, -1]
+    y = torch.cat(ys, 1) if ys else uf.new_zeros(batch, 0, Dm)
+    if D is not None:
+        y = y + D.to(cdt) * uf
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    final = h if output_final_state else None
+    return y.to(u.dtype), final
+
+
+def selective_scan_step(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    state: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """One token. u, delta, z: [b, Dm]; A: [Dm, N]; B, C: [b, N]; D, delta_bias: [Dm];
+    state: [b, Dm, N]. Returns (y [b, Dm] in u's dtype, new state [b, Dm, N] float32)."""
+    cdt = _compute_dtype(u)
+    dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, Dm]
+    uf = u.to(cdt)
+    new_state = (
+        torch.exp(dt[..., None] * A.to(cdt)) * state.to(cdt) + (dt * uf)[..., None] * B.to(cdt)[:, None, :]
+    )
+    y = torch.einsum("bdn,bn->bd", new_state, C.to(cdt))
+    if D is not None:
+        y = y + D.to(cdt) * uf
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y.to(u.dtype), new_state
