@@ -1,0 +1,112 @@
+"""PyTorch reference for the diagonal linear recurrence h_t = a_t * h_{t-1} + b_t.
+
+This is the scan inside Griffin's RG-LRU (De et al. 2024, "Griffin: Mixing Gated Linear
+Recurrences with Local Attention", arXiv:2402.19427, eq. 4: h_t = a_t ⊙ h_{t-1} + sqrt(1 - a_t^2) ⊙
+(i_t ⊙ x_t)); the layer computes a_t and b_t, this module only runs the recurrence.
+
+Three functions:
+
+- :func:`naive_linear_scan`: the definition, a float32 Python loop over time (written to be read).
+- :func:`chunked_linear_scan`: the fast path used on CPU. The pair (a, b) composes associatively,
+  (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), so each chunk of ``chunk_size`` steps is scanned by
+  recursive doubling (log2(chunk_size) vectorized steps, Hillis & Steele 1986), and the chunk
+  summaries (last row of each chunk) are scanned by the same function recursively. Only products
+  and sums appear: no division by cumulative products, so a_t = 0 and long decays are exact.
+- :func:`linear_scan_step`: one token with an explicit state, for step-by-step inference.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def naive_linear_scan(
+    a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The definition: ``h_t = a_t * h_{t-1} + b_t`` looped over time in float32.
+
+    Args:
+        a: decays ``[B, T, D]``.
+        b: inputs ``[B, T, D]``.
+        initial_state: ``h_{-1}`` as ``[B, D]`` (zeros when None).
+
+    Returns:
+        ``h`` as ``[B, T, D]`` float32 and the final state ``[B, D]`` float32.
+    """
+    a, b = a.float(), b.float()
+    h = a.new_zeros(a.shape[0], a.shape[2]) if initial_state is None else initial_state.float()
+    out = []
+    for t in range(a.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1), h
+
+
+def _doubling_scan(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inclusive scan along dim -2 of ``[..., C, D]`` pairs by recursive doubling.
+
+    Returns the cumulative decay ``A_t = a_0 ... a_t`` and the zero-start state ``H_t``.
+    Out of place, so autograd differentiates it directly.
+    """
+    c = a.shape[-2]
+    step = 1
+    while step < c:
+        # element t absorbs the composed pair ending at t - step (identity (1, 0) before the start)
+        a_prev = torch.nn.functional.pad(a[..., : c - step, :], (0, 0, step, 0), value=1.0)
+        b_prev = torch.nn.functional.pad(b[..., : c - step, :], (0, 0, step, 0), value=0.0)
+        b = a * b_prev + b
+        a = a * a_prev
+        step *= 2
+    return a, b
+
+
+def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk_size: int) -> torch.Tensor:
+    """Chunked scan of ``[B, T, D]`` tensors already in the accumulation dtype; returns all states."""
+    bsz, t, d = a.shape
+    if h0 is not None:  # fold the initial state into the first input: b_0 + a_0 h0
+        b = torch.cat([(b[:, :1] + a[:, :1] * h0[:, None]), b[:, 1:]], dim=1)
+    if t <= chunk_size:
+        return _doubling_scan(a, b)[1]
+    n = -(-t // chunk_size)
+    pad = n * chunk_size - t
+    # padded steps are the identity (a=1, b=0), so they do not change anything before them
+    a_c = torch.nn.functional.pad(a, (0, 0, 0, pad), value=1.0).view(bsz, n, chunk_size, d)
+    b_c = torch.nn.functional.pad(b, (0, 0, 0, pad), value=0.0).view(bsz, n, chunk_size, d)
+    cum_a, local_h = _doubling_scan(a_c, b_c)
+    # state entering chunk k = state at the end of chunk k-1: a scan over the chunk summaries
+    ends = _scan(cum_a[:, :, -1], local_h[:, :, -1], None, chunk_size)
+    carry = torch.nn.functional.pad(ends[:, :-1], (0, 0, 1, 0))
+    h = local_h + cum_a * carry[:, :, None]
+    return h.reshape(bsz, n * chunk_size, d)[:, :t]
+
+
+def chunked_linear_scan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    initial_state: torch.Tensor | None = None,
+    chunk_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fast PyTorch ``h_t = a_t * h_{t-1} + b_t`` (vectorized, differentiable by autograd).
+
+    Args:
+        a: decays ``[B, T, D]`` (any float dtype; computed in float32).
+        b: inputs ``[B, T, D]``.
+        initial_state: ``[B, D]`` or None (zeros).
+        chunk_size: steps scanned together by recursive doubling.
+
+    Returns:
+        ``h`` ``[B, T, D]`` in ``b``'s dtype and the final state ``[B, D]`` float32.
+    """
+    # float32 accumulation, float64 kept for float64 inputs (gradcheck)
+    acc = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+    h0 = None if initial_state is None else initial_state.to(acc)
+    h = _scan(a.to(acc), b.to(acc), h0, chunk_size)
+    return h.to(b.dtype), h[:, -1]
+
+
+def linear_scan_step(a: torch.Tensor, b: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+    """One token: ``h = a * state + b`` with ``a, b, state`` of shape ``[B, D]``.
+
+    Computed in float32; returns the new state ``[B, D]`` float32 (it is also the token's output).
+    """
+    return a.float() * state.float() + b.float()

@@ -1,0 +1,155 @@
+"""linear_scan: Triton (interpreter on CPU), chunked PyTorch path and step vs the float32 loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybriddsl.kernels import backend
+from hybriddsl.kernels.linear_scan import (
+    chunked_linear_scan,
+    linear_scan,
+    linear_scan_step,
+    naive_linear_scan,
+)
+from hybriddsl.kernels.testing import TOLERANCE, assert_close
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _inputs(bsz: int, t: int, d: int, dtype: torch.dtype, seed: int = 0, zeros: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    # Griffin-like decays in (0, 1), close to 1 so information travels far
+    a = torch.sigmoid(torch.randn(bsz, t, d, generator=g) + 2.0)
+    if zeros and t > 3:
+        a[:, 3, : d // 2] = 0.0  # a hard reset: exercises a_t = 0 (no log/division tricks allowed)
+    b = torch.randn(bsz, t, d, generator=g)
+    h0 = torch.randn(bsz, d, generator=g)
+    return a.to(dtype), b.to(dtype), h0
+
+
+@pytest.mark.parametrize("t", [1, 7, 63, 64, 65, 200, 256])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["noh0", "h0"])
+def test_chunked_matches_naive(t: int, with_h0: bool) -> None:
+    a, b, h0 = _inputs(2, t, 12, torch.float32, seed=t)
+    h0 = h0 if with_h0 else None
+    ref_h, ref_ht = naive_linear_scan(a, b, h0)
+    h, ht = chunked_linear_scan(a, b, h0)
+    assert (h - ref_h).abs().max() <= 1e-4
+    assert (ht - ref_ht).abs().max() <= 1e-4
+    # a small chunk size forces several levels of the recursive chunk-summary scan
+    h, ht = chunked_linear_scan(a, b, h0, chunk_size=4)
+    assert (h - ref_h).abs().max() <= 1e-4
+    assert (ht - ref_ht).abs().max() <= 1e-4
+
+
+def test_step_matches_naive_and_continues_prefill() -> None:
+    a, b, h0 = _inputs(2, 40, 8, torch.float32, seed=1)
+    ref_h, ref_ht = naive_linear_scan(a, b, h0)
+    # prefill the first 25 steps with the public function, then go on one token at a time
+    h, state = linear_scan(a[:, :25], b[:, :25], h0, output_final_state=True)
+    outs = [h]
+    for t in range(25, 40):
+        state = linear_scan_step(a[:, t], b[:, t], state)
+        assert state.dtype == torch.float32
+        outs.append(state[:, None])
+    assert (torch.cat(outs, dim=1) - ref_h).abs().max() <= 1e-5
+    assert (state - ref_ht).abs().max() <= 1e-5
+
+
+def test_chunked_gradcheck_float64() -> None:
+    a, b, h0 = _inputs(1, 10, 3, torch.float64, seed=2)
+    args = [x.double().requires_grad_() for x in (a, b, h0)]
+    assert torch.autograd.gradcheck(lambda a, b, h0: chunked_linear_scan(a, b, h0, chunk_size=4), args)
+
+
+def test_auto_backend_on_cpu_is_reference() -> None:
+    a, b, h0 = _inputs(1, 9, 5, torch.float32)
+    h, ht = linear_scan(a, b, h0)
+    assert ht is None
+    assert (h - naive_linear_scan(a, b, h0)[0]).abs().max() <= 1e-5
+
+
+CASES = [
+    # (B, T, D, dtype, initial state)
+    (2, 37, 40, "fp32", True),  # T not a multiple of the tile, D not a multiple of the channel block
+    (2, 37, 40, "fp32", False),
+    (1, 1, 16, "fp32", True),  # T = 1, batch 1
+    (2, 64, 24, "bf16", True),
+    (1, 50, 33, "bf16", False),
+    (2, 20, 8, "fp16", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("bsz", "t", "d", "dt", "with_h0"),
+    CASES,
+    ids=[f"B{c[0]}-T{c[1]}-D{c[2]}-{c[3]}-{'h0' if c[4] else 'noh0'}" for c in CASES],
+)
+def test_triton_matches_naive(bsz: int, t: int, d: int, dt: str, with_h0: bool) -> None:
+    dtype = DTYPES[dt]
+    a, b, h0 = _inputs(bsz, t, d, dtype, seed=bsz * 100 + t)
+    h0 = h0 if with_h0 else None
+    g = torch.Generator().manual_seed(7)
+    w_h, w_ht = torch.randn(bsz, t, d, generator=g), torch.randn(bsz, d, generator=g)
+
+    def run(fn, a, b, h0):
+        leaves = [x.detach().clone().requires_grad_() for x in (a, b) + ((h0,) if h0 is not None else ())]
+        h, ht = fn(*leaves[:2], leaves[2] if h0 is not None else None)
+        # the loss uses both outputs, so the final-state gradient path is checked too
+        loss = (h.float() * w_h).sum() + (ht * w_ht).sum()
+        return h, ht, torch.autograd.grad(loss, leaves)
+
+    # the reference sees the same (rounded) inputs, upcast to float32
+    ref_h, ref_ht, ref_grads = run(naive_linear_scan, a.float(), b.float(), h0)
+    with backend("triton"):
+        h, ht, grads = run(lambda a, b, h0: linear_scan(a, b, h0, output_final_state=True), a, b, h0)
+    assert h.dtype == dtype and ht.dtype == torch.float32
+    tol = TOLERANCE[dtype]
+    assert_close("h", ref_h, h, tol["out"])
+    assert_close("final_state", ref_ht, ht, tol["out"])
+    for name, r, g in zip(["da", "db", "dh0"], ref_grads, grads):
+        assert g.dtype == (dtype if name != "dh0" else torch.float32)
+        assert_close(name, r, g, tol["grad"])
+
+
+def test_bf16_long_sequence_finite() -> None:
+    # T = 16384 on the fast path; the decays are close to 1 so states grow to ~1/(1-a)
+    a, b, h0 = _inputs(1, 16384, 4, torch.bfloat16, seed=3)
+    h, ht = linear_scan(a, b, h0, output_final_state=True)
+    assert torch.isfinite(h).all() and torch.isfinite(ht).all()
+    ref_h, _ = naive_linear_scan(a[:, -3000:], b[:, -3000:], None)  # the state forgets the far past
+    assert_close("tail", ref_h[:, -100:], h[:, -100:].float(), 2e-2)
+
+
+def test_triton_bf16_long_sequence_finite() -> None:
+    a, b, h0 = _inputs(1, 2048, 16, torch.bfloat16, seed=4)
+    with backend("triton"):
+        h, ht = linear_scan(a, b, h0, output_final_state=True)
+    assert torch.isfinite(h).all() and torch.isfinite(ht).all()
+    assert_close("h", naive_linear_scan(a, b, h0)[0], h, TOLERANCE[torch.bfloat16]["out"])
+
+
+def test_opcheck_custom_op() -> None:
+    from hybriddsl.kernels.linear_scan.triton import linear_scan_op
+
+    a, b, h0 = _inputs(1, 5, 8, torch.float32)
+    args = (a.requires_grad_(), b.requires_grad_(), h0.requires_grad_())
+    torch.library.opcheck(linear_scan_op, args)
+    torch.library.opcheck(linear_scan_op, (a, b, None), test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "h0_shape", "msg"),
+    [
+        ((2, 3), (2, 3), None, r"\[B, T, D\]"),
+        ((2, 3, 4), (2, 3, 5), None, "same shape"),
+        ((2, 0, 4), (2, 0, 4), None, "empty"),
+        ((2, 3, 4), (2, 3, 4), (2, 5), "initial_state"),
+    ],
+    ids=["rank", "mismatch", "empty", "state"],
+)
+def test_bad_shapes_raise(a_shape, b_shape, h0_shape, msg) -> None:
+    h0 = None if h0_shape is None else torch.zeros(h0_shape)
+    with pytest.raises(ValueError, match=msg):
+        linear_scan(torch.zeros(a_shape), torch.zeros(b_shape), h0)
