@@ -1,0 +1,497 @@
+"""Triton forward and backward kernels for the Mamba-1 selective scan (Gu & Dao 2023, Alg. 2).
+
+Math (see :mod:`.reference`): dt = softplus(delta + bias); h_t = exp(dt_t A) h_{t-1} + dt_t u_t B_t;
+y_t = (h_t . C_t + D u_t) * silu(z_t). Layout is channels-last: u, delta, z, y: [b, T, Dm];
+B, C: [b, T, N]; A: [Dm, N]; states [b, Dm, N] float32.
+
+Forward: one program per (batch, block of BLOCK_D channels) keeps its [BLOCK_D, N] state in
+registers and walks time; the next step's inputs are loaded before the current step is computed,
+so global-memory latency overlaps the dependent arithmetic. It stores the state before every
+CHUNK-th step (``ckpt``: [b, n_chunks, Dm, N]) for the backward.
+
+Backward: the same grid walks the chunks in reverse. For each chunk it recomputes h_{t-1} from the
+checkpoint into a per-program scratch buffer (L2-resident: CHUNK x BLOCK_D x N floats), then walks
+the chunk backwards carrying g = dL/dh_t:
+
+    dy' = dy * silu(z)                 dz = dy * y' * silu'(z)
+    g  += dy' C_t                      dC_t = sum_d dy' h_t           (partial per channel block)
+    dB_t = sum_d g dt u                du = dt sum_n g B + D dy'
+    ddt = u sum_n g B + sum_n g A exp(dt A) h_{t-1}                  (times sigmoid if softplus)
+    dA += dt g exp(dt A) h_{t-1}       g  <- exp(dt A) g             (becomes dL/dh_{t-1})
+
+dB/dC are summed over channel blocks, and dA/dD/dbias over the batch, in PyTorch from partial
+buffers (deterministic; no atomics). Everything is wrapped as the custom ops
+``hybriddsl::selective_scan_fwd`` / ``hybriddsl::selective_scan_bwd`` with a registered autograd
+formula and fake implementations, so ``torch.compile(fullgraph=True)`` sees one op.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+Tensor = torch.Tensor
+
+CHUNK = 64  # steps between forward checkpoints; also the backward recompute window
+
+
+@triton.jit
+def _ss_fwd_kernel(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    h0_ptr,
+    y_ptr,
+    hT_ptr,
+    ckpt_ptr,
+    T,
+    Dm,
+    N,
+    n_chunks,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_H0: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < Dm
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    dn = offs_d[:, None] * N + offs_n[None, :]
+
+    # exp(dt A) = exp2(dt A log2 e): exp2 is the native instruction.
+    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_H0:
+        h = tl.load(h0_ptr + pid_b * Dm * N + dn, mask=mask_dn, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+
+    row_d = pid_b * T * Dm  # start of this batch row in [b, T, Dm]
+    row_n = pid_b * T * N  # start of this batch row in [b, T, N]
+    # Prefetched inputs of step 0 (T >= 1 is guaranteed by the launcher).
+    u_n = tl.load(u_ptr + row_d + offs_d, mask=mask_d, other=0.0)
+    dl_n = tl.load(delta_ptr + row_d + offs_d, mask=mask_d, other=0.0)
+    B_n = tl.load(B_ptr + row_n + offs_n, mask=mask_n, other=0.0)
+    C_n = tl.load(C_ptr + row_n + offs_n, mask=mask_n, other=0.0)
+    if HAS_Z:
+        z_n = tl.load(z_ptr + row_d + offs_d, mask=mask_d, other=0.0)
+    for t in range(T):
+        u = u_n.to(tl.float32)
+        dt = dl_n.to(tl.float32)
+        Bt = B_n.to(tl.float32)
+        Ct = C_n.to(tl.float32)
+        if HAS_Z:
+            zt = z_n.to(tl.float32)
+        if t % CHUNK == 0:
+            tl.store(ckpt_ptr + (pid_b * n_chunks + t // CHUNK) * Dm * N + dn, h, mask=mask_dn)
+        # Prefetch step t + 1 while step t computes (the last step re-reads itself: no time mask).
+        nxt = tl.minimum(t + 1, T - 1)
+        u_n = tl.load(u_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
+        dl_n = tl.load(delta_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
+        B_n = tl.load(B_ptr + row_n + nxt * N + offs_n, mask=mask_n, other=0.0)
+        C_n = tl.load(C_ptr + row_n + nxt * N + offs_n, mask=mask_n, other=0.0)
+        if HAS_Z:
+            z_n = tl.load(z_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
+
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+        dA = tl.exp2(dt[:, None] * A2)
+        h = dA * h + (dt * u)[:, None] * Bt[None, :]
+        y = tl.sum(h * Ct[None, :], 1)
+        if HAS_D:
+            y = y + Dv * u
+        if HAS_Z:
+            y = y * zt * tl.sigmoid(zt)
+        tl.store(y_ptr + row_d + t * Dm + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+    tl.store(hT_ptr + pid_b * Dm * N + dn, h, mask=mask_dn)
+
+
+@triton.jit
+def _ss_bwd_kernel(
+    u_ptr,
+    delta_ptr,
+    A_ptr,
+    B_ptr,
+    C_ptr,
+    D_ptr,
+    z_ptr,
+    bias_ptr,
+    ckpt_ptr,
+    dy_ptr,
+    dhT_ptr,
+    scratch_ptr,
+    du_ptr,
+    ddelta_ptr,
+    dz_ptr,
+    dA_part_ptr,
+    dB_part_ptr,
+    dC_part_ptr,
+    dD_part_ptr,
+    dbias_part_ptr,
+    dh0_ptr,
+    T,
+    Dm,
+    N,
+    n_chunks,
+    n_dblk,
+    HAS_D: tl.constexpr,
+    HAS_Z: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_DHT: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_d = offs_d < Dm
+    mask_n = offs_n < N
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    dn = offs_d[:, None] * N + offs_n[None, :]
+    # This program's scratch: CHUNK tiles of [BLOCK_D, BLOCK_N] holding h_{t-1}.
+    s_base = scratch_ptr + (pid_b * n_dblk + pid_d) * (CHUNK * BLOCK_D * BLOCK_N)
+    s_tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+    # [b, n_dblk, T, N] partial sums of dB and dC over this channel block
+    p_base = (pid_b * n_dblk + pid_d) * T * N
+
+    A = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
+    A2 = A * 1.4426950408889634
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+    if HAS_DHT:
+        g = tl.load(dhT_ptr + pid_b * Dm * N + dn, mask=mask_dn, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+    row_d = pid_b * T * Dm
+    row_n = pid_b * T * N
+
+    for ci in range(n_chunks):
+        c = n_chunks - 1 - ci
+        t0 = c * CHUNK
+        clen = tl.minimum(CHUNK, T - t0)
+        # 1) recompute the states of this chunk from its checkpoint: scratch[i] = h_{t0 + i - 1}
+        h = tl.load(ckpt_ptr + (pid_b * n_chunks + c) * Dm * N + dn, mask=mask_dn, other=0.0)
+        for i in range(clen):
+            tl.store(s_base + i * (BLOCK_D * BLOCK_N) + s_tile, h)
+            t = t0 + i
+            u = tl.load(u_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dt = tl.load(delta_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt = dt + bias
+            if SOFTPLUS:
+                dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
+            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
+        tl.debug_barrier()  # scratch writes visible to every thread of the program
+        # 2) walk the chunk backwards
+        for i in range(clen):
+            j = clen - 1 - i
+            t = t0 + j
+            h_prev = tl.load(s_base + j * (BLOCK_D * BLOCK_N) + s_tile)
+            u = tl.load(u_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dt_raw = tl.load(delta_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            if HAS_BIAS:
+                dt_raw = dt_raw + bias
+            if SOFTPLUS:
+                dt = tl.where(dt_raw > 20.0, dt_raw, tl.log(1.0 + tl.exp(tl.minimum(dt_raw, 20.0))))
+            else:
+                dt = dt_raw
+            dA = tl.exp2(dt[:, None] * A2)
+            h = dA * h_prev + (dt * u)[:, None] * Bt[None, :]
+            if HAS_Z:
+                zt = tl.load(z_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+                sig = tl.sigmoid(zt)
+                y_pre = tl.sum(h * Ct[None, :], 1)
+                if HAS_D:
+                    y_pre = y_pre + Dv * u
+                dz = dy * y_pre * sig * (1.0 + zt * (1.0 - sig))
+                tl.store(dz_ptr + row_d + t * Dm + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
+                dy = dy * zt * sig
+            dC = tl.sum(dy[:, None] * h, 0)
+            tl.store(dC_part_ptr + p_base + t * N + offs_n, dC, mask=mask_n)
+            g = g + dy[:, None] * Ct[None, :]
+            dB = tl.sum(g * (dt * u)[:, None], 0)
+            tl.store(dB_part_ptr + p_base + t * N + offs_n, dB, mask=mask_n)
+            gB = tl.sum(g * Bt[None, :], 1)
+            du = gB * dt
+            if HAS_D:
+                du = du + Dv * dy
+                dD_acc += dy * u
+            tl.store(du_ptr + row_d + t * Dm + offs_d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
+            g_dA_h = g * dA * h_prev
+            ddt = gB * u + tl.sum(g_dA_h * A, 1)
+            dA_acc += g_dA_h * dt[:, None]
+            if SOFTPLUS:
+                ddt = ddt * tl.sigmoid(dt_raw)
+            dbias_acc += ddt
+            tl.store(ddelta_ptr + row_d + t * Dm + offs_d, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_d)
+            g = g * dA  # now dL/dh_{t-1}
+        tl.debug_barrier()  # every read of scratch done before the next chunk overwrites it
+    tl.store(dh0_ptr + pid_b * Dm * N + dn, g, mask=mask_dn)
+    tl.store(dA_part_ptr + pid_b * Dm * N + dn, dA_acc, mask=mask_dn)
+    tl.store(dD_part_ptr + pid_b * Dm + offs_d, dD_acc, mask=mask_d)
+    tl.store(dbias_part_ptr + pid_b * Dm + offs_d, dbias_acc, mask=mask_d)
+
+
+def _blocks(Dm: int, N: int) -> tuple[int, int, int]:
+    """(BLOCK_D, BLOCK_N, num_warps). 32 channels per program: B=8, Dm=2048 gives 512 programs,
+    enough to fill an H100 with a latency-bound sequential loop."""
+    block_n = triton.next_power_of_2(N)
+    block_d = min(32, triton.next_power_of_2(Dm))
+    num_warps = 2 if block_d * block_n <= 512 else 4
+    return block_d, block_n, num_warps
+
+
+def _contig(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+@torch.library.custom_op("hybriddsl::selective_scan_fwd", mutates_args=())
+def selective_scan_fwd(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    initial_state: Tensor | None,
+    delta_softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Forward launcher. Returns (y [b, T, Dm] in u's dtype, final state [b, Dm, N] float32,
+    checkpoints [b, ceil(T / CHUNK), Dm, N] float32 for the backward). Requires T >= 1."""
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    n_chunks = triton.cdiv(T, CHUNK)
+    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
+    h0 = None if initial_state is None else initial_state.float().contiguous()
+    y = torch.empty_like(u)
+    hT = u.new_empty(batch, Dm, N, dtype=torch.float32)
+    ckpt = u.new_empty(batch, n_chunks, Dm, N, dtype=torch.float32)
+    block_d, block_n, num_warps = _blocks(Dm, N)
+    grid = (batch, triton.cdiv(Dm, block_d))
+    _ss_fwd_kernel[grid](
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else u,  # unused pointer when the flag is off
+        z if z is not None else u,
+        delta_bias if delta_bias is not None else u,
+        h0 if h0 is not None else hT,
+        y,
+        hT,
+        ckpt,
+        T,
+        Dm,
+        N,
+        n_chunks,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        HAS_H0=h0 is not None,
+        SOFTPLUS=delta_softplus,
+        CHUNK=CHUNK,
+        BLOCK_D=block_d,
+        BLOCK_N=block_n,
+        num_warps=num_warps,
+    )
+    return y, hT, ckpt
+
+
+@selective_scan_fwd.register_fake
+def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    return (
+        torch.empty_like(u),
+        u.new_empty(batch, Dm, N, dtype=torch.float32),
+        u.new_empty(batch, (T + CHUNK - 1) // CHUNK, Dm, N, dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("hybriddsl::selective_scan_bwd", mutates_args=())
+def selective_scan_bwd(
+    dy: Tensor,
+    d_final_state: Tensor | None,
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    ckpt: Tensor,
+    delta_softplus: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Backward launcher. Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, d_initial_state),
+    each shaped and typed like its input; dD, dz, ddelta_bias are empty [0] tensors when that input
+    is None. d_initial_state is [b, Dm, N] float32."""
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    n_chunks = ckpt.shape[1]
+    u, delta, A, B, C, dy = (t.contiguous() for t in (u, delta, A, B, C, dy))
+    D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
+    dhT = None if d_final_state is None else d_final_state.float().contiguous()
+    block_d, block_n, num_warps = _blocks(Dm, N)
+    n_dblk = triton.cdiv(Dm, block_d)
+    f32 = dict(dtype=torch.float32, device=u.device)
+    du = torch.empty_like(u)
+    ddelta = torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else u.new_empty(0)
+    dA_part = torch.empty(batch, Dm, N, **f32)
+    dB_part = torch.empty(batch, n_dblk, T, N, **f32)
+    dC_part = torch.empty(batch, n_dblk, T, N, **f32)
+    dD_part = torch.empty(batch, Dm, **f32)
+    dbias_part = torch.empty(batch, Dm, **f32)
+    dh0 = torch.empty(batch, Dm, N, **f32)
+    scratch = torch.empty(batch * n_dblk * CHUNK * block_d * block_n, **f32)
+    _ss_bwd_kernel[(batch, n_dblk)](
+        u,
+        delta,
+        A,
+        B,
+        C,
+        D if D is not None else u,
+        z if z is not None else u,
+        delta_bias if delta_bias is not None else u,
+        ckpt,
+        dy,
+        dhT if dhT is not None else dh0,
+        scratch,
+        du,
+        ddelta,
+        dz if z is not None else du,
+        dA_part,
+        dB_part,
+        dC_part,
+        dD_part,
+        dbias_part,
+        dh0,
+        T,
+        Dm,
+        N,
+        n_chunks,
+        n_dblk,
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        HAS_DHT=dhT is not None,
+        SOFTPLUS=delta_softplus,
+        CHUNK=CHUNK,
+        BLOCK_D=block_d,
+        BLOCK_N=block_n,
+        num_warps=num_warps,
+    )
+    dA = dA_part.sum(0).to(A.dtype)
+    dB = dB_part.sum(1).to(B.dtype)
+    dC = dC_part.sum(1).to(C.dtype)
+    dD = dD_part.sum(0).to(D.dtype) if D is not None else u.new_empty(0)
+    dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0)
+    return du, ddelta, dA, dB, dC, dD, dz, dbias, dh0
+
+
+@selective_scan_bwd.register_fake
+def _(dy, d_final_state, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softplus):
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    return (
+        torch.empty_like(u),
+        torch.empty_like(delta),
+        torch.empty_like(A),
+        torch.empty_like(B),
+        torch.empty_like(C),
+        torch.empty_like(D) if D is not None else u.new_empty(0),
+        torch.empty_like(z) if z is not None else u.new_empty(0),
+        torch.empty_like(delta_bias) if delta_bias is not None else u.new_empty(0),
+        u.new_empty(batch, Dm, N, dtype=torch.float32),
+    )
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus = inputs
+    ckpt = output[2]
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, ckpt)
+    ctx.delta_softplus = delta_softplus
+    ctx.h0_meta = None if initial_state is None else initial_state.dtype
+
+
+def _backward(ctx, dy, d_final_state, _d_ckpt):
+    u, delta, A, B, C, D, z, delta_bias, ckpt = ctx.saved_tensors
+    du, ddelta, dA, dB, dC, dD, dz, dbias, dh0 = torch.ops.hybriddsl.selective_scan_bwd(
+        dy, d_final_state, u, delta, A, B, C, D, z, delta_bias, ckpt, ctx.delta_softplus
+    )
+    return (
+        du,
+        ddelta,
+        dA,
+        dB,
+        dC,
+        dD if D is not None else None,
+        dz if z is not None else None,
+        dbias if delta_bias is not None else None,
+        dh0.to(ctx.h0_meta) if ctx.h0_meta is not None else None,
+        None,
+    )
+
+
+selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Triton selective scan; arguments and shapes as :func:`hybriddsl.kernels.selective_scan.
+    selective_scan` (which checks them)."""
+    if u.shape[1] == 0:  # nothing to launch; the reference handles the empty sequence
+        from hybriddsl.kernels.selective_scan.reference import selective_scan_chunked
+
+        return selective_scan_chunked(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state
+        )
+    y, h_final, _ = torch.ops.hybriddsl.selective_scan_fwd(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus
+    )
+    return y, (h_final if output_final_state else None)
