@@ -29,8 +29,9 @@ class Mixer(nn.Module):
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         """Bytes of state per sequence after ``seq_len`` tokens (recurrent kinds: independent of seq_len)."""
-        st = self.init_state(1, device=torch.device("meta"))
-        return sum(t.numel() * (4 if t.dtype == torch.float32 else dtype_bytes) for t in st.values())
+        dtype = {2: torch.bfloat16, 4: torch.float32, 8: torch.float64}.get(dtype_bytes, torch.float32)
+        st = self.init_state(1, device=torch.device("meta"), dtype=dtype)
+        return sum(t.numel() * t.element_size() for t in st.values())
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())

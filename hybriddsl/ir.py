@@ -1,0 +1,284 @@
+"""The graph IR: a ``networkx.DiGraph`` of operations on the residual stream, wrapped in :class:`Graph`.
+
+Nodes are operations (a closed set, :class:`Op`); edges carry data. Every edge has a ``port``: 0 for the
+residual stream, 1 for a block's branch output into an ``add``. Node attributes:
+
+    op       Op            what the node does
+    kind     str           layer kind for mixers (canonical registry name), norm type for norms
+    opts     dict          resolved options (mixers), or parameters of the op
+    weights  str | None    weight-group id: nodes with equal ids share parameters
+    role     str           "main" (from the stack), "companion" (sub-block a kind brings), "shared"
+    layer    int | None    1-based position in the user's stack that this node belongs to
+    shape    tuple         output shape, symbolic: ("B", "T", 512)
+    params, flops, state_bytes   filled by the count pass (params counted once per weight group)
+    span     Span | None   where in the source the node came from
+
+A pre-norm block is ``r -> norm -> mixer -> add(r, .)``; a post-norm block is ``r -> mixer -> add(r, .) -> norm``.
+:meth:`Graph.lint` checks every invariant; the pipeline runs it after each pass in debug mode.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import networkx as nx
+
+from hybriddsl.errors import IRError, Span
+
+
+class Op(str, enum.Enum):
+    """The closed set of node operations."""
+
+    INPUT = "input"
+    IN_PROJ = "in_proj"
+    POS_ENC = "pos_enc"
+    NORM = "norm"
+    MIXER = "mixer"
+    ADD = "add"
+    ADD_NORM = "add_norm"
+    FINAL_NORM = "final_norm"
+    HEAD = "head"
+    OUTPUT = "output"
+
+
+RESIDUAL, BRANCH = 0, 1  # edge ports
+
+
+class Graph:
+    """A model as a graph of operations, plus its model-wide settings and source text."""
+
+    def __init__(self, settings: dict[str, Any] | None = None, source: str = "", file: str = "<string>"):
+        self.g = nx.DiGraph()
+        self.settings: dict[str, Any] = dict(settings or {})
+        self.source, self.file = source, file
+        self.directives: dict[str, Any] = {}  # statements later passes consume (shared, tie, kind defaults)
+        self.totals: dict[str, int] = {}  # filled by the count pass: params, flops_per_token, state_bytes
+        self._next = 0
+
+    # ------------------------------------------------------------------------------------------ building
+    def add(self, op: Op, **attrs: Any) -> str:
+        """Add a node and return its id (``n0``, ``n1``, ...)."""
+        nid = f"n{self._next}"
+        self._next += 1
+        attrs.setdefault("opts", {})
+        attrs.setdefault("weights", None)
+        attrs.setdefault("kind", None)
+        attrs.setdefault("role", "main")
+        attrs.setdefault("layer", None)
+        attrs.setdefault("span", None)
+        self.g.add_node(nid, op=Op(op), **attrs)
+        return nid
+
+    def connect(self, u: str, v: str, port: int = RESIDUAL) -> None:
+        self.g.add_edge(u, v, port=port)
+
+    def residual_tail(self) -> str:
+        """The last node of the residual stream: the one that feeds the final norm/head/output."""
+        for nid in self.order():
+            if self[nid]["op"] in (Op.FINAL_NORM, Op.HEAD, Op.OUTPUT):
+                return next(iter(self.g.predecessors(nid)))
+        raise IRError("graph has no output", None)
+
+    def add_block(self, after: str, mixer: dict[str, Any], norm: dict[str, Any]) -> str:
+        """Insert one residual block on the stream right after node ``after``; returns its output node.
+
+        ``mixer``/``norm`` are node attributes. Everything that consumed ``after`` consumes the new block's
+        output instead. The block is pre-norm or post-norm by ``settings['pre_norm']``.
+        """
+        consumers = [(v, d) for v, d in self.g.succ[after].items()]
+        for v, _ in consumers:
+            self.g.remove_edge(after, v)
+        n = self.add(Op.NORM, **norm)
+        m = self.add(Op.MIXER, **mixer)
+        a = self.add(Op.ADD, role=mixer.get("role", "main"), layer=mixer.get("layer"), span=mixer.get("span"))
+        if self.settings.get("pre_norm", True):
+            self.connect(after, n)
+            self.connect(n, m)
+            self.connect(after, a, RESIDUAL)
+            self.connect(m, a, BRANCH)
+            out = a
+        else:
+            self.connect(after, m)
+            self.connect(after, a, RESIDUAL)
+            self.connect(m, a, BRANCH)
+            self.connect(a, n)
+            out = n
+        for v, d in consumers:
+            self.g.add_edge(out, v, **d)
+        return out
+
+    # ------------------------------------------------------------------------------------------ reading
+    def __getitem__(self, nid: str) -> dict[str, Any]:
+        return self.g.nodes[nid]
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def order(self) -> list[str]:
+        """Node ids in topological order (ties broken by creation order, so the order is stable)."""
+        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: int(n[1:])))
+
+    def nodes(self, *ops: Op) -> Iterator[str]:
+        """Node ids in topological order, only those with one of ``ops`` when given."""
+        for nid in self.order():
+            if not ops or self[nid]["op"] in ops:
+                yield nid
+
+    def mixers(self) -> list[str]:
+        return list(self.nodes(Op.MIXER))
+
+    def preds(self, nid: str, port: int | None = None) -> list[str]:
+        return [u for u, _, d in self.g.in_edges(nid, data=True) if port is None or d["port"] == port]
+
+    def succs(self, nid: str) -> list[str]:
+        return list(self.g.successors(nid))
+
+    def copy(self) -> Graph:
+        """A deep copy: passes return new graphs and leave their input alone."""
+        new = Graph.__new__(Graph)
+        new.g = copy.deepcopy(self.g)
+        new.settings = copy.deepcopy(self.settings)
+        new.directives = copy.deepcopy(self.directives)
+        new.totals = dict(self.totals)
+        new.source, new.file, new._next = self.source, self.file, self._next
+        return new
+
+    # ------------------------------------------------------------------------------------------ checking
+    def lint(self) -> Graph:
+        """Check every invariant; raise IRError naming the node, its span and the printed graph. Returns self."""
+        g = self.g
+
+        def fail(msg: str, nid: str | None = None) -> None:
+            span = self[nid].get("span") if nid else None
+            where = f"node {nid} ({self[nid]['op'].value}): " if nid else ""
+            raise IRError(f"{where}{msg}\n{self}", span, self.source)
+
+        if not nx.is_directed_acyclic_graph(g):
+            fail("the graph has a cycle")
+        ins = [n for n in g if self[n]["op"] == Op.INPUT]
+        outs = [n for n in g if self[n]["op"] == Op.OUTPUT]
+        if len(ins) != 1 or len(outs) != 1:
+            fail(f"expected one input and one output, found {len(ins)} and {len(outs)}")
+        (src,), (dst,) = ins, outs
+        reach = nx.descendants(g, src) | {src}
+        back = nx.ancestors(g, dst) | {dst}
+        for n in g:
+            node = self[n]
+            if not isinstance(node.get("op"), Op):
+                fail(f"unknown op {node.get('op')!r}", n)
+            if n not in reach or n not in back:
+                fail("not on a path from the input to the output", n)
+            op = node["op"]
+            preds = self.preds(n)
+            if op == Op.INPUT and preds:
+                fail("the input has predecessors", n)
+            if op not in (Op.INPUT,) and not preds:
+                fail("no input edge", n)
+            if op in (Op.ADD, Op.ADD_NORM):
+                ports = sorted(d["port"] for _, _, d in g.in_edges(n, data=True))
+                if ports != [RESIDUAL, BRANCH]:
+                    fail(f"an add needs one residual and one branch input, has ports {ports}", n)
+                (m,) = self.preds(n, BRANCH)
+                if self[m]["op"] != Op.MIXER:
+                    fail("the branch input of an add must be a mixer", n)
+            elif op != Op.INPUT and len(preds) != 1:
+                fail(f"expected one input edge, found {len(preds)}", n)
+            if op == Op.MIXER:
+                if not node.get("kind") and not node.get("name"):  # expand leaves names, resolve gives kinds
+                    fail("a mixer without a kind", n)
+                succ = self.succs(n)
+                if len(succ) != 1 or self[succ[0]]["op"] not in (Op.ADD, Op.ADD_NORM):
+                    fail("a mixer must feed exactly one add", n)
+                if self.settings.get("pre_norm", True) and self[preds[0]]["op"] not in (Op.NORM, Op.ADD_NORM):
+                    fail("in a pre-norm model every mixer reads a norm", n)
+            shape = node.get("shape")
+            if shape is not None and op in (Op.MIXER, Op.ADD, Op.NORM, Op.ADD_NORM):
+                for p in preds:
+                    ps = self[p].get("shape")
+                    if ps is not None and tuple(ps) != tuple(shape):
+                        fail(f"shape {shape} does not match its input {p}'s shape {ps}", n)
+        groups: dict[str, tuple] = {}
+        for n in g:
+            w = self[n].get("weights")
+            if w is None:
+                continue
+            sig = (self[n]["op"], self[n].get("kind"), _freeze(self[n].get("opts")))
+            if groups.setdefault(w, sig) != sig:
+                fail(f"weight group {w} mixes different ops, kinds or options", n)
+        return self
+
+    # ------------------------------------------------------------------------------------------ printing
+    def __str__(self) -> str:
+        rows = [("node", "op", "kind", "options", "weights", "shape", "params")]
+        for n in self.order():
+            d = self[n]
+            rows.append(
+                (
+                    n,
+                    d["op"].value,
+                    d.get("kind") or "",
+                    format_opts(d.get("opts") or {}),
+                    d.get("weights") or "",
+                    "x".join(map(str, d["shape"])) if d.get("shape") else "",
+                    f"{d['params']:,}" if d.get("params") is not None else "",
+                )
+            )
+        widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
+        return "\n".join("  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def to_json(self) -> str:
+        """The graph in networkx node-link JSON, with settings and source (spans as [line, col])."""
+        data = nx.node_link_data(self.g, edges="edges")
+        for node in data["nodes"]:
+            node["op"] = node["op"].value
+            span = node.get("span")
+            node["span"] = [span.line, span.column] if isinstance(span, Span) else None
+            node["opts"] = _jsonable(node.get("opts"))
+        return json.dumps(
+            {"format": "hybriddsl-ir/1", "settings": _jsonable(self.settings), "source": self.source, "graph": data},
+            indent=1,
+        )
+
+
+def _freeze(x: Any) -> Any:
+    if isinstance(x, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    if callable(x):
+        return id(x)
+    return x
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (int, float, bool, str)) or x is None:
+        return x
+    return repr(x)
+
+
+def format_opts(opts: dict[str, Any], keys: tuple[str, ...] | None = None) -> str:
+    """``heads=8, window=128`` (only ``keys`` when given; nested branch lists shown compactly)."""
+    parts = []
+    for k, v in opts.items():
+        if keys is not None and k not in keys or v is None:
+            continue
+        if k == "branches":
+            v = " | ".join(" ".join(b["kind"] for b in br) for br in v)
+            parts.append(f"[{v}]")
+            continue
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        elif isinstance(v, float):
+            v = f"{v:g}"
+        elif callable(v):
+            v = getattr(v, "__name__", "fn")
+        parts.append(f"{k}={v}")
+    return ", ".join(parts)

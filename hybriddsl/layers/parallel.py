@@ -1,0 +1,109 @@
+"""Parallel block ``[M | A]``: branches see the same (normed) input; their outputs are combined.
+
+As in Hymba (Dong et al. 2024, "Hymba: A Hybrid-head Architecture for Small Language Models") and Falcon-H1
+(attention and SSM heads side by side). Each branch is a sequence of mixers applied in series. Combination:
+
+    mean:   y = (1/n) sum_i y_i
+    gate:   y = sum_i beta_i * rmsnorm_i(y_i)          beta_i learned per channel, init 1/n (Hymba's normalized
+                                                       and re-scaled head outputs)
+    concat: y = W [y_1; ...; y_n]                      (a learned projection of the concatenation)
+
+Branches are mixers only: a kind's sub-blocks (attention's FFN) are not inserted inside a branch; put an FFN
+after the parallel block instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybriddsl.layers.base import Mixer, State
+from hybriddsl.registry import LayerSpec, Option
+
+
+class Parallel(Mixer):
+    """Branches of mixers on one input. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
+
+    def __init__(self, hidden_size: int, branches: list[list[dict[str, Any]]], mix: str = "mean"):
+        super().__init__()
+        from hybriddsl.lower import build_module  # lowering owns module construction; imported late (cycle)
+
+        self.mix = mix
+        self.branches = nn.ModuleList(
+            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch) for branch in branches
+        )
+        n = len(branches)
+        if mix == "gate":
+            self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-6) for _ in range(n))
+            self.beta = nn.Parameter(torch.full((n, hidden_size), 1.0 / n))
+        elif mix == "concat":
+            self.proj = nn.Linear(n * hidden_size, hidden_size, bias=False)
+
+    def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
+        if self.mix == "mean":
+            return torch.stack(outs).mean(0)
+        if self.mix == "gate":
+            return sum(self.beta[i] * self.norms[i](o) for i, o in enumerate(outs))
+        return self.proj(torch.cat(outs, dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for branch in self.branches:
+            h = x
+            for layer in branch:
+                h = layer(h)
+            outs.append(h)
+        return self._combine(outs)
+
+    def init_state(self, batch: int, device=None, dtype=None) -> State:
+        return {
+            f"{i}.{j}.{k}": v
+            for i, branch in enumerate(self.branches)
+            for j, layer in enumerate(branch)
+            for k, v in layer.init_state(batch, device=device, dtype=dtype).items()
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        new: State = {}
+        outs = []
+        for i, branch in enumerate(self.branches):
+            h = x
+            for j, layer in enumerate(branch):
+                prefix = f"{i}.{j}."
+                sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                h, sub = layer.step(h, sub)
+                new.update({prefix + k: v for k, v in sub.items()})
+            outs.append(h)
+        return self._combine(outs), new
+
+    def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
+        return sum(layer.state_bytes(seq_len, dtype_bytes) for branch in self.branches for layer in branch)
+
+
+def _flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    from hybriddsl import registry
+    from hybriddsl.passes.count import layer_cost
+
+    total = 2 * params
+    for branch in opts["branches"]:
+        for b in branch:
+            spec = registry.get(b["kind"])
+            p, _ = layer_cost(b["kind"], b["opts"], hidden, seq_len)
+            total += spec.flops(b["opts"], hidden, p, seq_len) - 2 * p
+    return total
+
+
+SPEC = LayerSpec(
+    name="parallel",
+    aliases=(),
+    letter="P",
+    summary="branches on the same input, combined by mean, learned gate or concat+projection (Hymba, Falcon-H1)",
+    factory=Parallel,
+    options=(Option("mix", str, "mean", "how branch outputs combine", choices=("mean", "gate", "concat")),),
+    flops=_flops,
+    color="#e8e8ff",
+    key_options=("mix",),
+    internal=True,
+)

@@ -1,0 +1,217 @@
+"""Lowering: Graph -> ``nn.Module``.
+
+``lower`` walks the graph in topological order and writes a *plan*: one step per node, reading and writing two
+registers, ``r`` (the residual stream) and ``y`` (the block branch). Nodes with one weight group get one module
+instance, stored in ``model.blocks[group]``, so shared and tied weights are one set of parameters. The result is
+a plain module: ``state_dict``, ``torch.save``, ``torch.compile`` and DDP/FSDP treat it like any other.
+
+    pre-norm block:   norm  y = N(r)      mixer  y = M(y)      add  r = r + y
+    fused:            add_norm  r = r + y; y = N(r)            (one kernel; the next block reads y)
+    post-norm block:  mixer y = M(r)      add   r = r + y      norm r = y = N(r)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl import registry
+from hybriddsl.errors import HybError, LoweringError
+from hybriddsl.ir import Graph, Op
+
+State = dict[str, Any]
+
+
+def build_module(kind: str, opts: dict[str, Any], hidden: int) -> nn.Module:
+    """Instantiate one layer kind's module through the registry (errors become LoweringError)."""
+    spec = registry.get(kind)
+    try:
+        return spec.factory(hidden, **opts)
+    except HybError:
+        raise
+    except Exception as e:  # a factory bug or a user's custom factory failing: say which layer
+        raise LoweringError(f"building a {kind} layer failed: {type(e).__name__}: {e}") from e
+
+
+def make_norm(kind: str, hidden: int, eps: float) -> nn.Module:
+    """LayerNorm or RMSNorm over the hidden dim."""
+    return nn.RMSNorm(hidden, eps=eps) if kind == "rmsnorm" else nn.LayerNorm(hidden, eps=eps)
+
+
+class Step(NamedTuple):
+    """One instruction of the plan."""
+
+    op: str  # in_proj | pos | norm | mixer | add | add_norm | head | output
+    key: str  # module key in model.blocks ("" when none)
+    node: str  # graph node id (names the mixer's state in step mode)
+    arg: Any = None  # mixer: the register it reads; add_norm: post-norm flag; output: mode
+
+
+class SinusoidalEncoding(nn.Module):
+    """Fixed sin/cos position encoding (Vaswani et al. 2017) added to [batch, seq, hidden] inputs."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+
+    def table(self, positions: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """[len] int positions -> [len, hidden] encodings."""
+        half = (self.hidden + 1) // 2
+        freq = torch.exp(-math.log(10000.0) * torch.arange(half, device=positions.device) * 2 / self.hidden)
+        ang = positions.float()[:, None] * freq[None]
+        pe = torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-2)[:, : self.hidden]
+        return pe.to(dtype)
+
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:
+        pos = torch.arange(x.shape[1], device=x.device) + offset
+        return x + self.table(pos, x.dtype)
+
+
+def _add_norm(y: torch.Tensor, r: torch.Tensor, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(norm(r + y), r + y) through the fused kernel family."""
+    from hybriddsl.kernels.add_norm import add_norm
+
+    kind = "rms" if isinstance(norm, nn.RMSNorm) else "layer"
+    eps = norm.eps if norm.eps is not None else torch.finfo(r.dtype).eps
+    return add_norm(y, r, norm.weight, getattr(norm, "bias", None), eps=eps, norm=kind)
+
+
+class HybridModel(nn.Module):
+    """A compiled hybrid model.
+
+    forward(x): x is [batch, seq, embed_dim] features, or [batch, seq] token ids when the model has a vocab.
+    Returns [batch, hidden] (output=last), [batch, seq, hidden] (sequence) or logits [batch, seq, vocab].
+    step(x_t, state): one position, x_t [batch, embed_dim] or [batch] ids; returns the output at that position.
+    """
+
+    def __init__(self, graph: Graph):
+        super().__init__()
+        s = graph.settings
+        self.hidden, self.vocab, self.output_mode = s["hidden"], s["vocab"], s["output"]
+        self.embed_dim = s["embed_dim"]
+        self.dropout = s["dropout"]
+        self.hyb_source, self.hyb_file = graph.source, graph.file
+        self.hyb_overrides: dict[str, Any] = dict(graph.directives.get("overrides", {}))
+        self.blocks = nn.ModuleDict()
+        self.plan: list[Step] = []
+        self.embed: nn.Module = nn.Identity()
+        self.pos: nn.Module | None = None
+        self.head: nn.Linear | None = None
+        pre = s["pre_norm"]
+        for nid in graph.order():
+            node = graph[nid]
+            op, key = node["op"], node.get("weights") or ""
+            if op == Op.IN_PROJ:
+                if self.vocab:
+                    self.embed = nn.Embedding(self.vocab, self.hidden)
+                elif self.embed_dim != self.hidden:
+                    self.embed = nn.Linear(self.embed_dim, self.hidden)
+                self.plan.append(Step("in_proj", "", nid))
+                if s["pos"] == "sinusoidal":
+                    self.pos = SinusoidalEncoding(self.hidden)
+                    self.plan.append(Step("pos", "", nid))
+            elif op in (Op.NORM, Op.FINAL_NORM, Op.ADD_NORM):
+                if key not in self.blocks:
+                    self.blocks[key] = make_norm(node["kind"], self.hidden, node["opts"]["eps"])
+                if op == Op.ADD_NORM:
+                    self.plan.append(Step("add_norm", key, nid, not pre))
+                else:
+                    self.plan.append(Step("norm", key, nid, op == Op.NORM and not pre))
+            elif op == Op.MIXER:
+                if key not in self.blocks:
+                    self.blocks[key] = build_module(node["kind"], node["opts"], self.hidden)
+                self.plan.append(Step("mixer", key, nid, "y" if pre else "r"))
+            elif op == Op.ADD:
+                self.plan.append(Step("add", "", nid))
+            elif op == Op.HEAD:
+                self.head = nn.Linear(self.hidden, self.vocab, bias=False)
+                if s["tie_embeddings"]:
+                    self.head.weight = self.embed.weight
+                self.plan.append(Step("head", "", nid))
+            elif op == Op.OUTPUT:
+                self.plan.append(Step("output", "", nid, self.output_mode))
+
+    # ------------------------------------------------------------------------------------------ parallel form
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        r = y = x
+        for st in self.plan:
+            if st.op == "in_proj":
+                r = self.embed(x)
+                y = r
+            elif st.op == "pos":
+                r = self.pos(r)
+            elif st.op == "norm":
+                y = self.blocks[st.key](r)
+                if st.arg:  # post-norm: the stream itself is normed
+                    r = y
+            elif st.op == "mixer":
+                y = self.blocks[st.key](y if st.arg == "y" else r)
+                if self.dropout and self.training:
+                    y = F.dropout(y, self.dropout, True)
+            elif st.op == "add":
+                r = r + y
+            elif st.op == "add_norm":
+                y, r = _add_norm(y, r, self.blocks[st.key])
+                if st.arg:
+                    r = y
+            elif st.op == "head":
+                y = self.head(y)
+            elif st.op == "output":
+                return y[:, -1] if st.arg == "last" else y
+        return y
+
+    # ------------------------------------------------------------------------------------------ step form
+    def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+                   ) -> State:
+        """Every layer's state before the first position (recurrent states, conv buffers, KV caches)."""
+        p = next(self.parameters())
+        device, dtype = device or p.device, dtype or p.dtype
+        state: State = {"pos": torch.zeros((), dtype=torch.long, device=device)}
+        for st in self.plan:
+            if st.op == "mixer":
+                state[st.node] = self.blocks[st.key].init_state(batch, device=device, dtype=dtype)
+        return state
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One position. x: [batch, embed_dim] (or [batch] ids). Returns (output [batch, ...], new state)."""
+        new: State = {"pos": state["pos"] + 1}
+        r = y = x
+        for st in self.plan:
+            if st.op == "in_proj":
+                r = self.embed(x)
+                y = r
+            elif st.op == "pos":
+                r = r + self.pos.table(state["pos"].reshape(1), r.dtype)
+            elif st.op == "norm":
+                y = self.blocks[st.key](r)
+                if st.arg:
+                    r = y
+            elif st.op == "mixer":
+                y, new[st.node] = self.blocks[st.key].step(y if st.arg == "y" else r, state[st.node])
+            elif st.op == "add":
+                r = r + y
+            elif st.op == "add_norm":
+                y, r = _add_norm(y, r, self.blocks[st.key])
+                if st.arg:
+                    r = y
+            elif st.op == "head":
+                y = self.head(y)
+            elif st.op == "output":
+                return y, new
+        return y, new
+
+    def extra_repr(self) -> str:
+        return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
+
+
+def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
+    """Build the PyTorch module for a graph that went through the pipeline."""
+    with torch.device(device or "cpu"):
+        model = HybridModel(graph)
+    if dtype is not None:
+        model = model.to(dtype)
+    return model

@@ -1,0 +1,88 @@
+"""Pass ``count``: exact parameters, FLOPs per token and recurrent-state bytes, per node and in total.
+
+Parameters are counted on the modules themselves, built on the ``meta`` device (no memory), so the count equals
+``sum(p.numel() for p in model.parameters())`` of the lowered model by construction: each weight group once.
+FLOPs per token come from each kind's formula (matmuls: 2 per weight; attention scores and state updates on top)
+and count every application (a shared block applied three times costs three times). State bytes are per
+sequence after ``seq_len`` tokens, fp32 recurrent states and the KV cache in the model's dtype (2 bytes).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import torch
+
+from hybriddsl import registry
+from hybriddsl.ir import Graph, Op, _freeze
+from hybriddsl.lower import build_module
+
+
+def count(graph: Graph) -> Graph:
+    """Returns a new graph with ``params``, ``flops`` and ``state_bytes`` on nodes and ``totals`` filled."""
+    g = graph.copy()
+    s = g.settings
+    hidden, seq_len = s["hidden"], s["seq_len"]
+    seen: set[str] = set()
+    totals = {"params": 0, "flops_per_token": 0, "state_bytes": 0}
+    for nid in g.order():
+        node = g[nid]
+        op = node["op"]
+        params = flops = state = 0
+        if op == Op.IN_PROJ:
+            if s["vocab"]:
+                params = s["vocab"] * hidden
+            elif s["embed_dim"] != hidden:
+                params = s["embed_dim"] * hidden + hidden
+                flops = 2 * s["embed_dim"] * hidden
+        elif op in (Op.NORM, Op.FINAL_NORM, Op.ADD_NORM):
+            params = hidden * (2 if node["kind"] == "layernorm" else 1)
+            flops = 5 * hidden
+        elif op == Op.ADD:
+            flops = hidden
+        elif op == Op.HEAD:
+            params = 0 if s["tie_embeddings"] else s["vocab"] * hidden
+            flops = 2 * s["vocab"] * hidden
+        elif op == Op.MIXER:
+            params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
+            flops = registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len)
+        w = node.get("weights")
+        node["params"] = params
+        node["flops"] = flops
+        node["state_bytes"] = state
+        node["shared_use"] = w is not None and w in seen  # a later use of weights counted already
+        if not node["shared_use"]:
+            totals["params"] += params
+        if w is not None:
+            seen.add(w)
+        totals["flops_per_token"] += flops
+        totals["state_bytes"] += state
+    g.totals = totals
+    return g
+
+
+def layer_cost(kind: str, opts: dict[str, Any], hidden: int, seq_len: int) -> tuple[int, int]:
+    """(parameters, state bytes after seq_len tokens) of one layer, from its module on the meta device."""
+    return _cost(kind, _freeze(opts), hidden, seq_len, _Opts(opts))
+
+
+class _Opts:
+    """Carries the real options dict through lru_cache, which only hashes the frozen copy."""
+
+    def __init__(self, opts: dict[str, Any]):
+        self.opts = opts
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _cost(kind: str, frozen: Any, hidden: int, seq_len: int, opts: _Opts) -> tuple[int, int]:
+    with torch.device("meta"):
+        module = build_module(kind, opts.opts, hidden)
+    params = sum(p.numel() for p in module.parameters())
+    return params, int(module.state_bytes(seq_len, dtype_bytes=2))

@@ -1,0 +1,98 @@
+"""Pass ``expand``: Program (AST) -> Graph. Unrolls repeats, expands ``block`` macros, splits Megatron letters.
+
+The result is a chain of pre-/post-norm residual blocks whose mixers still carry the name as written
+(``attrs['name']``) and the options as written (``attrs['written']``: name -> syntax.Value); ``resolve`` turns
+them into kinds and typed options.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hybriddsl import registry
+from hybriddsl.errors import HybNameError, HybOptionError, HybSyntaxError, Span
+from hybriddsl.ir import Graph, Op
+from hybriddsl.settings import model_setting
+from hybriddsl.syntax import Group, Item, Layer, Parallel, Program, Repeat
+
+MAX_LAYERS = 100_000  # a guard against `(M*1000)*1000` eating the machine before anything is checked
+
+# Megatron-LM hybrid pattern letters, which real configs run together ("M-M-M-MM-M-M*-").
+MEGATRON = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe"}
+
+
+def expand(prog: Program) -> Graph:
+    """Build the block chain of ``prog``. Raises HybSyntaxError/HybNameError with positions."""
+    pre_norm = True
+    for s in prog.settings:  # pre_norm decides the block shape, so it is read here (resolve checks its type)
+        if s.scope is None and s.name == "pre_norm" and isinstance(s.value.value, bool):
+            pre_norm = s.value.value
+    g = Graph({"pre_norm": pre_norm}, prog.source, prog.file)
+    g.directives = {"settings": prog.settings, "shared": prog.shared, "ties": prog.ties, "blocks": prog.blocks}
+    src = g.add(Op.INPUT)
+    proj = g.add(Op.IN_PROJ)
+    g.connect(src, proj)
+    out = g.add(Op.OUTPUT)
+    if pre_norm:  # a post-norm stack already ends in a norm
+        fin = g.add(Op.FINAL_NORM)
+        g.connect(proj, fin)
+        g.connect(fin, out)
+    else:
+        g.connect(proj, out)
+
+    for name, block in prog.blocks.items():
+        if registry.canonical(name) is not None:
+            raise HybNameError(f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; "
+                               "choose another name", block.span)
+    entries = flatten(prog.stack, prog)
+    if not entries:
+        raise HybSyntaxError("the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file))
+    tail = proj
+    for pos, entry in enumerate(entries, start=1):
+        tail = g.add_block(tail, mixer={**entry, "layer": pos, "role": "main"}, norm={"layer": pos})
+    return g
+
+
+def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Items -> a flat list of mixer attribute dicts {name, written, span} (parallel blocks nested)."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, Repeat):
+            if item.count < 1:
+                raise HybOptionError(f"a repeat count must be at least 1, got {item.count}", item.span)
+            body = flatten([item.item], prog, stack)
+            if len(body) * item.count + len(out) > MAX_LAYERS:
+                raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", item.span)
+            for _ in range(item.count):
+                out += [dict(e) for e in body]
+        elif isinstance(item, Group):
+            out += flatten(item.items, prog, stack)
+        elif isinstance(item, Parallel):
+            branches = [flatten(b, prog, stack) for b in item.branches]
+            out.append({"name": "parallel", "written": item.options, "span": item.span, "branches": branches})
+        elif isinstance(item, Layer):
+            out += _layer(item, prog, stack)
+        if len(out) > MAX_LAYERS:
+            raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None))
+    return out
+
+
+def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[dict[str, Any]]:
+    key = item.name.lower()
+    if key in prog.blocks:
+        if key in stack:
+            cycle = " -> ".join((*stack, key))
+            raise HybNameError(f"block '{item.name}' uses itself ({cycle})", item.span)
+        if item.options:
+            raise HybOptionError(f"block '{item.name}' is a macro and takes no options", item.span)
+        return flatten(prog.blocks[key].items, prog, (*stack, key))
+    if registry.canonical(item.name) is None and len(item.name) > 1 and set(item.name) <= set(MEGATRON):
+        # "MM" in a Megatron string: one layer per letter
+        s = item.span
+        return [
+            {"name": ch, "written": {}, "span": Span(s.line, s.column + i, 1, s.file)}
+            for i, ch in enumerate(item.name)
+        ]
+    if registry.canonical(item.name) is None and model_setting(item.name) is not None:
+        raise HybSyntaxError(f"'{item.name}' is a setting: write '{item.name} = value'", item.span)
+    return [{"name": item.name, "written": item.options, "span": item.span}]

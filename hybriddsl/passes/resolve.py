@@ -1,0 +1,146 @@
+"""Pass ``resolve``: names -> kinds, settings -> typed model settings, options -> checked typed values.
+
+Precedence of an option's value: the kind's default < a model-wide setting of that name (``heads = 8``) <
+a kind-scoped setting (``attention.heads = 8``) < the option written on the layer. Every check happens here,
+before any tensor exists, and every error points at the text that caused it. Kinds that bring sub-blocks
+(attention's FFN, RWKV's channel mix, Griffin's MLP) get them inserted as their own residual blocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hybriddsl import registry
+from hybriddsl.errors import HybError, HybNameError, HybOptionError, Span, suggest
+from hybriddsl.ir import Graph, Op
+from hybriddsl.settings import MODEL_SETTINGS, model_setting
+from hybriddsl.syntax import Setting, Value
+
+
+def resolve(graph: Graph) -> Graph:
+    """Resolve every mixer of ``graph``; returns a new graph with ``settings`` filled in."""
+    g = graph.copy()
+    settings, layer_defaults, scoped = _settings(g.directives.get("settings", []), g)
+    g.settings.update(settings)
+    g.directives["layer_defaults"], g.directives["scoped"] = layer_defaults, scoped
+    hidden = settings["hidden"]
+    counters: dict[str, int] = {}
+    for nid in g.mixers():
+        node = g[nid]
+        kind, opts = resolve_layer(node, layer_defaults, scoped, hidden)
+        node.update(kind=kind, opts=opts, weights=_group(counters, kind))
+        node.pop("written", None)
+        node.pop("branches", None)
+        spec = registry.get(kind)
+        tail = g.succs(nid)[0] if settings["pre_norm"] else g.succs(g.succs(nid)[0])[0]
+        for ckind, copts in spec.companions(opts) if spec.companions else []:
+            sub = {"name": ckind, "written": {}, "span": node["span"]}
+            ck, co = resolve_layer(sub, layer_defaults, scoped, hidden, preset=copts)
+            attrs = dict(kind=ck, opts=co, weights=_group(counters, ck), role="companion", layer=node["layer"],
+                         span=node["span"], parent=nid)
+            tail = g.add_block(tail, mixer=attrs, norm={"layer": node["layer"]})
+    for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
+        g[nid].update(kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm"))
+    return g
+
+
+def _group(counters: dict[str, int], kind: str) -> str:
+    i = counters.get(kind, 0)
+    counters[kind] = i + 1
+    return f"{kind}_{i}"
+
+
+def resolve_layer(
+    node: dict[str, Any],
+    layer_defaults: dict[str, tuple[Any, Span]],
+    scoped: dict[str, dict[str, tuple[Any, Span]]],
+    hidden: int,
+    preset: dict[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """(kind, checked options) for one mixer node as written: {name, written, span[, branches]}."""
+    span = node.get("span")
+    try:
+        spec = registry.get(node["name"])
+    except HybNameError as e:
+        raise HybNameError(e.message, span) from None
+    opts: dict[str, Any] = spec.defaults()
+    where: dict[str, Span | None] = {}
+    for name, (value, vspan) in layer_defaults.items():
+        if spec.option(name) is not None:
+            opts[name], where[name] = value, vspan
+    for name, (value, vspan) in scoped.get(spec.name, {}).items():
+        opts[name], where[name] = value, vspan
+    opts.update(preset or {})
+    for name, val in node.get("written", {}).items():
+        if spec.option(name) is None:
+            known = [o.name for o in spec.options]
+            listing = f" (it takes: {', '.join(known)})" if known else " (it takes no options)"
+            raise HybNameError(f"layer '{spec.name}' has no option '{name}'" + suggest(name, known) + listing,
+                               val.span)
+        opts[name], where[name] = val.value, val.span
+    for o in spec.options:
+        msg = o.check(opts[o.name])
+        if msg:
+            raise HybOptionError(f"{spec.name}: {msg}", where.get(o.name) or span)
+        opts[o.name] = o.coerce(opts[o.name])
+    if spec.name == "parallel":
+        opts["branches"] = [
+            [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)), span=b["span"])
+             for b in branch]
+            for branch in node["branches"]
+        ]
+    if spec.validate is not None:
+        msg = spec.validate(opts, hidden)
+        if msg:
+            raise HybOptionError(f"{spec.name}: {msg}", span)
+    return spec.name, opts
+
+
+def _settings(stmts: list[Setting], g: Graph):
+    """Split setting statements into model settings, layer-option defaults and kind-scoped defaults."""
+    model: dict[str, Any] = {o.name: o.default for o in MODEL_SETTINGS}
+    spans: dict[str, Span] = {}
+    layer_defaults: dict[str, tuple[Any, Span]] = {}
+    scoped: dict[str, dict[str, tuple[Any, Span]]] = {}
+    option_names = {o.name for s in registry.specs() for o in s.options}
+    for st in stmts:
+        val: Value = st.value
+        if st.scope is not None:
+            spec = _scoped_spec(st)
+            opt = spec.option(st.name)
+            if opt is None:
+                known = [o.name for o in spec.options]
+                raise HybNameError(f"layer '{spec.name}' has no option '{st.name}'" + suggest(st.name, known), st.span)
+            msg = opt.check(val.value)
+            if msg:
+                raise HybOptionError(f"{spec.name}: {msg}", val.span)
+            scoped.setdefault(spec.name, {})[st.name] = (opt.coerce(val.value), val.span)
+            continue
+        ms = model_setting(st.name)
+        if ms is None and st.name not in option_names:
+            known = [o.name for o in MODEL_SETTINGS] + sorted(option_names)
+            raise HybNameError(f"unknown setting '{st.name}'" + suggest(st.name, known), st.span)
+        if ms is not None:
+            msg = ms.check(val.value)
+            if msg:
+                raise HybOptionError(msg.replace("option", "setting", 1), val.span)
+            model[st.name], spans[st.name] = ms.coerce(val.value), val.span
+        if st.name in option_names:
+            layer_defaults[st.name] = (val.value, val.span)
+    if model["output"] is None:
+        model["output"] = "logits" if model["vocab"] else "last"
+    if model["output"] == "logits" and not model["vocab"]:
+        raise HybOptionError("output = logits needs a vocabulary: set 'vocab = N'", spans.get("output"))
+    if model["embed_dim"] is not None and model["vocab"]:
+        raise HybOptionError("set either embed_dim (feature input) or vocab (token input), not both",
+                             spans.get("embed_dim"))
+    if model["embed_dim"] is None:
+        model["embed_dim"] = model["hidden"]
+    return model, layer_defaults, scoped
+
+
+def _scoped_spec(st: Setting) -> registry.LayerSpec:
+    try:
+        return registry.get(st.scope)
+    except HybError as e:
+        raise HybNameError(e.message, st.span) from None

@@ -1,0 +1,64 @@
+"""Pass ``insert_shared``: ``shared attn@2,4,6`` -> ONE block (one weight group) applied after stack layers 2, 4, 6.
+
+This is Zamba's shared attention and the seed's ``shared_layers: %{attention: [2, 4, 6]}``. The norm in front of
+the shared block is shared too, so the block is one set of weights wherever it is applied.
+"""
+
+from __future__ import annotations
+
+from hybriddsl import registry
+from hybriddsl.errors import HybOptionError
+from hybriddsl.ir import Graph, Op
+from hybriddsl.passes.expand import flatten
+from hybriddsl.passes.resolve import resolve_layer
+from hybriddsl.syntax import Program
+
+
+def insert_shared(graph: Graph) -> Graph:
+    """Insert every ``shared`` statement's block after its positions; returns a new graph."""
+    g = graph.copy()
+    n_layers = max((g[n]["layer"] or 0) for n in g.mixers())
+    prog = Program(blocks=g.directives.get("blocks", {}), file=g.file)
+    hidden = g.settings["hidden"]
+    for k, st in enumerate(g.directives.get("shared", [])):
+        entries = flatten([st.item], prog)
+        resolved = []
+        for e in entries:
+            kind, opts = resolve_layer(e, g.directives["layer_defaults"], g.directives["scoped"], hidden)
+            resolved.append((kind, opts, e["span"]))
+            spec = registry.get(kind)
+            for ck, co in spec.companions(opts) if spec.companions else []:
+                sub = {"name": ck, "written": {}, "span": e["span"]}
+                resolved.append((*resolve_layer(sub, g.directives["layer_defaults"], g.directives["scoped"],
+                                                hidden, preset=co), e["span"]))
+        seen = set()
+        for pos, span in st.positions:
+            if not 1 <= pos <= n_layers:
+                raise HybOptionError(
+                    f"shared block position {pos} is outside the stack (it has {n_layers} layers: 1..{n_layers})",
+                    span)
+            if pos in seen:
+                raise HybOptionError(f"position {pos} is listed twice", span)
+            seen.add(pos)
+            tail = stream_tail(g, pos)
+            for j, (kind, opts, espan) in enumerate(resolved):
+                tail = g.add_block(
+                    tail,
+                    mixer=dict(kind=kind, opts=opts, weights=f"shared{k}_{kind}_{j}", role="shared", layer=pos,
+                               span=espan),
+                    norm=dict(kind=g.settings["norm"], opts={"eps": g.settings["norm_eps"]},
+                              weights=f"shared{k}_norm_{j}", role="shared", layer=pos),
+                )
+    return g
+
+
+def stream_tail(g: Graph, pos: int) -> str:
+    """The residual-stream node that ends stack position ``pos`` (after its companions and shared blocks)."""
+    end_op = Op.ADD if g.settings.get("pre_norm", True) else Op.NORM
+    tail = None
+    for nid in g.order():
+        if g[nid]["op"] in (end_op, Op.ADD_NORM) and g[nid].get("layer") == pos:
+            tail = nid
+    if tail is None:
+        raise HybOptionError(f"no layer at position {pos}", None)
+    return tail

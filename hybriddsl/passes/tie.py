@@ -1,0 +1,54 @@
+"""Pass ``tie``: ``tie A@1,3`` makes existing layers share one set of weights (``tie A``: all of that kind).
+
+Positions count layers of that kind in stack order (the 1st and 3rd attention layers). Tied layers must have
+identical options. Their sub-blocks (e.g. attention's FFN) are tied along with them; their norms are not.
+"""
+
+from __future__ import annotations
+
+from hybriddsl import registry
+from hybriddsl.errors import HybError, HybNameError, HybOptionError
+from hybriddsl.ir import Graph, format_opts
+
+
+def tie(graph: Graph) -> Graph:
+    """Apply every ``tie`` statement; returns a new graph."""
+    g = graph.copy()
+    for st in g.directives.get("ties", []):
+        try:
+            kind = registry.get(st.name).name
+        except HybError as e:
+            raise HybNameError(e.message, st.span) from None
+        layers = [n for n in g.mixers() if g[n]["kind"] == kind and g[n]["role"] == "main"]
+        if st.positions is None:
+            chosen = layers
+            if len(chosen) < 2:
+                raise HybOptionError(f"'tie {st.name}' needs at least two {kind} layers; the stack has {len(layers)}",
+                                     st.span)
+        else:
+            chosen = []
+            for pos, span in st.positions:
+                if not 1 <= pos <= len(layers):
+                    raise HybOptionError(
+                        f"there {'is' if len(layers) == 1 else 'are'} only {len(layers)} {kind} layer"
+                        f"{'' if len(layers) == 1 else 's'}; cannot tie number {pos}", span)
+                chosen.append(layers[pos - 1])
+            if len(set(chosen)) < 2:
+                raise HybOptionError("tie needs at least two different layers", st.span)
+        first = chosen[0]
+        for other in chosen[1:]:
+            if g[other]["opts"] != g[first]["opts"]:
+                raise HybOptionError(
+                    f"cannot tie {kind} layers at stack positions {g[first]['layer']} and {g[other]['layer']}: "
+                    f"their options differ ({format_opts(g[first]['opts'])} vs {format_opts(g[other]['opts'])})",
+                    st.span)
+            _share(g, first, other)
+    return g
+
+
+def _share(g: Graph, first: str, other: str) -> None:
+    """Give ``other`` (and its companions, in order) the weight groups of ``first`` (and its companions)."""
+    g[other]["weights"] = g[first]["weights"]
+    comp = lambda p: [n for n in g.mixers() if g[n].get("parent") == p]
+    for a, b in zip(comp(first), comp(other)):
+        g[b]["weights"] = g[a]["weights"]
