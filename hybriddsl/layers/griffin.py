@@ -1,0 +1,171 @@
+"""Griffin's recurrent block with the Real-Gated Linear Recurrent Unit (De et al. 2024, "Griffin: Mixing
+Gated Linear Recurrences with Local Attention for Efficient Language Models", arXiv:2402.19427, section 2.4,
+fig. 2), laid out as RecurrentGemma's ``RecurrentBlock``.
+
+Two branches from ``x_t`` (``hidden`` wide) into ``width`` channels (default ``width = hidden``,
+RecurrentGemma's ``lru_width`` default), multiplied, then projected back::
+
+    y_t = W_o ( gelu(W_y x_t + b_y) * RG-LRU(ShortConv_conv(W_x x_t + b_x))_t ) + b_o
+
+RG-LRU on its input ``z_t`` (paper eq. 1-4, c = 8)::
+
+    r_t = sigmoid(W_a z_t + b_a)                        recurrence gate
+    i_t = sigmoid(W_i z_t + b_i)                        input gate
+    log a_t = c r_t log sigmoid(Λ) = -c r_t softplus(-Λ)  (a_t = sigmoid(Λ)^(c r_t), in log space)
+    h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * z_t)
+
+``sqrt(1 - a^2)`` is computed as ``sqrt(-expm1(2 log a))`` (accurate when a is near 1). The recurrence runs
+through :func:`hybriddsl.kernels.linear_scan.linear_scan` (``h = a h + b``); :meth:`GriffinBlock.step` through
+``linear_scan_step``, with the conv window and ``h`` (float32) as state.
+
+Choices, stated:
+- the gates ``W_a``, ``W_i`` are plain dense ``width x width`` maps (RecurrentGemma makes them block-diagonal
+  per head; dense is a superset at higher parameter cost);
+- no reset of the ``sqrt(1 - a^2)`` multiplier at the first token (RecurrentGemma sets it to 1 at document
+  starts); this is the paper's eq. 4 as written;
+- every layer owns its weights (Edifice's ``griffin_lru`` shares them across layers by mistake).
+
+Initialization (paper / RecurrentGemma): ``Λ`` such that ``a^c = sigmoid(Λ)^c`` is uniform in [0.9, 0.999];
+input projections normal with std ``hidden^(-1/2)``, gates and output std ``width^(-1/2)``, conv weights std
+``(0.01 / conv)^(1/2)``, biases zero.
+
+The gated MLP that follows in Griffin's residual stack is a companion: ``ffn`` with ``act = geglu``,
+``mult = 3``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import Mixer, ShortConv, State
+from hybriddsl.registry import LayerSpec, Option
+
+C = 8.0  # the paper's fixed scalar c
+
+
+def rglru_coeffs(lam: torch.Tensor, r: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
+    """The scan's coefficients of the RG-LRU: a_t and b_t = sqrt(1 - a_t^2) * i_t * z_t (float32 or wider).
+
+    lam: [width]; r, i: gates in (0, 1), z: input, all [..., width]. Returns (a, b) of that shape.
+    """
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    log_a = -C * r.to(dtype) * F.softplus(-lam.to(dtype))
+    # sqrt(1 - a^2); the floor keeps the derivative finite if a gate drives a to exactly 1
+    mult = torch.sqrt((-torch.expm1(2 * log_a)).clamp_min(1e-12))
+    return log_a.exp(), mult * i.to(dtype) * z.to(dtype)
+
+
+class GriffinBlock(Mixer):
+    """Griffin recurrent block. x: [batch, seq, hidden] -> [batch, seq, hidden], width channels inside."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        width: int | None = None,
+        conv: int = 4,
+        mlp: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
+    ):
+        super().__init__()
+        w = width or hidden_size
+        self.hidden, self.width = hidden_size, w
+        self.in_y = nn.Linear(hidden_size, w)  # gelu branch
+        self.in_x = nn.Linear(hidden_size, w)  # recurrence branch
+        self.conv = ShortConv(w, conv)
+        self.gate_a = nn.Linear(w, w)  # recurrence gate r
+        self.gate_i = nn.Linear(w, w)  # input gate i
+        self.lam = nn.Parameter(torch.empty(w))
+        self.out_proj = nn.Linear(w, hidden_size)
+        for lin, fan_in in (
+            (self.in_y, hidden_size),
+            (self.in_x, hidden_size),
+            (self.gate_a, w),
+            (self.gate_i, w),
+            (self.out_proj, w),
+        ):
+            nn.init.normal_(lin.weight, std=fan_in**-0.5)
+            nn.init.zeros_(lin.bias)
+        nn.init.normal_(self.conv.conv.weight, std=math.sqrt(0.01 / conv))
+        nn.init.zeros_(self.conv.conv.bias)
+        self.reset_lambda()
+
+    @torch.no_grad()
+    def reset_lambda(self, lo: float = 0.9, hi: float = 0.999) -> None:
+        """Λ with sigmoid(Λ)^c uniform in [lo, hi]: Λ = logit(u^(1/c)), u ~ U[lo, hi] (paper, sec. 2.4)."""
+        u = torch.empty_like(self.lam, dtype=torch.float64).uniform_(lo, hi)
+        p = u ** (1.0 / C)
+        self.lam.copy_(torch.log(p) - torch.log1p(-p))
+
+    def _gates(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Conv output z [..., width] -> scan coefficients (a, b), float32."""
+        return rglru_coeffs(self.lam, torch.sigmoid(self.gate_a(z)), torch.sigmoid(self.gate_i(z)), z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hybriddsl.kernels.linear_scan import linear_scan
+
+        y = F.gelu(self.in_y(x))
+        z = self.conv(self.in_x(x))
+        a, b = self._gates(z)
+        h, _ = linear_scan(a, b)
+        return self.out_proj(h.to(x.dtype) * y)
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``conv``: previous inputs [batch, width, conv-1] (model dtype), ``h``: [batch, width] float32."""
+        device = device or self._param().device
+        return {
+            "conv": self.conv.init_state(batch, device=device, dtype=dtype),
+            "h": torch.zeros(batch, self.width, device=device, dtype=torch.float32),
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
+        from hybriddsl.kernels.linear_scan import linear_scan_step
+
+        y = F.gelu(self.in_y(x))
+        z, buf = self.conv.step(self.in_x(x), state["conv"].to(x.dtype))
+        a, b = self._gates(z)
+        h = linear_scan_step(a, b, state["h"])
+        return self.out_proj(h.to(x.dtype) * y), {"conv": buf.to(state["conv"].dtype), "h": h}
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks, run before anything is allocated."""
+    if opts.get("conv", 4) < 1:
+        return f"conv (the temporal conv width) must be >= 1, got {opts.get('conv')}"
+    w = opts.get("width")
+    if w is not None and w < 1:
+        return f"width must be >= 1, got {w}"
+    return None
+
+
+SPEC = LayerSpec(
+    name="griffin",
+    aliases=("L", "lru", "rglru"),
+    edifice=("griffin_lru",),
+    letter="L",
+    summary="Griffin recurrent block: gelu branch * RG-LRU over a short conv (De et al. 2024)",
+    factory=GriffinBlock,
+    options=(
+        Option(
+            "width",
+            int,
+            None,
+            "recurrent width (default hidden, RecurrentGemma's lru_width)",
+            min=1,
+            optional=True,
+        ),
+        Option("conv", int, 4, "temporal conv width", min=1),
+        Option("mlp", bool, True, "attach Griffin's gated MLP (ffn geglu, mult 3) as its own residual block"),
+    ),
+    validate=validate,
+    companions=lambda o: [("ffn", {"act": "geglu", "mult": 3.0})] if o.get("mlp", True) else [],
+    recurrent=True,
+    color="#b3e5fc",
+    key_options=("width",),
+)

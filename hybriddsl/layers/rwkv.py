@@ -1,0 +1,251 @@
+"""RWKV-6 "Finch" (Peng et al. 2024, "Eagle and Finch: RWKV with Matrix-Valued States and Dynamic Recurrence",
+arXiv:2404.05892): the time mix (the mixer of kind ``rwkv``) and the channel mix (internal kind
+``rwkv_channel_mix``, inserted by the compiler as rwkv's companion residual block).
+
+Time mix. Token shift with a data-dependent lerp (ddlerp), ``x'_t = x_{t-1}`` (zero before the first token)::
+
+    lerp_□(a, b) = a + (b - a) * □
+    m_t   = lerp_μx(x_t, x'_t)
+    z_t^* = x_t + (x'_t - x_t) * (μ_* + tanh(m_t A_*) B_*)     * in {w, k, v, r, g}; A_*: [d, mix_rank]
+    r_t = W_r z^r,  k_t = W_k z^k,  v_t = W_v z^v,  g_t = W_g z^g
+    d_t = w0 + tanh(z^w C) D                                   decay LoRA, C: [d, decay_rank]
+    w_t = exp(-exp(d_t))                                       per channel, in (0, 1)
+    S_t = diag(w_t) S_{t-1} + k_t v_t^T                        per head, S: [head_size, head_size]
+    o_t = r_t^T S_{t-1} + (r_t * u) . k_t  v_t                 bonus u: [heads, head_size]
+    y_t = W_o ( GroupNorm_heads(o_t) * silu(g_t) )             LayerNorm per head, as RWKV's ln_x
+
+The WKV runs through :func:`hybriddsl.kernels.gla.chunk_gla` (``q = r``, ``g = log w = -exp(d)``, ``u``,
+``scale = 1``). Heads are ``hidden // head_size`` (RWKV-6 uses head_size 64, so small models must set a
+head_size dividing hidden).
+
+Channel mix::
+
+    z^k = lerp_μk'(x_t, x'_t),  z^r = lerp_μr'(x_t, x'_t)
+    y_t = sigmoid(W_r' z^r) * W_v' relu(W_k' z^k)^2             inner width mult * hidden (3.5 in RWKV-6)
+
+Both keep the previous token's input (``shift``) in their step state.
+
+Initialization follows RWKV-LM's RWKV-6 code (``RWKV_Tmix_x060``, ``RWKV_CMix_x060``) at the middle of the
+stack (``layer_id / n_layer = 1/2``, since a mixer does not know its depth): with ``i = n / d`` over channels,
+``μ_x = μ_w = μ_k = 1 - i^(1/2)``, ``μ_v = 1 - (i^(1/2) + 0.3/2)``, ``μ_r = μ_g = 1 - i^(1/4)``;
+``w0_n = -6 + 5 (n / (d-1))^(0.7 + 1.3/2)``; ``u_n = (1/2)(1 - n/(d-1)) + 0.1 ((n+1) mod 3 - 1)``;
+the LoRA ``A``, ``C`` zero and ``B``, ``D`` uniform in ±0.01 (so the LoRAs start as no-ops but learn).
+Linear maps: Xavier-uniform with gain ``2 ** -2.5`` as fla's RWKV-6 (RWKV-LM zero-inits the output, which
+would make the block start as the identity map).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import Mixer, State
+from hybriddsl.registry import LayerSpec, Option
+
+_MIDDLE = 0.5  # layer_id / n_layer used by the RWKV-6 init schedules (see the module docstring)
+
+
+def _shift(x: torch.Tensor) -> torch.Tensor:
+    """The previous token's input: x [batch, seq, d] -> x' with x'_0 = 0."""
+    return F.pad(x, (0, 0, 1, -1))
+
+
+def _xavier(*lins: nn.Linear) -> None:
+    for lin in lins:
+        nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)
+
+
+class RWKV6TimeMix(Mixer):
+    """RWKV-6 time mix. x: [batch, seq, hidden] -> [batch, seq, hidden]; heads = hidden // head_size."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        head_size: int = 64,
+        mix_rank: int = 32,
+        decay_rank: int = 64,
+        chunk: int = 64,
+        cmix: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
+    ):
+        super().__init__()
+        msg = validate({"head_size": head_size, "chunk": chunk}, hidden_size)
+        if msg:
+            raise ValueError(msg)
+        d = hidden_size
+        self.hidden, self.head_size, self.heads, self.chunk = d, head_size, d // head_size, chunk
+        i = torch.arange(d, dtype=torch.float64) / d
+        n = torch.arange(d, dtype=torch.float64) / max(d - 1, 1)
+        r01, r10 = _MIDDLE, 1.0 - _MIDDLE
+        # μ for x (the ddlerp's own input) and for w, k, v, r, g, in that order
+        mu = torch.stack(
+            [
+                1 - i**r10,
+                1 - i**r10,  # w
+                1 - i**r10,  # k
+                1 - (i**r10 + 0.3 * r01),  # v
+                1 - i ** (0.5 * r10),  # r
+                1 - i ** (0.5 * r10),  # g
+            ]
+        )
+        self.mu = nn.Parameter(mu.float())  # [6, d]
+        self.mix_a = nn.Parameter(torch.zeros(d, 5 * mix_rank))  # A_* stacked
+        self.mix_b = nn.Parameter(torch.empty(5, mix_rank, d).uniform_(-0.01, 0.01))  # B_*
+        self.w0 = nn.Parameter((-6 + 5 * n ** (0.7 + 1.3 * r01)).float())
+        self.decay_a = nn.Parameter(torch.zeros(d, decay_rank))
+        self.decay_b = nn.Parameter(torch.empty(decay_rank, d).uniform_(-0.01, 0.01))
+        u = r01 * (1 - n) + 0.1 * ((torch.arange(d) + 1) % 3 - 1)
+        self.u = nn.Parameter(u.float().view(self.heads, head_size))
+        self.r_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.g_proj = nn.Linear(d, d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        _xavier(self.r_proj, self.k_proj, self.v_proj, self.g_proj, self.out_proj)
+        # RWKV's ln_x: GroupNorm over heads with eps 1e-5 * head_size_divisor^2 (divisor 8)
+        self.ln_x = nn.GroupNorm(self.heads, d, eps=64e-5)
+        self.mix_rank = mix_rank
+
+    def _mix(self, x: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x, prev [..., d] -> r, k, v [..., heads, head_size], log-decay g (float32), output gate pre-act."""
+        dx = prev - x
+        m = x + dx * self.mu[0]
+        lora = torch.tanh(m @ self.mix_a).unflatten(-1, (5, self.mix_rank))  # [..., 5, mix_rank]
+        lora = torch.einsum("...fr,frd->...fd", lora, self.mix_b)  # [..., 5, d]
+        z = x.unsqueeze(-2) + dx.unsqueeze(-2) * (self.mu[1:] + lora)  # [..., 5, d]: w k v r g
+        zw, zk, zv, zr, zg = z.unbind(-2)
+        hs = (self.heads, self.head_size)
+        r = self.r_proj(zr).unflatten(-1, hs)
+        k = self.k_proj(zk).unflatten(-1, hs)
+        v = self.v_proj(zv).unflatten(-1, hs)
+        dec = self.w0 + torch.tanh(zw @ self.decay_a) @ self.decay_b
+        g = -torch.exp(dec.float())  # log w, float32: summed over time in the kernel
+        return r, k, v, g.unflatten(-1, hs), self.g_proj(zg)
+
+    def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        lead = o.shape[:-2]
+        o = self.ln_x(o.reshape(-1, self.hidden)).reshape(*lead, self.hidden)
+        return self.out_proj(o * F.silu(gate))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hybriddsl.kernels.gla import chunk_gla
+
+        r, k, v, g, gate = self._mix(x, _shift(x))
+        o, _ = chunk_gla(r, k, v, g, u=self.u, scale=1.0, chunk_size=self.chunk)
+        return self._finish(o, gate)
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``shift``: previous input [batch, hidden] (model dtype); ``S``: [batch, heads, hs, hs] float32."""
+        p = self._param()
+        device, dtype = device or p.device, dtype or p.dtype
+        hs = self.head_size
+        return {
+            "shift": torch.zeros(batch, self.hidden, device=device, dtype=dtype),
+            "S": torch.zeros(batch, self.heads, hs, hs, device=device, dtype=torch.float32),
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
+        from hybriddsl.kernels.gla import gla_step
+
+        r, k, v, g, gate = self._mix(x, state["shift"].to(x.dtype))
+        o, S = gla_step(r, k, v, g, u=self.u, scale=1.0, state=state["S"])
+        return self._finish(o, gate), {"shift": x.to(state["shift"].dtype), "S": S}
+
+
+class RWKV6ChannelMix(Mixer):
+    """RWKV-6 channel mix (RWKV's FFN). x: [batch, seq, hidden] -> same; inner = mult hidden."""
+
+    def __init__(self, hidden_size: int, mult: float = 3.5):
+        super().__init__()
+        d = hidden_size
+        inner = max(1, int(mult * d))
+        i = torch.arange(d, dtype=torch.float64) / d
+        mu = 1 - i ** (1.0 - _MIDDLE)
+        self.mu_k = nn.Parameter(mu.float().clone())
+        self.mu_r = nn.Parameter(mu.float().clone())
+        self.key = nn.Linear(d, inner, bias=False)
+        self.receptance = nn.Linear(d, d, bias=False)
+        self.value = nn.Linear(inner, d, bias=False)
+        _xavier(self.key, self.receptance, self.value)
+        self.hidden = d
+
+    def _mix(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        dx = prev - x
+        k = torch.relu(self.key(x + dx * self.mu_k)).square()
+        return torch.sigmoid(self.receptance(x + dx * self.mu_r)) * self.value(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mix(x, _shift(x))
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``shift``: previous input [batch, hidden] (model dtype)."""
+        p = self._param()
+        return {"shift": torch.zeros(batch, self.hidden, device=device or p.device, dtype=dtype or p.dtype)}
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        y = self._mix(x, state["shift"].to(x.dtype))
+        return y, {"shift": x.to(state["shift"].dtype)}
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks, run before anything is allocated."""
+    hs = opts.get("head_size", 64)
+    if hidden % hs:
+        divisors = [d for d in (64, 32, 16, 8) if hidden % d == 0] or [math.gcd(hidden, hs)]
+        return (
+            f"head_size ({hs}) must divide hidden ({hidden}): heads = hidden / head_size; "
+            f"set head_size to a divisor of hidden, e.g. head_size = {divisors[0]}"
+        )
+    if opts.get("chunk", 64) not in (16, 32, 64):
+        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
+    return None
+
+
+def rwkv_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token: ``2 params`` plus the WKV state update and read-out, ``4 head_size^2`` per head
+    (= ``4 hidden head_size``)."""
+    return int(2 * params + 4 * hidden * opts.get("head_size", 64))
+
+
+SPECS = (
+    LayerSpec(
+        name="rwkv",
+        aliases=("R",),
+        letter="R",
+        summary="RWKV-6 time mix: ddlerp token shift, data-dependent decay, bonus u (Peng et al. 2024)",
+        factory=RWKV6TimeMix,
+        options=(
+            Option("head_size", int, 64, "width of a head (heads = hidden / head_size)", min=1),
+            Option("mix_rank", int, 32, "rank of the ddlerp token-shift LoRAs", min=1),
+            Option("decay_rank", int, 64, "rank of the decay LoRA", min=1),
+            Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+            Option("cmix", bool, True, "attach the RWKV-6 channel mix as its own residual block"),
+        ),
+        validate=validate,
+        flops=rwkv_flops,
+        companions=lambda o: [("rwkv_channel_mix", {})] if o.get("cmix", True) else [],
+        recurrent=True,
+        color="#d1c4e9",
+        key_options=("head_size",),
+    ),
+    LayerSpec(
+        name="rwkv_channel_mix",
+        aliases=(),
+        letter="R",
+        summary="RWKV-6 channel mix: token shift, sigmoid(r) * W_v relu(W_k x)^2 (Peng et al. 2024)",
+        factory=RWKV6ChannelMix,
+        options=(Option("mult", float, 3.5, "inner width as a multiple of hidden", min=0.01),),
+        recurrent=True,
+        color="#ede7f6",
+        key_options=("mult",),
+        internal=True,
+    ),
+)
