@@ -139,6 +139,19 @@ def test_opcheck_custom_op() -> None:
     torch.library.opcheck(linear_scan_op, (a, b, None), test_utils=("test_schema", "test_faketensor"))
 
 
+def test_compiles_fullgraph_as_one_op() -> None:
+    a, b, h0 = (t.requires_grad_() for t in _inputs(1, 9, 8, torch.float32))
+
+    def layer(a, b, h0):
+        return linear_scan(a, b, h0, output_final_state=True)
+
+    with backend("triton"):
+        h, ht = torch.compile(layer, fullgraph=True, backend="aot_eager")(a, b, h0)
+        (h.sum() + ht.sum()).backward()
+    assert (h - naive_linear_scan(a.detach(), b.detach(), h0.detach())[0]).abs().max() <= 1e-5
+    assert a.grad is not None and b.grad is not None and h0.grad is not None
+
+
 @pytest.mark.parametrize(
     ("a_shape", "b_shape", "h0_shape", "msg"),
     [
