@@ -1,0 +1,311 @@
+"""Causal softmax attention (Vaswani et al. 2017) with grouped-query heads, sliding windows, RoPE and QK-norm.
+
+For queries ``q_t`` (``heads`` heads) and keys/values ``k_s, v_s`` (``kv_heads`` heads; query head ``h`` reads
+key/value head ``h // (heads / kv_heads)``: grouped-query attention, Ainslie et al. 2023)::
+
+    o_t = sum_{s in S(t)} softmax_s(q_t . k_s / sqrt(head_dim)) v_s,    y_t = W_o [o_t^1; ...; o_t^heads]
+
+where ``S(t) = {0..t}`` (full causal), ``{t-window+1..t}`` (sliding window: it COUNTS the current token, so
+``window = 1`` attends to the token itself only), or every position (``causal = false``).
+
+- ``rope``: rotary position embedding (Su et al. 2021, RoFormer), rotate-half (GPT-NeoX) layout: the pair
+  ``(x_i, x_{i+d/2})`` of q and k at position ``p`` turns by the angle ``p * theta^(-2i/d)``.
+- ``qk_norm``: RMSNorm over ``head_dim`` of every q and k head (Dehghani et al. 2023; as OLMo-2 / Qwen3).
+  Edifice's ``qk_layernorm`` uses LayerNorm; we take RMSNorm (no mean subtraction, one learned scale of size
+  ``head_dim`` shared by the heads).
+- ``chunk``: evaluates queries in blocks of ``chunk`` positions, each against only the keys its block can see
+  (bounded by the window): same result, peak memory ``O(chunk * (chunk + window))`` instead of ``O(T^2)``.
+- ``dropout``: on the attention probabilities, in training only.
+
+The FFN that Edifice puts after attention is a *companion*: the compiler inserts it as its own residual block.
+
+``step`` keeps a KV cache: it grows by one entry per token without a window; with a window it is a fixed-size
+ring buffer ``[batch, kv_heads, window, head_dim]`` plus a position counter, so the state keeps one shape
+for ever (ready for CUDA graphs). Softmax does not care about the order of keys, so the ring needs no
+rotation; RoPE is applied to keys before they are cached, with their absolute position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import Mixer, State
+from hybriddsl.registry import LayerSpec, Option
+
+
+class HeadRMSNorm(nn.Module):
+    """RMSNorm over the last dim (``head_dim``), computed in float32. x: [..., head_dim] -> same."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.to(_compute_dtype(x.dtype))
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (xf * self.weight.to(xf.dtype)).to(x.dtype)
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half types (precision of norms and angles), float64 stays float64 (gradcheck)."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def rope_angles(
+    pos: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin of the RoPE angles for positions ``pos`` [n] (int): each [n, head_dim] in ``dtype``."""
+    inv = theta ** (-torch.arange(0, head_dim // 2, device=pos.device, dtype=dtype) * 2 / head_dim)
+    ang = pos.to(dtype)[:, None] * inv[None, :]
+    ang = torch.cat([ang, ang], dim=-1)
+    return ang.cos(), ang.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x [..., n, head_dim] by cos/sin [n, head_dim] (rotate-half layout, computed in cos's dtype)."""
+    xf = x.to(cos.dtype)
+    half = xf.shape[-1] // 2
+    rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
+    return (xf * cos + rot * sin).to(x.dtype)
+
+
+def attention_mask(
+    q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None
+) -> torch.Tensor | None:
+    """Boolean mask [len(q_pos), len(k_pos)]: True where query at q_pos may attend to the key at k_pos."""
+    if not causal:
+        return None
+    d = q_pos[:, None] - k_pos[None, :]
+    keep = d >= 0
+    if window is not None:
+        keep = keep & (d < window)
+    return keep
+
+
+class Attention(Mixer):
+    """Multi-head / grouped-query causal softmax attention. x: [batch, seq, hidden] -> [batch, seq, hidden].
+
+    Projections: q ``hidden -> heads*head_dim``, k and v ``hidden -> kv_heads*head_dim``, out
+    ``heads*head_dim -> hidden``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        heads: int = 4,
+        kv_heads: int | None = None,
+        head_dim: int | None = None,
+        window: int | None = None,
+        qk_norm: bool = False,
+        rope: bool = False,
+        rope_theta: float = 10000.0,
+        bias: bool = False,
+        dropout: float = 0.0,
+        chunk: int | None = None,
+        ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
+        causal: bool = True,
+    ):
+        super().__init__()
+        msg = validate(
+            {
+                "heads": heads,
+                "kv_heads": kv_heads,
+                "head_dim": head_dim,
+                "window": window,
+                "causal": causal,
+                "rope": rope,
+            },
+            hidden_size,
+        )
+        if msg:
+            raise ValueError(msg)
+        self.hidden = hidden_size
+        self.heads = heads
+        self.kv_heads = kv_heads or heads
+        self.head_dim = head_dim or hidden_size // heads
+        self.window, self.causal, self.chunk = window, causal, chunk
+        self.rope, self.rope_theta = rope, rope_theta
+        self.dropout = dropout
+        d = self.head_dim
+        self.q_proj = nn.Linear(hidden_size, heads * d, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
+        self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias)
+        self.q_norm = HeadRMSNorm(d) if qk_norm else None
+        self.k_norm = HeadRMSNorm(d) if qk_norm else None
+        # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(lin.weight)
+            if lin.bias is not None:
+                nn.init.zeros_(lin.bias)
+
+    # ---- shared pieces -------------------------------------------------------------------------------------
+    def _qkv(self, x: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, hidden], pos [T] -> q [B, heads, T, d], k, v [B, kv_heads, T, d] (normed and rotated)."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:
+            cos, sin = rope_angles(pos, self.head_dim, self.rope_theta, _compute_dtype(q.dtype))
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        return q, k, v
+
+    def _sdpa(self, q, k, v, mask: torch.Tensor | None, is_causal: bool = False) -> torch.Tensor:
+        p = self.dropout if self.training else 0.0
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal, enable_gqa=self.kv_heads != self.heads
+        )
+
+    # ---- forward -------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        pos = torch.arange(t, device=x.device)
+        q, k, v = self._qkv(x, pos)
+        if self.chunk is None or self.chunk >= t:
+            if self.causal and (self.window is None or self.window >= t):
+                o = self._sdpa(q, k, v, None, is_causal=True)  # lets SDPA pick its fused causal kernel
+            else:
+                o = self._sdpa(q, k, v, attention_mask(pos, pos, self.causal, self.window))
+        else:
+            o = self._chunked(q, k, v, pos)
+        return self.out_proj(o.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+
+    def _chunked(self, q, k, v, pos: torch.Tensor) -> torch.Tensor:
+        """Queries in blocks of ``chunk``; each block sees keys from its first visible one to its last."""
+        t = q.shape[2]
+        outs = []
+        for s in range(0, t, self.chunk):
+            e = min(s + self.chunk, t)
+            if not self.causal:
+                k0, k1 = 0, t
+            else:
+                k0 = 0 if self.window is None else max(0, s - self.window + 1)
+                k1 = e
+            mask = attention_mask(pos[s:e], pos[k0:k1], self.causal, self.window)
+            outs.append(self._sdpa(q[:, :, s:e], k[:, :, k0:k1], v[:, :, k0:k1], mask))
+        return torch.cat(outs, dim=2)
+
+    # ---- streaming -----------------------------------------------------------------------------------------
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """KV cache ([batch, kv_heads, 0 or window, head_dim], model dtype) and ``pos`` (int64 scalar)."""
+        w = self.q_proj.weight
+        device, dtype = device or w.device, dtype or w.dtype
+        n = 0 if self.window is None else self.window
+        shape = (batch, self.kv_heads, n, self.head_dim)
+        return {
+            "k": torch.zeros(shape, device=device, dtype=dtype),
+            "v": torch.zeros(shape, device=device, dtype=dtype),
+            "pos": torch.zeros((), device=device, dtype=torch.int64),
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden]; the cache gains it (a ring drops its oldest)."""
+        if not self.causal:
+            raise RuntimeError(
+                "attention with causal=false cannot run token by token: it reads future tokens"
+            )
+        b = x.shape[0]
+        pos = state["pos"]
+        q, k, v = self._qkv(x.unsqueeze(1), pos.reshape(1))  # q [B, heads, 1, d], k/v [B, kv, 1, d]
+        if self.window is None:
+            kc = torch.cat([state["k"], k.to(state["k"].dtype)], dim=2)
+            vc = torch.cat([state["v"], v.to(state["v"].dtype)], dim=2)
+            mask = None
+        else:
+            # Write slot pos % window by a one-hot select: no .item(), no in-place update, constant shapes.
+            slots = torch.arange(self.window, device=x.device)
+            hit = (slots == pos % self.window)[None, None, :, None]
+            kc = torch.where(hit, k.to(state["k"].dtype), state["k"])
+            vc = torch.where(hit, v.to(state["v"].dtype), state["v"])
+            mask = (slots <= pos)[
+                None, :
+            ]  # [1, window]: slots written so far (all of them once pos >= window-1)
+        o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
+        y = self.out_proj(o.reshape(b, self.heads * self.head_dim))
+        return y, {"k": kc, "v": vc, "pos": pos + 1}
+
+    def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
+        """Bytes of K and V cached after ``seq_len`` tokens: ``2 kv_heads head_dim min(seq_len, window)``.
+
+        With a window the ring buffer is preallocated at ``window`` entries from the first token; the count
+        here is the live cache, which reaches that size after ``window`` tokens. The 8-byte counter is not
+        counted.
+        """
+        n = seq_len if self.window is None else min(seq_len, self.window)
+        return 2 * self.kv_heads * self.head_dim * n * dtype_bytes
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks, run before anything is allocated."""
+    heads, kv, hd = opts.get("heads", 4), opts.get("kv_heads"), opts.get("head_dim")
+    if hd is None and hidden % heads:
+        return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
+    if kv is not None and heads % kv:
+        return f"kv_heads ({kv}) must divide heads ({heads})"
+    d = hd if hd is not None else hidden // heads
+    if opts.get("rope") and d % 2:
+        return f"rope needs an even head_dim, got {d}"
+    if opts.get("window") is not None and not opts.get("causal", True):
+        return "window needs causal attention (causal = true)"
+    return None
+
+
+def keys_per_query(seq_len: int, window: int | None, causal: bool = True) -> float:
+    """Mean number of keys a query attends to in a sequence of ``seq_len``: mean of min(t, window), t=1..L."""
+    L = max(seq_len, 1)
+    if not causal:
+        return float(L)
+    w = L if window is None else min(window, L)
+    return (w * (w + 1) / 2 + (L - w) * w) / L
+
+
+def attention_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token: projections ``2 params`` plus scores and weighted sum ``4 heads head_dim n`` where n
+    is the mean number of keys a query sees: ``(L+1)/2`` for full causal attention, the exact causal average
+    of ``min(t, window)`` with a window, ``L`` without causality. Softmax, norms and RoPE are left out."""
+    heads = opts.get("heads", 4)
+    d = opts.get("head_dim") or hidden // heads
+    n = keys_per_query(seq_len, opts.get("window"), opts.get("causal", True))
+    return int(2 * params + 4 * heads * d * n)
+
+
+SPEC = LayerSpec(
+    name="attention",
+    aliases=("A", "attn", "*"),
+    letter="A",
+    summary="causal softmax attention, GQA / sliding window / RoPE / QK-norm (Vaswani et al. 2017)",
+    factory=Attention,
+    options=(
+        Option("heads", int, 4, "query heads", min=1),
+        Option(
+            "kv_heads", int, None, "key/value heads (grouped-query; default = heads)", min=1, optional=True
+        ),
+        Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
+        Option(
+            "window", int, None, "sliding causal window, counting the current token", min=1, optional=True
+        ),
+        Option("qk_norm", bool, False, "RMSNorm on every q and k head"),
+        Option("rope", bool, False, "rotary position embedding on q and k"),
+        Option("rope_theta", float, 10000.0, "RoPE base", min=1.0),
+        Option("bias", bool, False, "biases on the projections"),
+        Option("dropout", float, 0.0, "dropout on attention probabilities (training only)", min=0.0, max=1.0),
+        Option("chunk", int, None, "evaluate queries in blocks of this size (memory)", min=1, optional=True),
+        Option("ffn", bool, True, "attach an FFN residual block after attention (Edifice)"),
+        Option("causal", bool, True, "causal mask"),
+    ),
+    validate=validate,
+    flops=attention_flops,
+    companions=lambda o: [("ffn", {})] if o.get("ffn", True) else [],
+    color="#f4b6b6",
+    key_options=("heads", "kv_heads", "window"),
+)
