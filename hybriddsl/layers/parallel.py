@@ -104,6 +104,6 @@ SPEC = LayerSpec(
     options=(Option("mix", str, "mean", "how branch outputs combine", choices=("mean", "gate", "concat")),),
     flops=_flops,
     color="#e8e8ff",
-    key_options=("mix",),
+    key_options=("branches", "mix"),
     internal=True,
 )

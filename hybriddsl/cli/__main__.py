@@ -1,0 +1,5 @@
+import sys
+
+from hybriddsl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,76 @@
+"""``hybdsl bench FILE``: forward and forward+backward throughput of the compiled model on this device."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from hybriddsl import api
+from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.errors import HybOptionError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure forward / forward+backward tokens per second",
+                       description="Build the model with random weights and time it on random inputs.")
+    add_file(p)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq", type=int, default=512)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--kernels", default="auto", choices=("auto", "triton", "reference"),
+                   help="kernel backend (auto: Triton on CUDA, PyTorch reference on CPU)")
+    p.add_argument("--iters", type=int, default=5)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hybriddsl.kernels import backend
+
+    if args.batch < 1 or args.seq < 1 or args.iters < 1:
+        raise HybOptionError("--batch, --seq and --iters must be at least 1")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HybOptionError("--device cuda was asked for but no CUDA device is available")
+    dtype = getattr(torch, args.dtype)
+    model = api.parse_and_build(source_arg(args), device=device, dtype=dtype, **overrides(args))
+    g = model.graph
+    s = g.settings
+    if s["vocab"]:
+        x = torch.randint(0, s["vocab"], (args.batch, args.seq), device=device)
+    else:
+        x = torch.randn(args.batch, args.seq, s["embed_dim"], device=device, dtype=dtype)
+    tokens = args.batch * args.seq
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed(fn) -> float:
+        fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(args.iters):
+            fn()
+        sync()
+        return (time.perf_counter() - t0) / args.iters
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def fwdbwd() -> None:
+        model(x).float().pow(2).mean().backward()
+
+    with backend(args.kernels):
+        model.eval()
+        tf = timed(fwd)
+        model.train()
+        tb = timed(fwdbwd)
+    print(f"model: {g.totals['params']:,} parameters, batch {args.batch} x seq {args.seq}, {args.dtype}, {device}, "
+          f"kernels={args.kernels}")
+    print(f"forward           {tf * 1e3:9.2f} ms   {tokens / tf:12,.0f} tokens/s")
+    print(f"forward+backward  {tb * 1e3:9.2f} ms   {tokens / tb:12,.0f} tokens/s")
+    return 0
