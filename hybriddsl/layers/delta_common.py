@@ -1,0 +1,198 @@
+"""What DeltaNet and Gated DeltaNet share: projections, short convolutions, L2 norm, beta, the kernel call.
+
+Both layers (Yang et al. 2024, arXiv:2406.06484; Yang, Kautz, Hatamizadeh 2025, arXiv:2412.06464; layout of
+fla-org/flash-linear-attention's ``fla/layers/{delta_net,gated_deltanet}.py``) compute, per head ``h``::
+
+    q_t = l2norm(silu(conv_q(W_q x)_t)),  k_t = l2norm(silu(conv_k(W_k x)_t)),  v_t = silu(conv_v(W_v x)_t)
+    beta_t = sigmoid(W_beta x_t)
+    S_t = alpha_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T,   o_t = K^-1/2 S_t^T q_t
+    y_t = W_o [norm(o_t^1, gate_t^1); ...; norm(o_t^H, gate_t^H)]
+
+with ``conv`` a causal depthwise convolution of width ``conv`` (left out when ``conv = 0``; SiLU applies
+either way, as in fla), ``norm`` an RMSNorm over one head's value width whose weight is shared by the heads
+(fla's ``o_norm``), and ``alpha_t = 1``, no gate for DeltaNet. :class:`DeltaMixer` holds all of this; a kind
+supplies only ``_decay`` (the log decay ``g_t = log alpha_t``) and ``_gate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    # float64 stays float64 (gradcheck); every other dtype is computed in float32
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """``x / sqrt(sum(x^2) + eps)`` over the last dim (fla's ``l2norm``), in float32; returns x's dtype."""
+    xf = x.to(_compute_dtype(x))
+    return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+class HeadNorm(GatedRMSNorm):
+    """RMSNorm over a head's value width, times ``silu(gate)`` when a gate is given; x, gate [..., V] -> same.
+
+    Same parameters and math as :class:`GatedRMSNorm` with one group, but float64 inputs are computed in
+    float64 (the base class rounds them through float32, which defeats a float64 gradcheck).
+    """
+
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        cd = _compute_dtype(x)
+        xf = x.to(cd)
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(cd)
+        if gate is not None:
+            y = y * F.silu(gate.to(cd))
+        return y.to(x.dtype)
+
+
+def _kernels():
+    # Imported on first use so that this module imports even while the kernel package is being written.
+    from hybriddsl.kernels.delta_rule import chunk_delta_rule, delta_rule_step
+
+    return chunk_delta_rule, delta_rule_step
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks shared by delta_net and gated_delta_net, run before anything is allocated."""
+    heads, hd = opts.get("heads", 4), opts.get("head_dim")
+    if heads < 1:
+        return f"heads must be >= 1, got {heads}"
+    if hd is None and hidden % heads:
+        return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
+    d = hd if hd is not None else hidden // heads
+    ev = float(opts.get("expand_v", 1.0))
+    if ev * d != int(ev * d) or ev * d < 1:
+        return f"expand_v ({ev:g}) times head_dim ({d}) must be a whole number of channels >= 1"
+    c = opts.get("chunk", 64)
+    if c < 16 or c & (c - 1):
+        return f"chunk must be a power of two >= 16 (a tile length of the delta-rule kernel), got {c}"
+    return None
+
+
+class DeltaMixer(Mixer):
+    """Base of the delta-rule mixers. x: [batch, seq, hidden] -> [batch, seq, hidden].
+
+    Parameters: ``q_proj``, ``k_proj`` ``hidden -> heads*head_dim``; ``v_proj`` ``hidden -> heads*head_v_dim``;
+    ``b_proj`` ``hidden -> heads`` (no bias, as fla); ``q_conv``, ``k_conv``, ``v_conv`` (``conv >= 1``; no bias,
+    fla's ``conv_bias=False``); ``o_norm`` (weight [head_v_dim], shared by the heads as fla's ``o_norm``);
+    ``o_proj`` ``heads*head_v_dim -> hidden``. Linear and conv weights keep PyTorch's default init, as fla's layer
+    modules do (fla's model wrapper redraws them N(0, 0.02): a model-wide choice, not the layer's).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        heads: int = 4,
+        head_dim: int | None = None,
+        expand_v: float = 1.0,
+        conv: int = 4,
+        chunk: int = 64,
+        bias: bool = False,
+        norm_eps: float = 1e-5,
+    ):
+        super().__init__()
+        msg = validate({"heads": heads, "head_dim": head_dim, "expand_v": expand_v, "chunk": chunk}, hidden_size)
+        if msg:
+            raise ValueError(msg)
+        self.hidden, self.heads, self.chunk = hidden_size, heads, chunk
+        self.head_dim = head_dim or hidden_size // heads
+        self.head_v_dim = int(self.head_dim * expand_v)
+        self.conv = conv
+        kd, vd = heads * self.head_dim, heads * self.head_v_dim
+        self.q_proj = nn.Linear(hidden_size, kd, bias=bias)
+        self.k_proj = nn.Linear(hidden_size, kd, bias=bias)
+        self.v_proj = nn.Linear(hidden_size, vd, bias=bias)
+        self.b_proj = nn.Linear(hidden_size, heads, bias=False)
+        if conv >= 1:
+            self.q_conv = ShortConv(kd, conv, bias=False)
+            self.k_conv = ShortConv(kd, conv, bias=False)
+            self.v_conv = ShortConv(vd, conv, bias=False)
+        self.o_norm = HeadNorm(self.head_v_dim, eps=norm_eps)
+        self.o_proj = nn.Linear(vd, hidden_size, bias=bias)
+
+    # ---- hooks for the kinds -------------------------------------------------------------------------------
+    def _decay(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Log decay ``g`` [..., heads] (float32) from x [..., hidden], or None for no decay."""
+        return None
+
+    def _gate(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Output gate [..., heads, head_v_dim] from x [..., hidden], or None."""
+        return None
+
+    # ---- shared pieces -------------------------------------------------------------------------------------
+    def _split(self, z: torch.Tensor, d: int) -> torch.Tensor:
+        return z.reshape(*z.shape[:-1], self.heads, d)
+
+    def _out(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """o [..., heads, head_v_dim] -> y [..., hidden]: per-head norm (gated for GDN), then o_proj."""
+        o = self.o_norm(o, self._gate(x))
+        return self.o_proj(o.reshape(*o.shape[:-2], -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunk_delta_rule, _ = _kernels()
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.conv >= 1:
+            q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
+        q = l2norm(self._split(F.silu(q), self.head_dim))
+        k = l2norm(self._split(F.silu(k), self.head_dim))
+        v = self._split(F.silu(v), self.head_v_dim)
+        beta = torch.sigmoid(self.b_proj(x))
+        o, _ = chunk_delta_rule(q, k, v, beta, g=self._decay(x), chunk_size=self.chunk)
+        return self._out(o.to(x.dtype), x)
+
+    # ---- streaming -----------------------------------------------------------------------------------------
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+        """``S`` [batch, heads, head_dim, head_v_dim] float32 (the delta-rule memory) and, with ``conv >= 1``,
+        the last ``conv - 1`` projected inputs of each short conv (``conv_q``, ``conv_k``: [batch,
+        heads*head_dim, conv-1]; ``conv_v``: [batch, heads*head_v_dim, conv-1]) in the model's dtype."""
+        w = self.q_proj.weight
+        device, dtype = device or w.device, dtype or w.dtype
+        st = {"S": torch.zeros(batch, self.heads, self.head_dim, self.head_v_dim, device=device)}
+        if self.conv >= 1:
+            for name in ("q", "k", "v"):
+                st[f"conv_{name}"] = getattr(self, f"{name}_conv").init_state(batch, device, dtype)
+        return st
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden] and the new state."""
+        _, delta_rule_step = _kernels()
+        new: State = {}
+        feats = {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}
+        if self.conv >= 1:
+            for name, z in feats.items():
+                feats[name], new[f"conv_{name}"] = getattr(self, f"{name}_conv").step(z, state[f"conv_{name}"])
+        q = l2norm(self._split(F.silu(feats["q"]), self.head_dim))
+        k = l2norm(self._split(F.silu(feats["k"]), self.head_dim))
+        v = self._split(F.silu(feats["v"]), self.head_v_dim)
+        beta = torch.sigmoid(self.b_proj(x))
+        o, new["S"] = delta_rule_step(q, k, v, beta, g=self._decay(x), state=state["S"])
+        return self._out(o.to(x.dtype), x), new
+
+    def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
+        """``4 heads head_dim head_v_dim`` (float32 memory) plus ``(conv - 1)`` inputs of the three convs."""
+        mem = 4 * self.heads * self.head_dim * self.head_v_dim
+        conv = max(self.conv - 1, 0) * self.heads * (2 * self.head_dim + self.head_v_dim) * dtype_bytes
+        return mem + conv
+
+
+def delta_flops(per_entry: int):
+    """FLOP formula: ``2 params`` plus ``per_entry`` FLOPs per entry of each head's [K, V] memory per token.
+
+    The recurrent form reads ``S^T k`` (2 KV), writes the rank-one update (2 KV) and reads ``S^T q`` (2 KV):
+    6 per entry; the gated rule also scales ``S`` by ``alpha`` (1 more). Norms and activations are left out.
+    """
+
+    def flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+        heads = opts.get("heads", 4)
+        d = opts.get("head_dim") or hidden // heads
+        dv = int(d * float(opts.get("expand_v", 1.0)))
+        return int(2 * params + per_entry * heads * d * dv)
+
+    return flops
