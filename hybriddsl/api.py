@@ -1,8 +1,8 @@
 """The Python API: ``parse``, ``compile``, ``parse_and_build``, ``render``, ``save`` and ``load``.
 
-    >>> model = parse_and_build("M M A M GLA FFN; shared attn@2,4,6", embed_dim=32)
-    >>> model(torch.randn(2, 16, 32)).shape      # [batch, hidden] from the last position
-    torch.Size([2, 256])
+>>> model = parse_and_build("M M A M GLA FFN; shared attn@2,4,6", embed_dim=32)
+>>> model(torch.randn(2, 16, 32)).shape      # [batch, hidden] from the last position
+torch.Size([2, 256])
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def parse(src: str, file: str = "<string>") -> syntax.Program:
     return syntax.parse(src, file)
 
 
-def compile(src_or_path: str | os.PathLike, debug: bool = False, dump=None, passes=None, **settings: Any) -> Graph:
+def compile(
+    src_or_path: str | os.PathLike, debug: bool = False, dump=None, passes=None, **settings: Any
+) -> Graph:
     """Source or path -> the processed Graph (all passes run). Keyword arguments override file settings."""
     text, file = _source(src_or_path)
     prog = syntax.parse(text, file)

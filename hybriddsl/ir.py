@@ -239,7 +239,12 @@ class Graph:
             node["span"] = [span.line, span.column] if isinstance(span, Span) else None
             node["opts"] = _jsonable(node.get("opts"))
         return json.dumps(
-            {"format": "hybriddsl-ir/1", "settings": _jsonable(self.settings), "source": self.source, "graph": data},
+            {
+                "format": "hybriddsl-ir/1",
+                "settings": _jsonable(self.settings),
+                "source": self.source,
+                "graph": data,
+            },
             indent=1,
         )
 

@@ -165,8 +165,9 @@ class HybridModel(nn.Module):
         return y
 
     # ------------------------------------------------------------------------------------------ step form
-    def init_state(self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-                   ) -> State:
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         """Every layer's state before the first position (recurrent states, conv buffers, KV caches)."""
         p = next(self.parameters())
         device, dtype = device or p.device, dtype or p.dtype
@@ -208,7 +209,9 @@ class HybridModel(nn.Module):
         return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
 
 
-def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
+def lower(
+    graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> HybridModel:
     """Build the PyTorch module for a graph that went through the pipeline."""
     with torch.device(device or "cpu"):
         model = HybridModel(graph)

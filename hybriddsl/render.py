@@ -42,11 +42,18 @@ def _params(n: int) -> str:
 def to_dot(graph: Graph) -> graphviz.Digraph:
     """Build the graphviz Digraph of a processed graph (after the count pass, for parameter counts)."""
     s = graph.settings
-    dot = graphviz.Digraph("hybrid", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.35",
-                                                 "ranksep": "0.25"},
-                           node_attr={"fontname": "Helvetica", "fontsize": "11", "shape": "box",
-                                      "style": "rounded,filled", "fillcolor": "white"},
-                           edge_attr={"arrowsize": "0.6"})
+    dot = graphviz.Digraph(
+        "hybrid",
+        graph_attr={"rankdir": "TB", "fontname": "Helvetica", "nodesep": "0.35", "ranksep": "0.25"},
+        node_attr={
+            "fontname": "Helvetica",
+            "fontsize": "11",
+            "shape": "box",
+            "style": "rounded,filled",
+            "fillcolor": "white",
+        },
+        edge_attr={"arrowsize": "0.6"},
+    )
     uses: dict[str, list[str]] = {}
     for nid in graph.mixers():
         w = graph[nid]["weights"]
@@ -59,8 +66,13 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
             label = "input\n" + ("token ids [B, T]" if s["vocab"] else f"features [B, T, {s['embed_dim']}]")
             dot.node(nid, label, shape="oval", fillcolor="#eeeeee")
         elif op == Op.IN_PROJ:
-            what = (f"embedding {s['vocab']}→{s['hidden']}" if s["vocab"]
-                    else f"linear {s['embed_dim']}→{s['hidden']}" if s["embed_dim"] != s["hidden"] else "identity")
+            what = (
+                f"embedding {s['vocab']}→{s['hidden']}"
+                if s["vocab"]
+                else f"linear {s['embed_dim']}→{s['hidden']}"
+                if s["embed_dim"] != s["hidden"]
+                else "identity"
+            )
             pos = f"\n+ {s['pos']} positions" if s["pos"] != "none" else ""
             dot.node(nid, f"in_proj: {what}{pos}", fillcolor="#eeeeee")
         elif op in (Op.NORM, Op.FINAL_NORM):
@@ -69,8 +81,14 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
         elif op == Op.ADD:
             dot.node(nid, "+", shape="circle", fontsize="10", width="0.25", fixedsize="true")
         elif op == Op.ADD_NORM:
-            dot.node(nid, f"+ → {d['kind']}  (fused)", shape="box", style="rounded,dashed", fontsize="9",
-                     height="0.2")
+            dot.node(
+                nid,
+                f"+ → {d['kind']}  (fused)",
+                shape="box",
+                style="rounded,dashed",
+                fontsize="9",
+                height="0.2",
+            )
         elif op == Op.MIXER:
             spec = registry.get(d["kind"])
             w = d["weights"]
@@ -83,26 +101,45 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
                 if w not in drawn_groups:
                     drawn_groups.add(w)
                     how = "shared" if d["role"] == "shared" else "tied"
-                    dot.node(group, f"{body}\n({how}: one set of weights, {len(uses[w])} uses)",
-                             fillcolor=spec.color, penwidth="2")
+                    dot.node(
+                        group,
+                        f"{body}\n({how}: one set of weights, {len(uses[w])} uses)",
+                        fillcolor=spec.color,
+                        penwidth="2",
+                    )
                 k = uses[w].index(nid) + 1
-                dot.node(nid, f"{d['kind']} (use {k}/{len(uses[w])})", fillcolor=spec.color, style="rounded,dashed,filled")
+                dot.node(
+                    nid,
+                    f"{d['kind']} (use {k}/{len(uses[w])})",
+                    fillcolor=spec.color,
+                    style="rounded,dashed,filled",
+                )
                 dot.edge(group, nid, style="dashed", arrowhead="none", constraint="false", color="#666666")
         elif op == Op.HEAD:
             tied = " (tied to embedding)" if s["tie_embeddings"] else ""
             dot.node(nid, f"lm head {s['hidden']}→{s['vocab']}{tied}", fillcolor="#eeeeee")
         elif op == Op.OUTPUT:
-            shape = {"last": f"[B, {s['hidden']}] (last position)", "sequence": f"[B, T, {s['hidden']}]",
-                     "logits": f"logits [B, T, {s['vocab']}]"}[s["output"]]
+            shape = {
+                "last": f"[B, {s['hidden']}] (last position)",
+                "sequence": f"[B, T, {s['hidden']}]",
+                "logits": f"logits [B, T, {s['vocab']}]",
+            }[s["output"]]
             dot.node(nid, f"output {shape}", shape="oval", fillcolor="#eeeeee")
     for u, v, data in graph.g.edges(data=True):
-        residual = data.get("port", 0) == 0 and graph[v]["op"] in (Op.ADD, Op.ADD_NORM) and graph[u]["op"] != Op.MIXER
+        residual = (
+            data.get("port", 0) == 0
+            and graph[v]["op"] in (Op.ADD, Op.ADD_NORM)
+            and graph[u]["op"] != Op.MIXER
+        )
         dot.edge(u, v, color="#999999" if residual else "black", style="solid")
     t = graph.totals
     if t:
-        dot.attr(label=f"{t['params']:,} parameters · {t['flops_per_token']:,} FLOPs/token · "
-                       f"state {t['state_bytes']:,} bytes/sequence at T={s['seq_len']}", labelloc="b",
-                 fontsize="10")
+        dot.attr(
+            label=f"{t['params']:,} parameters · {t['flops_per_token']:,} FLOPs/token · "
+            f"state {t['state_bytes']:,} bytes/sequence at T={s['seq_len']}",
+            labelloc="b",
+            fontsize="10",
+        )
     return dot
 
 
@@ -127,8 +164,10 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
     out = Path(path)
     fmt = out.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise HybFileError(f"cannot render to '{out.suffix or out.name}': use one of .svg, .png, .pdf, .dot",
-                           Span(0, 0, 1, str(out)))
+        raise HybFileError(
+            f"cannot render to '{out.suffix or out.name}': use one of .svg, .png, .pdf, .dot",
+            Span(0, 0, 1, str(out)),
+        )
     dot = to_dot(graph)
     if fmt == "dot":
         _write(out, dot.source.encode())
@@ -136,14 +175,19 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
     if shutil.which("dot") is None:
         fallback = out.with_suffix(".dot")
         _write(fallback, dot.source.encode())
-        raise DotNotFound(f"the 'dot' program was not found, so {out} was not drawn; wrote the diagram source to "
-                          f"{fallback} instead", hint=INSTALL_HINT)
+        raise DotNotFound(
+            f"the 'dot' program was not found, so {out} was not drawn; wrote the diagram source to "
+            f"{fallback} instead",
+            hint=INSTALL_HINT,
+        )
     try:
         data = dot.pipe(format=fmt)
     except graphviz.ExecutableNotFound:
         fallback = out.with_suffix(".dot")
         _write(fallback, dot.source.encode())
-        raise DotNotFound(f"the 'dot' program could not run; wrote {fallback} instead", hint=INSTALL_HINT) from None
+        raise DotNotFound(
+            f"the 'dot' program could not run; wrote {fallback} instead", hint=INSTALL_HINT
+        ) from None
     except graphviz.CalledProcessError as e:
         raise HybFileError(f"dot failed: {e.stderr.decode(errors='replace') if e.stderr else e}") from None
     _write(out, data)

@@ -11,16 +11,38 @@ from hybriddsl.registry import Option
 
 MODEL_SETTINGS: tuple[Option, ...] = (
     Option("hidden", int, 256, "width of the residual stream", min=1),
-    Option("embed_dim", int, None, "input feature size for feature inputs (default: hidden)", min=1, optional=True),
-    Option("vocab", int, None, "vocabulary size: token-id input, embedding in, LM head out", min=1, optional=True),
+    Option(
+        "embed_dim",
+        int,
+        None,
+        "input feature size for feature inputs (default: hidden)",
+        min=1,
+        optional=True,
+    ),
+    Option(
+        "vocab", int, None, "vocabulary size: token-id input, embedding in, LM head out", min=1, optional=True
+    ),
     Option("norm", str, "layernorm", "norm of every residual block", choices=("layernorm", "rmsnorm")),
     Option("norm_eps", float, 1e-5, "epsilon of every norm", min=0.0),
     Option("pre_norm", bool, True, "x + block(norm(x)) (true) or norm(x + block(x)) (false)"),
     Option("pos", str, "none", "positional encoding added to the input", choices=("none", "sinusoidal")),
-    Option("output", str, None, "last: [B, hidden] at the last position; sequence: [B, T, hidden]; "
-           "logits: [B, T, vocab] (default: last, or logits with vocab)", choices=("last", "sequence", "logits"),
-           optional=True),
-    Option("dropout", float, 0.0, "dropout on each block's output (and attention probabilities)", min=0.0, max=0.99),
+    Option(
+        "output",
+        str,
+        None,
+        "last: [B, hidden] at the last position; sequence: [B, T, hidden]; "
+        "logits: [B, T, vocab] (default: last, or logits with vocab)",
+        choices=("last", "sequence", "logits"),
+        optional=True,
+    ),
+    Option(
+        "dropout",
+        float,
+        0.0,
+        "dropout on each block's output (and attention probabilities)",
+        min=0.0,
+        max=0.99,
+    ),
     Option("seq_len", int, 2048, "sequence length assumed for FLOP and state-size counts", min=1),
     Option("tie_embeddings", bool, True, "the LM head reuses the embedding matrix (with vocab)"),
 )

@@ -63,7 +63,7 @@ class Repeat:
     span: Span
 
 
-Item = Union[Layer, Group, Parallel, Repeat]
+Item = Union[Layer, Group, Parallel, Repeat]  # noqa: UP007  (a runtime alias; X | Y needs 3.10 classes)
 
 
 @dataclass
@@ -271,9 +271,22 @@ class _Stack:
 # Known mistakes, recognised by the parser state they fail in (lark's match_examples).
 _EXAMPLES: dict[str, list[str]] = {
     "a setting needs a value after '='": ["hidden =", "hidden = \n", "M(heads=)"],
-    "options are written name=value, separated by commas": ["M(8)", "M(state)", "M(state 8)", "A(heads=8 window=4)"],
-    "'shared' needs a layer and positions, as in 'shared attn@2,4'": ["shared", "shared attn", "shared attn@"],
-    "positions are whole numbers separated by commas, as in '@2,4,6'": ["shared attn@x", "tie A@1,", "tie A@"],
+    "options are written name=value, separated by commas": [
+        "M(8)",
+        "M(state)",
+        "M(state 8)",
+        "A(heads=8 window=4)",
+    ],
+    "'shared' needs a layer and positions, as in 'shared attn@2,4'": [
+        "shared",
+        "shared attn",
+        "shared attn@",
+    ],
+    "positions are whole numbers separated by commas, as in '@2,4,6'": [
+        "shared attn@x",
+        "tie A@1,",
+        "tie A@",
+    ],
     "'block' needs a name, '=' and layers, as in 'block local = A FFN'": ["block", "block x", "block x ="],
     "a parallel block needs at least two branches separated by '|', as in '[M | A]'": ["[M]", "[]", "[M |]"],
     "an unclosed '(' or '['": ["(M M", "[M | A", "M(heads=8", "(M"],
@@ -310,7 +323,9 @@ def _describe(tok_type: str) -> str:
 
 
 def _expected(exc: lark.UnexpectedInput) -> str:
-    exp = sorted({_describe(e) for e in (getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])})
+    exp = sorted(
+        {_describe(e) for e in (getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])}
+    )
     if not exp:
         return ""
     return "; expected " + (exp[0] if len(exp) == 1 else ", ".join(exp[:-1]) + " or " + exp[-1])

@@ -22,7 +22,9 @@ def parser() -> argparse.ArgumentParser:
         description="Compile hybrid sequence-model patterns (.hyb) to PyTorch, or draw them.",
         epilog="Example: hybdsl compile examples/jamba.hyb -o jamba.pt",
     )
-    p.add_argument("--debug", action="store_true", help="show Python tracebacks and lint the IR after every pass")
+    p.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks and lint the IR after every pass"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -56,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         else:
-            print(f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback, and please report it)",
-                  file=sys.stderr)
+            print(
+                f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback, and please report it)",
+                file=sys.stderr,
+            )
         return 1
 
 

@@ -11,15 +11,22 @@ from hybriddsl.errors import HybOptionError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure forward / forward+backward tokens per second",
-                       description="Build the model with random weights and time it on random inputs.")
+    p = sub.add_parser(
+        "bench",
+        help="measure forward / forward+backward tokens per second",
+        description="Build the model with random weights and time it on random inputs.",
+    )
     add_file(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--kernels", default="auto", choices=("auto", "triton", "reference"),
-                   help="kernel backend (auto: Triton on CUDA, PyTorch reference on CPU)")
+    p.add_argument(
+        "--kernels",
+        default="auto",
+        choices=("auto", "triton", "reference"),
+        help="kernel backend (auto: Triton on CUDA, PyTorch reference on CPU)",
+    )
     p.add_argument("--iters", type=int, default=5)
     p.set_defaults(func=run)
 
@@ -69,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         tf = timed(fwd)
         model.train()
         tb = timed(fwdbwd)
-    print(f"model: {g.totals['params']:,} parameters, batch {args.batch} x seq {args.seq}, {args.dtype}, {device}, "
-          f"kernels={args.kernels}")
+    print(
+        f"model: {g.totals['params']:,} parameters, batch {args.batch} x seq {args.seq}, {args.dtype}, {device}, "
+        f"kernels={args.kernels}"
+    )
     print(f"forward           {tf * 1e3:9.2f} ms   {tokens / tf:12,.0f} tokens/s")
     print(f"forward+backward  {tb * 1e3:9.2f} ms   {tokens / tb:12,.0f} tokens/s")
     return 0

@@ -9,8 +9,11 @@ from hybriddsl.cli.common import add_file, overrides, source_arg
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("check", help="check a .hyb file (exit 2 with positioned errors)",
-                       description="Parse and check a .hyb file without building any weights.")
+    p = sub.add_parser(
+        "check",
+        help="check a .hyb file (exit 2 with positioned errors)",
+        description="Parse and check a .hyb file without building any weights.",
+    )
     add_file(p)
     p.set_defaults(func=run)
 

@@ -10,8 +10,14 @@ from hybriddsl.errors import HybOptionError, Span
 
 def add_file(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help=".hyb file to read ('-' for standard input)")
-    p.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting, e.g. --set hidden=512 --set mamba.state=32 (repeatable)")
+    p.add_argument(
+        "-s",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set hidden=512 --set mamba.state=32 (repeatable)",
+    )
 
 
 def source_arg(args: argparse.Namespace) -> str:

@@ -19,24 +19,36 @@ ARTIFACTS = (".pt", ".py", ".json")
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("compile", help="compile a .hyb file: layer table, optional .pt/.py/.json artifact",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "compile",
+        help="compile a .hyb file: layer table, optional .pt/.py/.json artifact",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_file(p)
-    p.add_argument("-o", "--output", help="write model.pt (weights+source), model.py (PyTorch source) or model.json (IR)")
+    p.add_argument(
+        "-o", "--output", help="write model.pt (weights+source), model.py (PyTorch source) or model.json (IR)"
+    )
     p.add_argument("--dump-ir", action="store_true", help="print the graph after each pass")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the weights written to .pt (default 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="random seed for the weights written to .pt (default 0)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
-        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
+        raise HybFileError(
+            f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out))
+        )
 
     def dump(name: str, g: Graph) -> None:
         print(f"== after {name} ==\n{g}\n")
 
-    graph = api.compile(source_arg(args), debug=args.debug, dump=dump if args.dump_ir else None, **overrides(args))
+    graph = api.compile(
+        source_arg(args), debug=args.debug, dump=dump if args.dump_ir else None, **overrides(args)
+    )
     print(table(graph))
     if out is None:
         return 0
@@ -74,10 +86,22 @@ def table(graph: Graph) -> str:
         spec = registry.get(d["kind"])
         pos = str(d["layer"]) + {"companion": "+", "shared": "s"}.get(d["role"], "")
         params = "(shared)" if d["shared_use"] else _human(d["params"])
-        rows.append((pos, d["kind"], format_opts(d["opts"], spec.key_options or None), "x".join(map(str, d["shape"])),
-                     params, _human(d["flops"]), _human(d["state_bytes"]) + "B" if d["state_bytes"] else "-"))
+        rows.append(
+            (
+                pos,
+                d["kind"],
+                format_opts(d["opts"], spec.key_options or None),
+                "x".join(map(str, d["shape"])),
+                params,
+                _human(d["flops"]),
+                _human(d["state_bytes"]) + "B" if d["state_bytes"] else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
     lines.insert(1, "-" * len(lines[0]))
     t = graph.totals
     inp = f"tokens (vocab {s['vocab']})" if s["vocab"] else f"features [B, T, {s['embed_dim']}]"

@@ -10,16 +10,23 @@ from hybriddsl.cli.common import add_file, overrides, source_arg
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("render", help="draw a .hyb file to .svg/.png/.pdf/.dot",
-                       description="Draw the compiled graph with graphviz. Without the 'dot' program, the .dot "
-                       "source is written instead and the command exits with status 2.")
+    p = sub.add_parser(
+        "render",
+        help="draw a .hyb file to .svg/.png/.pdf/.dot",
+        description="Draw the compiled graph with graphviz. Without the 'dot' program, the .dot "
+        "source is written instead and the command exits with status 2.",
+    )
     add_file(p)
     p.add_argument("-o", "--output", help="output file (default: FILE with .svg)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    out = Path(args.output) if args.output else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
+    )
     graph = api.compile(source_arg(args), **overrides(args))
     written = api.render(graph, out)
     print(f"wrote {written}")

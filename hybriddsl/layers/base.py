@@ -19,7 +19,9 @@ class Mixer(nn.Module):
     Stateless kinds (ffn, kan, moe) need only ``forward``: their ``step`` calls forward on one token.
     """
 
-    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
         """State before the first token; empty for stateless kinds."""
         return {}
 
@@ -54,7 +56,9 @@ class ShortConv(nn.Module):
 
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         w = self.conv.weight
-        return torch.zeros(batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype)
+        return torch.zeros(
+            batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype
+        )
 
     def step(self, x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first."""

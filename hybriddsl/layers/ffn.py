@@ -20,7 +20,14 @@ from hybriddsl.registry import LayerSpec, Option
 class FFN(Mixer):
     """Position-wise MLP. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
 
-    def __init__(self, hidden_size: int, mult: float = 4.0, act: str = "gelu", bias: bool = True, inner: int | None = None):
+    def __init__(
+        self,
+        hidden_size: int,
+        mult: float = 4.0,
+        act: str = "gelu",
+        bias: bool = True,
+        inner: int | None = None,
+    ):
         super().__init__()
         inner = inner or int(math.ceil(hidden_size * mult))
         self.act = act

@@ -32,7 +32,8 @@ class Parallel(Mixer):
 
         self.mix = mix
         self.branches = nn.ModuleList(
-            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch) for branch in branches
+            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch)
+            for branch in branches
         )
         n = len(branches)
         if mix == "gate":
@@ -72,7 +73,7 @@ class Parallel(Mixer):
             h = x
             for j, layer in enumerate(branch):
                 prefix = f"{i}.{j}."
-                sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+                sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                 h, sub = layer.step(h, sub)
                 new.update({prefix + k: v for k, v in sub.items()})
             outs.append(h)

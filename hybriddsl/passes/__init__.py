@@ -9,4 +9,14 @@ from hybriddsl.passes.shapes import infer_shapes
 from hybriddsl.passes.shared import insert_shared
 from hybriddsl.passes.tie import tie
 
-__all__ = ["PIPELINE", "count", "expand", "fuse_add_norm", "infer_shapes", "insert_shared", "resolve", "run", "tie"]
+__all__ = [
+    "PIPELINE",
+    "count",
+    "expand",
+    "fuse_add_norm",
+    "infer_shapes",
+    "insert_shared",
+    "resolve",
+    "run",
+    "tie",
+]

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from hybriddsl import registry
+from hybriddsl.errors import HybError
 from hybriddsl.ir import Graph, Op, _freeze
 from hybriddsl.lower import build_module
 
@@ -45,7 +46,12 @@ def count(graph: Graph) -> Graph:
             params = 0 if s["tie_embeddings"] else s["vocab"] * hidden
             flops = 2 * s["vocab"] * hidden
         elif op == Op.MIXER:
-            params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
+            try:
+                params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
+            except HybError as e:  # e.g. a custom factory that fails: point at the layer
+                if e.span is None:
+                    e.span = node.get("span")
+                raise
             flops = registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len)
         w = node.get("weights")
         node["params"] = params

@@ -15,7 +15,7 @@ from hybriddsl.ir import Graph, Op
 from hybriddsl.settings import model_setting
 from hybriddsl.syntax import Group, Item, Layer, Parallel, Program, Repeat
 
-MAX_LAYERS = 100_000  # a guard against `(M*1000)*1000` eating the machine before anything is checked
+MAX_LAYERS = 10_000  # a guard against `(M*1000)*1000` eating the machine before anything is checked
 
 # Megatron-LM hybrid pattern letters, which real configs run together ("M-M-M-MM-M-M*-").
 MEGATRON = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe"}
@@ -28,7 +28,12 @@ def expand(prog: Program) -> Graph:
         if s.scope is None and s.name == "pre_norm" and isinstance(s.value.value, bool):
             pre_norm = s.value.value
     g = Graph({"pre_norm": pre_norm}, prog.source, prog.file)
-    g.directives = {"settings": prog.settings, "shared": prog.shared, "ties": prog.ties, "blocks": prog.blocks}
+    g.directives = {
+        "settings": prog.settings,
+        "shared": prog.shared,
+        "ties": prog.ties,
+        "blocks": prog.blocks,
+    }
     src = g.add(Op.INPUT)
     proj = g.add(Op.IN_PROJ)
     g.connect(src, proj)
@@ -42,11 +47,16 @@ def expand(prog: Program) -> Graph:
 
     for name, block in prog.blocks.items():
         if registry.canonical(name) is not None:
-            raise HybNameError(f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; "
-                               "choose another name", block.span)
+            raise HybNameError(
+                f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; "
+                "choose another name",
+                block.span,
+            )
     entries = flatten(prog.stack, prog)
     if not entries:
-        raise HybSyntaxError("the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file))
+        raise HybSyntaxError(
+            "the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file)
+        )
     tail = proj
     for pos, entry in enumerate(entries, start=1):
         tail = g.add_block(tail, mixer={**entry, "layer": pos, "role": "main"}, norm={"layer": pos})
@@ -73,7 +83,9 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
         elif isinstance(item, Layer):
             out += _layer(item, prog, stack)
         if len(out) > MAX_LAYERS:
-            raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None))
+            raise HybOptionError(
+                f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None)
+            )
     return out
 
 

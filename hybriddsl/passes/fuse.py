@@ -24,9 +24,17 @@ def fuse_add_norm(graph: Graph) -> Graph:
         (n,) = norms
         add = g[nid]
         # The fused node takes the norm's identity (kind, weights) and the add's inputs.
-        g[nid].update(op=Op.ADD_NORM, kind=g[n]["kind"], opts=dict(g[n]["opts"]), weights=g[n]["weights"],
-                      fused=True, final=g[n]["op"] == Op.FINAL_NORM, post=not g.settings.get("pre_norm", True),
-                      norm_role=g[n]["role"], role=add["role"])
+        g[nid].update(
+            op=Op.ADD_NORM,
+            kind=g[n]["kind"],
+            opts=dict(g[n]["opts"]),
+            weights=g[n]["weights"],
+            fused=True,
+            final=g[n]["op"] == Op.FINAL_NORM,
+            post=not g.settings.get("pre_norm", True),
+            norm_role=g[n]["role"],
+            role=add["role"],
+        )
         for v, d in list(g.g.succ[n].items()):
             # consumers of the norm now read the fused node (its normed output)
             g.g.add_edge(nid, v, **d)

@@ -36,11 +36,20 @@ def resolve(graph: Graph) -> Graph:
         for ckind, copts in spec.companions(opts) if spec.companions else []:
             sub = {"name": ckind, "written": {}, "span": node["span"]}
             ck, co = resolve_layer(sub, layer_defaults, scoped, hidden, preset=copts)
-            attrs = dict(kind=ck, opts=co, weights=_group(counters, ck), role="companion", layer=node["layer"],
-                         span=node["span"], parent=nid)
+            attrs = dict(
+                kind=ck,
+                opts=co,
+                weights=_group(counters, ck),
+                role="companion",
+                layer=node["layer"],
+                span=node["span"],
+                parent=nid,
+            )
             tail = g.add_block(tail, mixer=attrs, norm={"layer": node["layer"]})
     for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
-        g[nid].update(kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm"))
+        g[nid].update(
+            kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm")
+        )
     return g
 
 
@@ -75,8 +84,9 @@ def resolve_layer(
         if spec.option(name) is None:
             known = [o.name for o in spec.options]
             listing = f" (it takes: {', '.join(known)})" if known else " (it takes no options)"
-            raise HybNameError(f"layer '{spec.name}' has no option '{name}'" + suggest(name, known) + listing,
-                               val.span)
+            raise HybNameError(
+                f"layer '{spec.name}' has no option '{name}'" + suggest(name, known) + listing, val.span
+            )
         opts[name], where[name] = val.value, val.span
     for o in spec.options:
         msg = o.check(opts[o.name])
@@ -85,8 +95,10 @@ def resolve_layer(
         opts[o.name] = o.coerce(opts[o.name])
     if spec.name == "parallel":
         opts["branches"] = [
-            [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)), span=b["span"])
-             for b in branch]
+            [
+                dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)), span=b["span"])
+                for b in branch
+            ]
             for branch in node["branches"]
         ]
     if spec.validate is not None:
@@ -110,7 +122,9 @@ def _settings(stmts: list[Setting], g: Graph):
             opt = spec.option(st.name)
             if opt is None:
                 known = [o.name for o in spec.options]
-                raise HybNameError(f"layer '{spec.name}' has no option '{st.name}'" + suggest(st.name, known), st.span)
+                raise HybNameError(
+                    f"layer '{spec.name}' has no option '{st.name}'" + suggest(st.name, known), st.span
+                )
             msg = opt.check(val.value)
             if msg:
                 raise HybOptionError(f"{spec.name}: {msg}", val.span)
@@ -132,8 +146,9 @@ def _settings(stmts: list[Setting], g: Graph):
     if model["output"] == "logits" and not model["vocab"]:
         raise HybOptionError("output = logits needs a vocabulary: set 'vocab = N'", spans.get("output"))
     if model["embed_dim"] is not None and model["vocab"]:
-        raise HybOptionError("set either embed_dim (feature input) or vocab (token input), not both",
-                             spans.get("embed_dim"))
+        raise HybOptionError(
+            "set either embed_dim (feature input) or vocab (token input), not both", spans.get("embed_dim")
+        )
     if model["embed_dim"] is None:
         model["embed_dim"] = model["hidden"]
     return model, layer_defaults, scoped

@@ -29,14 +29,21 @@ def insert_shared(graph: Graph) -> Graph:
             spec = registry.get(kind)
             for ck, co in spec.companions(opts) if spec.companions else []:
                 sub = {"name": ck, "written": {}, "span": e["span"]}
-                resolved.append((*resolve_layer(sub, g.directives["layer_defaults"], g.directives["scoped"],
-                                                hidden, preset=co), e["span"]))
+                resolved.append(
+                    (
+                        *resolve_layer(
+                            sub, g.directives["layer_defaults"], g.directives["scoped"], hidden, preset=co
+                        ),
+                        e["span"],
+                    )
+                )
         seen = set()
         for pos, span in st.positions:
             if not 1 <= pos <= n_layers:
                 raise HybOptionError(
                     f"shared block position {pos} is outside the stack (it has {n_layers} layers: 1..{n_layers})",
-                    span)
+                    span,
+                )
             if pos in seen:
                 raise HybOptionError(f"position {pos} is listed twice", span)
             seen.add(pos)
@@ -44,10 +51,21 @@ def insert_shared(graph: Graph) -> Graph:
             for j, (kind, opts, espan) in enumerate(resolved):
                 tail = g.add_block(
                     tail,
-                    mixer=dict(kind=kind, opts=opts, weights=f"shared{k}_{kind}_{j}", role="shared", layer=pos,
-                               span=espan),
-                    norm=dict(kind=g.settings["norm"], opts={"eps": g.settings["norm_eps"]},
-                              weights=f"shared{k}_norm_{j}", role="shared", layer=pos),
+                    mixer=dict(
+                        kind=kind,
+                        opts=opts,
+                        weights=f"shared{k}_{kind}_{j}",
+                        role="shared",
+                        layer=pos,
+                        span=espan,
+                    ),
+                    norm=dict(
+                        kind=g.settings["norm"],
+                        opts={"eps": g.settings["norm_eps"]},
+                        weights=f"shared{k}_norm_{j}",
+                        role="shared",
+                        layer=pos,
+                    ),
                 )
     return g
 

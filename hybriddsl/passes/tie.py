@@ -23,15 +23,18 @@ def tie(graph: Graph) -> Graph:
         if st.positions is None:
             chosen = layers
             if len(chosen) < 2:
-                raise HybOptionError(f"'tie {st.name}' needs at least two {kind} layers; the stack has {len(layers)}",
-                                     st.span)
+                raise HybOptionError(
+                    f"'tie {st.name}' needs at least two {kind} layers; the stack has {len(layers)}", st.span
+                )
         else:
             chosen = []
             for pos, span in st.positions:
                 if not 1 <= pos <= len(layers):
                     raise HybOptionError(
                         f"there {'is' if len(layers) == 1 else 'are'} only {len(layers)} {kind} layer"
-                        f"{'' if len(layers) == 1 else 's'}; cannot tie number {pos}", span)
+                        f"{'' if len(layers) == 1 else 's'}; cannot tie number {pos}",
+                        span,
+                    )
                 chosen.append(layers[pos - 1])
             if len(set(chosen)) < 2:
                 raise HybOptionError("tie needs at least two different layers", st.span)
@@ -41,7 +44,8 @@ def tie(graph: Graph) -> Graph:
                 raise HybOptionError(
                     f"cannot tie {kind} layers at stack positions {g[first]['layer']} and {g[other]['layer']}: "
                     f"their options differ ({format_opts(g[first]['opts'])} vs {format_opts(g[other]['opts'])})",
-                    st.span)
+                    st.span,
+                )
             _share(g, first, other)
     return g
 

@@ -22,7 +22,9 @@ def run_steps(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(ys, 1)
 
 
-def check_step_matches_forward(layer: nn.Module, hidden: int, seq: int = 37, batch: int = 2, atol: float = 1e-4):
+def check_step_matches_forward(
+    layer: nn.Module, hidden: int, seq: int = 37, batch: int = 2, atol: float = 1e-4
+):
     """step() over a sequence equals forward() on it (fp32, eval mode)."""
     torch.manual_seed(0)
     layer = layer.float().eval()
@@ -82,8 +84,13 @@ def check_dtypes(layer: nn.Module, hidden: int, seq: int = 24):
 
 
 def check_trains(
-    make_layer: Callable[[int], nn.Module], hidden: int = 32, vocab: int = 8, seq: int = 16, steps: int = 200,
-    lr: float = 3e-3, ratio: float = 0.5,
+    make_layer: Callable[[int], nn.Module],
+    hidden: int = 32,
+    vocab: int = 8,
+    seq: int = 16,
+    steps: int = 200,
+    lr: float = 3e-3,
+    ratio: float = 0.5,
 ):
     """A tiny model (embedding, one residual block of the layer, head) learns a task that needs memory.
 
@@ -92,7 +99,12 @@ def check_trains(
     """
     torch.manual_seed(0)
     lag = 2
-    emb, layer, norm, head = nn.Embedding(vocab, hidden), make_layer(hidden), nn.LayerNorm(hidden), nn.Linear(hidden, vocab)
+    emb, layer, norm, head = (
+        nn.Embedding(vocab, hidden),
+        make_layer(hidden),
+        nn.LayerNorm(hidden),
+        nn.Linear(hidden, vocab),
+    )
     params = [*emb.parameters(), *layer.parameters(), *norm.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=lr)
     losses = []
