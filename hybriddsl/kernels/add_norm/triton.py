@@ -95,6 +95,7 @@ def _add_norm_bwd_kernel(
     # int64 bounds make the loop variable int64, so row * D cannot overflow
     row_start = pid.to(tl.int64) * rows_per_program
     row_end = tl.minimum(row_start + rows_per_program, N)
+    w = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     if HAS_W:
         w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
     dw = tl.zeros([BLOCK_D], dtype=tl.float32)

@@ -107,6 +107,7 @@ def _linear_scan_bwd_kernel(
         g = tl.load(DHT + i_b * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     else:
         g = tl.zeros([BLOCK_D], dtype=tl.float32)
+    h0 = tl.zeros([BLOCK_D], dtype=tl.float32)
     if HAS_H0:
         h0 = tl.load(H0 + i_b * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     for i in range(0, tl.cdiv(T, BLOCK_T)):
