@@ -16,7 +16,12 @@ from tests.layers.checks import (
     check_step_matches_forward,
     check_trains,
 )
-from tests.layers.test_delta_net import loop_reference, one_thread, randomize_norm  # noqa: F401 (fixture)
+from tests.layers.test_delta_net import (  # noqa: F401 (one_thread is an autouse fixture)
+    check_triton_matches_reference,
+    loop_reference,
+    one_thread,
+    randomize_norm,
+)
 
 CASES = {
     "H4-D8-V8-conv4-C16": dict(heads=4, chunk=16),
@@ -80,6 +85,11 @@ def test_dtypes():
 
 def test_trains():
     check_trains(lambda h: GatedDeltaNet(h, heads=2, chunk=16), hidden=32, steps=150)
+
+
+def test_triton_path_matches_reference():
+    torch.manual_seed(0)
+    check_triton_matches_reference(GatedDeltaNet(16, heads=2, expand_v=2.0, chunk=16))
 
 
 def test_init_follows_reference():
