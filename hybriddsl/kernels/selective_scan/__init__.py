@@ -31,9 +31,7 @@ def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
         raise ValueError(f"selective_scan: {name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
-def _check_args(
-    u: Tensor, A: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ...]]], what: str
-) -> None:
+def _check_args(u: Tensor, A: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ...]]], what: str) -> None:
     if A.dim() != 2:
         raise ValueError(f"selective_scan: A must be [Dm, N], got shape {list(A.shape)}")
     if A.is_complex():

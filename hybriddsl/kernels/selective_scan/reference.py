@@ -30,9 +30,7 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _discretize_dt(
-    delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, cdt: torch.dtype
-) -> Tensor:
+def _discretize_dt(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, cdt: torch.dtype) -> Tensor:
     dt = delta.to(cdt)
     if delta_bias is not None:
         dt = dt + delta_bias.to(cdt)
@@ -159,9 +157,7 @@ def selective_scan_step(
     cdt = _compute_dtype(u)
     dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, Dm]
     uf = u.to(cdt)
-    new_state = (
-        torch.exp(dt[..., None] * A.to(cdt)) * state.to(cdt) + (dt * uf)[..., None] * B.to(cdt)[:, None, :]
-    )
+    new_state = torch.exp(dt[..., None] * A.to(cdt)) * state.to(cdt) + (dt * uf)[..., None] * B.to(cdt)[:, None, :]
     y = torch.einsum("bdn,bn->bd", new_state, C.to(cdt))
     if D is not None:
         y = y + D.to(cdt) * uf

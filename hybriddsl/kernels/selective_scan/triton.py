@@ -7,7 +7,7 @@ B, C: [b, T, N]; A: [Dm, N]; states [b, Dm, N] float32.
 Forward: one program per (batch, block of BLOCK_D channels) keeps its [BLOCK_D, N] state in
 registers and walks time; the next step's inputs are loaded before the current step is computed,
 so global-memory latency overlaps the dependent arithmetic. It stores the state before every
-CHUNK-th step (``ckpt``: [b, n_chunks, Dm, N]) for the backward.
+CHUNK-th step (``ckpt``: [b, n_chunks, N, Dm]) for the backward.
 
 Backward: the same grid walks the chunks in reverse. For each chunk it recomputes h_{t-1} from the
 checkpoint into a per-program scratch buffer (L2-resident: CHUNK x BLOCK_D x N floats), then walks
@@ -67,8 +67,8 @@ def _ss_fwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < Dm
     mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    dn = offs_d[:, None] * N + offs_n[None, :]
+    mask_dn = mask_n[:, None] & mask_d[None, :]
+    dn = offs_n[:, None] * Dm + offs_d[None, :]  # [N, Dm] tiles: channels contiguous
 
     # exp(dt A) = exp2(dt A log2 e): exp2 is the native instruction.
     A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
@@ -79,7 +79,7 @@ def _ss_fwd_kernel(
     if HAS_H0:
         h = tl.load(h0_ptr + pid_b * Dm * N + dn, mask=mask_dn, other=0.0).to(tl.float32)
     else:
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
     row_d = pid_b * T * Dm  # start of this batch row in [b, T, Dm]
     row_n = pid_b * T * N  # start of this batch row in [b, T, N]
@@ -112,9 +112,9 @@ def _ss_fwd_kernel(
             dt = dt + bias
         if SOFTPLUS:
             dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
-        dA = tl.exp2(dt[:, None] * A2)
-        h = dA * h + (dt * u)[:, None] * Bt[None, :]
-        y = tl.sum(h * Ct[None, :], 1)
+        dA = tl.exp2(dt[None, :] * A2)
+        h = dA * h + (dt * u)[None, :] * Bt[:, None]
+        y = tl.sum(h * Ct[:, None], 0)
         if HAS_D:
             y = y + Dv * u
         if HAS_Z:
@@ -166,11 +166,11 @@ def _ss_bwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     mask_d = offs_d < Dm
     mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    dn = offs_d[:, None] * N + offs_n[None, :]
-    # This program's scratch: CHUNK tiles of [BLOCK_D, BLOCK_N] holding h_{t-1}.
+    mask_dn = mask_n[:, None] & mask_d[None, :]
+    dn = offs_n[:, None] * Dm + offs_d[None, :]  # [N, Dm] tiles: channels contiguous
+    # This program's scratch: CHUNK tiles of [BLOCK_N, BLOCK_D] holding h_{t-1}.
     s_base = scratch_ptr + (pid_b * n_dblk + pid_d) * (CHUNK * BLOCK_D * BLOCK_N)
-    s_tile = tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + offs_n[None, :]
+    s_tile = offs_n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]
     # [b, n_dblk, T, N] partial sums of dB and dC over this channel block
     p_base = (pid_b * n_dblk + pid_d) * T * N
 
@@ -183,8 +183,8 @@ def _ss_bwd_kernel(
     if HAS_DHT:
         g = tl.load(dhT_ptr + pid_b * Dm * N + dn, mask=mask_dn, other=0.0).to(tl.float32)
     else:
-        g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    dA_acc = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        g = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
+    dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     row_d = pid_b * T * Dm
@@ -206,7 +206,7 @@ def _ss_bwd_kernel(
                 dt = dt + bias
             if SOFTPLUS:
                 dt = tl.where(dt > 20.0, dt, tl.log(1.0 + tl.exp(tl.minimum(dt, 20.0))))
-            h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
+            h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
         tl.debug_barrier()  # scratch writes visible to every thread of the program
         # 2) walk the chunk backwards
         for i in range(clen):
@@ -224,31 +224,31 @@ def _ss_bwd_kernel(
                 dt = tl.where(dt_raw > 20.0, dt_raw, tl.log(1.0 + tl.exp(tl.minimum(dt_raw, 20.0))))
             else:
                 dt = dt_raw
-            dA = tl.exp2(dt[:, None] * A2)
-            h = dA * h_prev + (dt * u)[:, None] * Bt[None, :]
+            dA = tl.exp2(dt[None, :] * A2)
+            h = dA * h_prev + (dt * u)[None, :] * Bt[:, None]
             if HAS_Z:
                 zt = tl.load(z_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(zt)
-                y_pre = tl.sum(h * Ct[None, :], 1)
+                y_pre = tl.sum(h * Ct[:, None], 0)
                 if HAS_D:
                     y_pre = y_pre + Dv * u
                 dz = dy * y_pre * sig * (1.0 + zt * (1.0 - sig))
                 tl.store(dz_ptr + row_d + t * Dm + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
                 dy = dy * zt * sig
-            dC = tl.sum(dy[:, None] * h, 0)
+            dC = tl.sum(dy[None, :] * h, 1)
             tl.store(dC_part_ptr + p_base + t * N + offs_n, dC, mask=mask_n)
-            g = g + dy[:, None] * Ct[None, :]
-            dB = tl.sum(g * (dt * u)[:, None], 0)
+            g = g + dy[None, :] * Ct[:, None]
+            dB = tl.sum(g * (dt * u)[None, :], 1)
             tl.store(dB_part_ptr + p_base + t * N + offs_n, dB, mask=mask_n)
-            gB = tl.sum(g * Bt[None, :], 1)
+            gB = tl.sum(g * Bt[:, None], 0)
             du = gB * dt
             if HAS_D:
                 du = du + Dv * dy
                 dD_acc += dy * u
             tl.store(du_ptr + row_d + t * Dm + offs_d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
             g_dA_h = g * dA * h_prev
-            ddt = gB * u + tl.sum(g_dA_h * A, 1)
-            dA_acc += g_dA_h * dt[:, None]
+            ddt = gB * u + tl.sum(g_dA_h * A, 0)
+            dA_acc += g_dA_h * dt[None, :]
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(dt_raw)
             dbias_acc += ddt
@@ -262,11 +262,13 @@ def _ss_bwd_kernel(
 
 
 def _blocks(Dm: int, N: int) -> tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_N, num_warps). 32 channels per program: B=8, Dm=2048 gives 512 programs,
-    enough to fill an H100 with a latency-bound sequential loop."""
+    """(BLOCK_D, BLOCK_N, num_warps). Tiles are [BLOCK_N, BLOCK_D] with channels along the fast
+    axis: one warp spans 32 channels, so each thread owns a channel's whole state column and the
+    per-step sum over N (y = h . C) needs no shuffles; u/delta/z/y loads are coalesced. 32 channels
+    per program gives 512 programs (one warp each) at B=8, Dm=2048, all resident at once."""
     block_n = triton.next_power_of_2(N)
     block_d = min(32, triton.next_power_of_2(Dm))
-    num_warps = 2 if block_d * block_n <= 512 else 4
+    num_warps = 1 if block_n <= 32 else 2
     return block_d, block_n, num_warps
 
 
@@ -288,22 +290,24 @@ def selective_scan_fwd(
     delta_softplus: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Forward launcher. Returns (y [b, T, Dm] in u's dtype, final state [b, Dm, N] float32,
-    checkpoints [b, ceil(T / CHUNK), Dm, N] float32 for the backward). Requires T >= 1."""
+    checkpoints [b, ceil(T / CHUNK), N, Dm] float32 for the backward). Requires T >= 1.
+    Inside the kernels every [Dm, N] array is handled transposed ([N, Dm], channels contiguous)."""
     batch, T, Dm = u.shape
     N = A.shape[1]
     n_chunks = triton.cdiv(T, CHUNK)
-    u, delta, A, B, C = (t.contiguous() for t in (u, delta, A, B, C))
+    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    A_t = A.t().contiguous()
     D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
-    h0 = None if initial_state is None else initial_state.float().contiguous()
+    h0 = None if initial_state is None else initial_state.float().transpose(1, 2).contiguous()
     y = torch.empty_like(u)
-    hT = u.new_empty(batch, Dm, N, dtype=torch.float32)
-    ckpt = u.new_empty(batch, n_chunks, Dm, N, dtype=torch.float32)
+    hT = u.new_empty(batch, N, Dm, dtype=torch.float32)
+    ckpt = u.new_empty(batch, n_chunks, N, Dm, dtype=torch.float32)
     block_d, block_n, num_warps = _blocks(Dm, N)
     grid = (batch, triton.cdiv(Dm, block_d))
     _ss_fwd_kernel[grid](
         u,
         delta,
-        A,
+        A_t,
         B,
         C,
         D if D is not None else u,  # unused pointer when the flag is off
@@ -327,7 +331,7 @@ def selective_scan_fwd(
         BLOCK_N=block_n,
         num_warps=num_warps,
     )
-    return y, hT, ckpt
+    return y, hT.transpose(1, 2).contiguous(), ckpt
 
 
 @selective_scan_fwd.register_fake
@@ -337,7 +341,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
     return (
         torch.empty_like(u),
         u.new_empty(batch, Dm, N, dtype=torch.float32),
-        u.new_empty(batch, (T + CHUNK - 1) // CHUNK, Dm, N, dtype=torch.float32),
+        u.new_empty(batch, (T + CHUNK - 1) // CHUNK, N, Dm, dtype=torch.float32),
     )
 
 
@@ -362,26 +366,27 @@ def selective_scan_bwd(
     batch, T, Dm = u.shape
     N = A.shape[1]
     n_chunks = ckpt.shape[1]
-    u, delta, A, B, C, dy = (t.contiguous() for t in (u, delta, A, B, C, dy))
+    u, delta, B, C, dy = (t.contiguous() for t in (u, delta, B, C, dy))
+    A_t = A.t().contiguous()
     D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
-    dhT = None if d_final_state is None else d_final_state.float().contiguous()
+    dhT = None if d_final_state is None else d_final_state.float().transpose(1, 2).contiguous()
     block_d, block_n, num_warps = _blocks(Dm, N)
     n_dblk = triton.cdiv(Dm, block_d)
     f32 = dict(dtype=torch.float32, device=u.device)
     du = torch.empty_like(u)
     ddelta = torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else u.new_empty(0)
-    dA_part = torch.empty(batch, Dm, N, **f32)
+    dA_part = torch.empty(batch, N, Dm, **f32)
     dB_part = torch.empty(batch, n_dblk, T, N, **f32)
     dC_part = torch.empty(batch, n_dblk, T, N, **f32)
     dD_part = torch.empty(batch, Dm, **f32)
     dbias_part = torch.empty(batch, Dm, **f32)
-    dh0 = torch.empty(batch, Dm, N, **f32)
+    dh0 = torch.empty(batch, N, Dm, **f32)
     scratch = torch.empty(batch * n_dblk * CHUNK * block_d * block_n, **f32)
     _ss_bwd_kernel[(batch, n_dblk)](
         u,
         delta,
-        A,
+        A_t,
         B,
         C,
         D if D is not None else u,
@@ -415,12 +420,12 @@ def selective_scan_bwd(
         BLOCK_N=block_n,
         num_warps=num_warps,
     )
-    dA = dA_part.sum(0).to(A.dtype)
+    dA = dA_part.sum(0).t().contiguous().to(A.dtype)
     dB = dB_part.sum(1).to(B.dtype)
     dC = dC_part.sum(1).to(C.dtype)
     dD = dD_part.sum(0).to(D.dtype) if D is not None else u.new_empty(0)
     dbias = dbias_part.sum(0).to(delta_bias.dtype) if delta_bias is not None else u.new_empty(0)
-    return du, ddelta, dA, dB, dC, dD, dz, dbias, dh0
+    return du, ddelta, dA, dB, dC, dD, dz, dbias, dh0.transpose(1, 2).contiguous()
 
 
 @selective_scan_bwd.register_fake
