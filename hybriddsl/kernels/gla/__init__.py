@@ -50,8 +50,7 @@ def _check(
         raise ValueError(f"{name}: u must be [H, K] = {(H, K)}, got {tuple(u.shape)}")
     if state is not None and state.shape != (q.shape[0], H, K, v.shape[-1]):
         raise ValueError(
-            f"{name}: state must be [B, H, K, V] = {(q.shape[0], H, K, v.shape[-1])}, "
-            f"got {tuple(state.shape)}"
+            f"{name}: state must be [B, H, K, V] = {(q.shape[0], H, K, v.shape[-1])}, got {tuple(state.shape)}"
         )
 
 

@@ -39,6 +39,16 @@ _BC = 16  # sub-chunk length of the intra-chunk kernels (the smallest tl.dot til
 
 
 @triton.jit
+def _dot(a, b, PREC: tl.constexpr, F32: tl.constexpr):
+    """tl.dot; with F32 both operands go to float32 first (the CPU interpreter multiplies bf16 tiles
+    wrongly, so interpreter runs of bf16 inputs use it; operands are already rounded to bf16)."""
+    if F32:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+    else:
+        return tl.dot(a, b, input_precision=PREC)
+
+
+@triton.jit
 def _load_qb(gc, rows, cols, t_lo, T, stride_t, G_K, K, USE_U: tl.constexpr):
     """Query-side decay for a [rows, cols] tile: gc itself, or gc of the previous row with u
     (0 at the chunk's first row ``t_lo``)."""
@@ -48,9 +58,7 @@ def _load_qb(gc, rows, cols, t_lo, T, stride_t, G_K, K, USE_U: tl.constexpr):
     else:
         r = rows
         m = r < T
-    return tl.load(
-        gc + r[:, None] * stride_t + cols[None, :] * G_K, mask=m[:, None] & (cols < K)[None, :], other=0.0
-    )
+    return tl.load(gc + r[:, None] * stride_t + cols[None, :] * G_K, mask=m[:, None] & (cols < K)[None, :], other=0.0)
 
 
 @triton.jit
@@ -83,6 +91,7 @@ def _intra_fwd(
     BK: tl.constexpr,
     USE_U: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     i_ci, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -114,7 +123,7 @@ def _intra_fwd(
             b_gj = tl.load(gc + rows_j[:, None] * s_g + ck[None, :] * G_K, mask=m_j, other=0.0)
             qr = b_q * tl.where(m_r[:, None], tl.exp(b_qb - b_r[None, :]), 0.0)
             kr = b_k * tl.exp(b_r[None, :] - b_gj)
-            acc += tl.dot(qr.to(b_q.dtype), tl.trans(kr.to(b_k.dtype)), input_precision=PREC)
+            acc += _dot(qr.to(b_q.dtype), tl.trans(kr.to(b_k.dtype)), PREC, F32)
         tl.store(A + rows[:, None] * BT + (i_j * BC + cb)[None, :], acc * scale, mask=m_r[:, None])
     # Diagonal sub-block: each pair's decay in log space (column by column).
     acc = tl.zeros([BC, BC], dtype=tl.float32)
@@ -162,6 +171,7 @@ def _fwd_h(
     BV: tl.constexpr,
     USE_H0: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -175,9 +185,7 @@ def _fwd_h(
     h += i_bh * NT * K * V
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
-        b_h += tl.load(
-            h0 + i_bh * K * V + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0
-        )
+        b_h += tl.load(h0 + i_bh * K * V + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
     for i_t in range(0, NT):
         tl.store(
             h + i_t * K * V + ck[:, None] * V + cv[None, :],
@@ -189,12 +197,10 @@ def _fwd_h(
         last = tl.minimum(i_t * BT + BT, T) - 1
         b_k = tl.load(k + rows[:, None] * H * K + ck[None, :], mask=m_r[:, None] & mk[None, :], other=0.0)
         b_v = tl.load(v + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
-        b_g = tl.load(
-            gc + rows[:, None] * H * G_H + ck[None, :] * G_K, mask=m_r[:, None] & mk[None, :], other=0.0
-        )
+        b_g = tl.load(gc + rows[:, None] * H * G_H + ck[None, :] * G_K, mask=m_r[:, None] & mk[None, :], other=0.0)
         b_gl = tl.load(gc + last * H * G_H + ck * G_K, mask=mk, other=0.0)
         k_end = b_k * tl.where(m_r[:, None], tl.exp(b_gl[None, :] - b_g), 0.0)
-        b_h = b_h * tl.exp(b_gl)[:, None] + tl.dot(tl.trans(k_end.to(b_v.dtype)), b_v, input_precision=PREC)
+        b_h = b_h * tl.exp(b_gl)[:, None] + _dot(tl.trans(k_end.to(b_v.dtype)), b_v, PREC, F32)
     tl.store(ht + i_bh * K * V + ck[:, None] * V + cv[None, :], b_h, mask=mk[:, None] & mv[None, :])
 
 
@@ -218,6 +224,7 @@ def _fwd_o(
     BV: tl.constexpr,
     USE_U: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
@@ -240,14 +247,12 @@ def _fwd_o(
         b_qb = _load_qb(gc, rows, ck, t_lo, T, H * G_H, G_K, K, USE_U)
         qe = b_q * tl.where(m_r[:, None], tl.exp(b_qb), 0.0) * scale
         b_h = tl.load(h + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
-        acc += tl.dot(qe.to(b_h.dtype), b_h, input_precision=PREC)
+        acc += _dot(qe.to(b_h.dtype), b_h, PREC, F32)
     cols = tl.arange(0, BT)
     b_A = tl.load(A + i_bh * T * BT + rows[:, None] * BT + cols[None, :], mask=m_r[:, None], other=0.0)
     b_v = tl.load(v + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
-    acc += tl.dot(b_A.to(b_v.dtype), b_v, input_precision=PREC)
-    tl.store(
-        o + rows[:, None] * H * V + cv[None, :], acc.to(o.dtype.element_ty), mask=m_r[:, None] & mv[None, :]
-    )
+    acc += _dot(b_A.to(b_v.dtype), b_v, PREC, F32)
+    tl.store(o + rows[:, None] * H * V + cv[None, :], acc.to(o.dtype.element_ty), mask=m_r[:, None] & mv[None, :])
 
 
 @triton.jit
@@ -272,6 +277,7 @@ def _bwd_dh(
     USE_H0: tl.constexpr,
     USE_U: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     # dh[n] = gradient of the state at the END of chunk n; the loop runs backwards over chunks.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -286,9 +292,7 @@ def _bwd_dh(
     dh += i_bh * NT * K * V
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_DHT:
-        b_dh += tl.load(
-            dht + i_bh * K * V + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0
-        )
+        b_dh += tl.load(dht + i_bh * K * V + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
     for i_r in range(0, NT):
         i_t = NT - 1 - i_r
         tl.store(
@@ -305,7 +309,7 @@ def _bwd_dh(
         qe = b_q * tl.where(m_r[:, None], tl.exp(b_qb), 0.0) * scale
         b_do = tl.load(do + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
         b_gl = tl.load(gc + last * H * G_H + ck * G_K, mask=mk, other=0.0)
-        b_dh = b_dh * tl.exp(b_gl)[:, None] + tl.dot(tl.trans(qe.to(b_do.dtype)), b_do, input_precision=PREC)
+        b_dh = b_dh * tl.exp(b_gl)[:, None] + _dot(tl.trans(qe.to(b_do.dtype)), b_do, PREC, F32)
     if USE_H0:
         tl.store(dh0 + i_bh * K * V + ck[:, None] * V + cv[None, :], b_dh, mask=mk[:, None] & mv[None, :])
 
@@ -334,6 +338,7 @@ def _bwd_inter(
     BV: tl.constexpr,
     USE_U: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     # dq, dk through the chunk states (float32 scratch) and dA = do v^T (stored by the first K block).
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -354,17 +359,13 @@ def _bwd_inter(
     for i_v in range(0, tl.cdiv(V, BV)):
         cv = i_v * BV + tl.arange(0, BV)
         mv = cv < V
-        b_do = tl.load(
-            do + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0
-        )
-        b_v = tl.load(
-            v + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0
-        )
+        b_do = tl.load(do + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
+        b_v = tl.load(v + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
         b_h = tl.load(h + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
         b_dh = tl.load(dh + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
-        b_dq += tl.dot(b_do, tl.trans(b_h.to(b_do.dtype)), input_precision=PREC)
-        b_dk += tl.dot(b_v, tl.trans(b_dh.to(b_v.dtype)), input_precision=PREC)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=PREC)
+        b_dq += _dot(b_do, tl.trans(b_h.to(b_do.dtype)), PREC, F32)
+        b_dk += _dot(b_v, tl.trans(b_dh.to(b_v.dtype)), PREC, F32)
+        b_dA += _dot(b_do, tl.trans(b_v), PREC, F32)
     b_qb = _load_qb(gc + base * G_H, rows, ck, t_lo, T, H * G_H, G_K, K, USE_U)
     b_g = tl.load(
         gc + base * G_H + rows[:, None] * H * G_H + ck[None, :] * G_K,
@@ -403,6 +404,7 @@ def _bwd_dv(
     BK: tl.constexpr,
     BV: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     # dv = A^T do + (k * exp(gc_last - gc)) dh_end
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -418,16 +420,12 @@ def _bwd_dv(
     dh += (i_bh * NT + i_t) * K * V
     cols = tl.arange(0, BT)
     b_A = tl.load(A + i_bh * T * BT + rows[:, None] * BT + cols[None, :], mask=m_r[:, None], other=0.0)
-    b_do = tl.load(
-        do + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0
-    )
-    acc = tl.dot(tl.trans(b_A.to(b_do.dtype)), b_do, input_precision=PREC)
+    b_do = tl.load(do + base * V + rows[:, None] * H * V + cv[None, :], mask=m_r[:, None] & mv[None, :], other=0.0)
+    acc = _dot(tl.trans(b_A.to(b_do.dtype)), b_do, PREC, F32)
     for i_k in range(0, tl.cdiv(K, BK)):
         ck = i_k * BK + tl.arange(0, BK)
         mk = ck < K
-        b_k = tl.load(
-            k + base * K + rows[:, None] * H * K + ck[None, :], mask=m_r[:, None] & mk[None, :], other=0.0
-        )
+        b_k = tl.load(k + base * K + rows[:, None] * H * K + ck[None, :], mask=m_r[:, None] & mk[None, :], other=0.0)
         b_g = tl.load(
             gc + base * G_H + rows[:, None] * H * G_H + ck[None, :] * G_K,
             mask=m_r[:, None] & mk[None, :],
@@ -436,7 +434,7 @@ def _bwd_dv(
         b_gl = tl.load(gc + base * G_H + last * H * G_H + ck * G_K, mask=mk, other=0.0)
         k_end = b_k * tl.where(m_r[:, None], tl.exp(b_gl[None, :] - b_g), 0.0)
         b_dh = tl.load(dh + ck[:, None] * V + cv[None, :], mask=mk[:, None] & mv[None, :], other=0.0)
-        acc += tl.dot(k_end.to(b_dh.dtype), b_dh, input_precision=PREC)
+        acc += _dot(k_end.to(b_dh.dtype), b_dh, PREC, F32)
     tl.store(
         dv + base * V + rows[:, None] * H * V + cv[None, :],
         acc.to(dv.dtype.element_ty),
@@ -469,6 +467,7 @@ def _bwd_intra(
     BK: tl.constexpr,
     USE_U: tl.constexpr,
     PREC: tl.constexpr,
+    F32: tl.constexpr,
 ):
     # dq, dk through A for sub-block I (rows t0 .. t0+BC) and one K block; adds the inter-chunk parts
     # (dq_in, dk_in), writes the decay terms q*dq and k*dk (bonus excluded) and the bonus gradient.
@@ -496,9 +495,7 @@ def _bwd_intra(
     b_g = tl.load(gc + rows[:, None] * s_g + ck[None, :] * G_K, mask=m_o, other=0.0)
     b_qb = _load_qb(gc, rows, ck, t_lo, T, s_g, G_K, K, USE_U)
     # dq from earlier sub-blocks J < I, reference r = gc at row t0 - 1.
-    b_r = tl.load(
-        gc + (t0 - 1) * s_g + ck * G_K, mask=mk & ((ck * 0 + i_i) > 0) & ((ck * 0 + t0 - 1) < T), other=0.0
-    )
+    b_r = tl.load(gc + (t0 - 1) * s_g + ck * G_K, mask=mk & ((ck * 0 + i_i) > 0) & ((ck * 0 + t0 - 1) < T), other=0.0)
     b_dq = tl.zeros([BC, BK], dtype=tl.float32)
     for i_j in range(0, i_i):
         rows_j = t_lo + i_j * BC + cb
@@ -507,7 +504,7 @@ def _bwd_intra(
         b_kj = tl.load(k + rows_j[:, None] * s_qk + ck[None, :], mask=m_j, other=0.0)
         b_gj = tl.load(gc + rows_j[:, None] * s_g + ck[None, :] * G_K, mask=m_j, other=0.0)
         kr = b_kj * tl.exp(b_r[None, :] - b_gj)
-        b_dq += tl.dot(b_dA.to(b_q.dtype), kr.to(b_q.dtype), input_precision=PREC)
+        b_dq += _dot(b_dA.to(b_q.dtype), kr.to(b_q.dtype), PREC, F32)
     b_dq = b_dq * tl.where(m_r[:, None], tl.exp(b_qb - b_r[None, :]), 0.0)
     # dk from later sub-blocks J > I, reference r2 = gc at the last row of I.
     r2 = tl.minimum(t0 + BC, T) - 1
@@ -520,7 +517,7 @@ def _bwd_intra(
         b_qj = tl.load(q + rows_j[:, None] * s_qk + ck[None, :], mask=m_j[:, None] & mk[None, :], other=0.0)
         b_qbj = _load_qb(gc, rows_j, ck, t_lo, T, s_g, G_K, K, USE_U)
         qr = b_qj * tl.where(m_j[:, None], tl.exp(b_qbj - b_r2[None, :]), 0.0)
-        b_dk += tl.dot(tl.trans(b_dA.to(b_q.dtype)), qr.to(b_q.dtype), input_precision=PREC)
+        b_dk += _dot(tl.trans(b_dA.to(b_q.dtype)), qr.to(b_q.dtype), PREC, F32)
     b_dk = b_dk * tl.where(m_r[:, None], tl.exp(b_r2[None, :] - b_g), 0.0)
     # Diagonal sub-block, pair by pair in log space.
     b_qf = b_q.to(tl.float32)
@@ -555,9 +552,7 @@ def _bwd_intra(
         b_u = tl.load(u + i_h * K + ck, mask=mk, other=0.0).to(tl.float32)
         b_dq += b_dAd[:, None] * b_u[None, :] * b_kf
         b_dk += b_dAd[:, None] * b_u[None, :] * b_qf
-        tl.store(
-            du + (i_bh * tl.num_programs(1) + i_ci) * K + ck, tl.sum(b_dAd[:, None] * b_qf * b_kf, 0), mask=mk
-        )
+        tl.store(du + (i_bh * tl.num_programs(1) + i_ci) * K + ck, tl.sum(b_dAd[:, None] * b_qf * b_kf, 0), mask=mk)
         tl.store(dgq + base * K + rows[:, None] * s_qk + ck[None, :], gq, mask=m_o)
         tl.store(dgk + base * K + rows[:, None] * s_qk + ck[None, :], gk, mask=m_o)
     else:
@@ -597,6 +592,7 @@ def _meta(q: torch.Tensor, v: torch.Tensor, g: torch.Tensor, BT: int) -> dict:
         BK=max(16, min(64, triton.next_power_of_2(K))),
         BV=max(16, min(64, triton.next_power_of_2(V))),
         PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        F32=q.dtype == torch.bfloat16 and not q.is_cuda,  # see _dot
     )
 
 
@@ -622,6 +618,7 @@ def _fwd_h_launch(k, v, gc, h0, m, BT):
         m["BV"],
         h0 is not None,
         m["PREC"],
+        m["F32"],
     )
     return h, ht
 
@@ -648,6 +645,7 @@ def _forward(q, k, v, g, u, h0, scale, BT):
         m["BK"],
         u is not None,
         m["PREC"],
+        m["F32"],
     )
     h, ht = _fwd_h_launch(k, v, gc, h0, m, BT)
     o = torch.empty_like(v)
@@ -670,6 +668,7 @@ def _forward(q, k, v, g, u, h0, scale, BT):
         m["BV"],
         u is not None,
         m["PREC"],
+        m["F32"],
     )
     return o, ht, A
 
@@ -704,6 +703,7 @@ def _backward(q, k, v, g, u, h0, A, ht, do, dht, scale, BT):
         h0 is not None,
         use_u,
         m["PREC"],
+        m["F32"],
     )
     dq_in = q.new_empty(B, T, H, K, dtype=torch.float32)
     dk_in = q.new_empty(B, T, H, K, dtype=torch.float32)
@@ -731,10 +731,11 @@ def _backward(q, k, v, g, u, h0, A, ht, do, dht, scale, BT):
         m["BV"],
         use_u,
         m["PREC"],
+        m["F32"],
     )
     dv = torch.empty_like(v)
     _bwd_dv[(triton.cdiv(V, m["BV"]), NT, B * H)](
-        k, gc, A, dh, do, dv, T, H, K, V, m["G_H"], m["G_K"], BT, m["BK"], m["BV"], m["PREC"]
+        k, gc, A, dh, do, dv, T, H, K, V, m["G_H"], m["G_K"], BT, m["BK"], m["BV"], m["PREC"], m["F32"]
     )
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgq = q.new_empty(B, T, H, K, dtype=torch.float32)
@@ -765,6 +766,7 @@ def _backward(q, k, v, g, u, h0, A, ht, do, dht, scale, BT):
         m["BK"],
         use_u,
         m["PREC"],
+        m["F32"],
     )
     # Decay gradient: dB_t = q dq (at t+1 with u) - k dk, plus the final-state term, reverse-cumsummed.
     if use_u:
