@@ -43,9 +43,7 @@ def _check(
             raise ValueError(f"{name}: {label} must be floating point, got {x.dtype}")
     want = (bsz, h, dk, v.shape[-1])
     if initial_state is not None and tuple(initial_state.shape) != want:
-        raise ValueError(
-            f"{name}: initial_state must be [B, H, K, V] = {want}, got {tuple(initial_state.shape)}"
-        )
+        raise ValueError(f"{name}: initial_state must be [B, H, K, V] = {want}, got {tuple(initial_state.shape)}")
     if chunk_size < 1:
         raise ValueError(f"{name}: chunk_size must be positive, got {chunk_size}")
 

@@ -108,9 +108,7 @@ def chunked_delta_rule(
     lower = bc[..., :, None] * (kc @ kc.transpose(-1, -2)) * decay * strict
     tri = lower + torch.eye(c, dtype=cd)
     u = torch.linalg.solve_triangular(tri, bc[..., None] * vc, upper=False, unitriangular=True)
-    w = torch.linalg.solve_triangular(
-        tri, (bc * torch.exp(big_g))[..., None] * kc, upper=False, unitriangular=True
-    )
+    w = torch.linalg.solve_triangular(tri, (bc * torch.exp(big_g))[..., None] * kc, upper=False, unitriangular=True)
     qk = (qc @ kc.transpose(-1, -2)) * decay
     s = q.new_zeros(bsz, h, dk, dv, dtype=cd) if initial_state is None else initial_state.to(cd)
     outs = []
