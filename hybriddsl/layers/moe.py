@@ -1,0 +1,138 @@
+"""Mixture-of-experts feed-forward block with a top-k router (Shazeer et al. 2017; Fedus et al. 2021 "Switch
+Transformers"; Jiang et al. 2024 "Mixtral of Experts").
+
+For a token ``x`` with router probabilities ``p = softmax(W_r x)`` over ``E`` experts, ``S`` its ``top_k``
+experts, and renormalized weights ``g_e = p_e / sum_{e' in S} p_e'``::
+
+    y = sum_{e in S} g_e FFN_e(x)
+
+Every token reaches all of its top-k experts (no capacity, no dropping): tokens are gathered per expert,
+run through that expert and written back into a ``[tokens, top_k, hidden]`` buffer, each (token, slot)
+written exactly once, so the result is deterministic on GPU as well (no atomic scatter-add).
+
+Load balancing (Switch Transformer, eq. 4, with ``f`` over the ``N top_k`` assignments)::
+
+    aux = aux_weight * E * sum_e f_e P_e,   f_e = (assignments to e) / (N top_k),   P_e = mean_tokens p_e
+
+It equals ``aux_weight`` when routing is uniform. After every forward it is on ``module.aux_loss`` (a scalar
+tensor in the graph); a training loop adds it::
+
+    loss = task_loss + sum(m.aux_loss for m in model.modules() if isinstance(m, MoE))
+
+The router runs in float32 (routing decisions are sensitive to rounding).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybriddsl.layers.base import Mixer
+from hybriddsl.layers.ffn import FFN
+from hybriddsl.registry import LayerSpec, Option
+
+
+class MoE(Mixer):
+    """Top-k routed mixture of FFN experts. x: [batch, seq, hidden] -> [batch, seq, hidden].
+
+    ``router`` [experts, hidden] (no bias); ``experts[e]`` an :class:`~hybriddsl.layers.ffn.FFN`.
+    ``aux_loss``: the weighted load-balancing loss of the last forward (0-d tensor).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        experts: int = 8,
+        top_k: int = 2,
+        mult: float = 4.0,
+        act: str = "gelu",
+        capacity: float | None = None,
+        aux_weight: float = 0.01,
+        bias: bool = False,
+    ):
+        super().__init__()
+        msg = validate({"experts": experts, "top_k": top_k, "capacity": capacity}, hidden_size)
+        if msg:
+            raise ValueError(msg)
+        self.n_experts, self.top_k, self.aux_weight = experts, top_k, aux_weight
+        self.router = nn.Linear(hidden_size, experts, bias=False)
+        # Switch Transformer init: truncated normal, std sqrt(0.1 / fan_in)
+        nn.init.trunc_normal_(self.router.weight, std=math.sqrt(0.1 / hidden_size))
+        self.experts = nn.ModuleList(FFN(hidden_size, mult=mult, act=act, bias=bias) for _ in range(experts))
+        self.aux_loss: torch.Tensor = torch.zeros(())
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [N, hidden] -> (probs [N, E] (>= float32), top-k expert ids [N, k], renormalized weights [N, k])."""
+        rdtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 module
+        logits = x.to(rdtype) @ self.router.weight.to(rdtype).T
+        probs = logits.softmax(-1)
+        w, idx = probs.topk(self.top_k, dim=-1)
+        return probs, idx, w / w.sum(-1, keepdim=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        n = flat.shape[0]
+        probs, idx, w = self.route(flat)
+        out = flat.new_zeros(n, self.top_k, shape[-1])
+        for e, expert in enumerate(self.experts):
+            tok, slot = (idx == e).nonzero(as_tuple=True)
+            if tok.numel():
+                out[tok, slot] = expert(flat[tok])
+        y = (out * w.to(out.dtype).unsqueeze(-1)).sum(1)
+        self.aux_loss = self._balance_loss(probs, idx)
+        return y.reshape(shape)
+
+    def _balance_loss(self, probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        counts = torch.zeros(self.n_experts, device=probs.device, dtype=probs.dtype)
+        counts.scatter_add_(0, idx.reshape(-1), torch.ones_like(idx.reshape(-1), dtype=probs.dtype))
+        f = counts / idx.numel()  # fraction of assignments per expert (no gradient: a count)
+        p_mean = probs.mean(0)  # carries the gradient to the router
+        return self.aux_weight * self.n_experts * (f * p_mean).sum()
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """top_k within the experts; capacity-based dropping is not offered."""
+    e, k = opts.get("experts", 8), opts.get("top_k", 2)
+    if k > e:
+        return f"top_k ({k}) must be <= experts ({e})"
+    if opts.get("capacity") is not None:
+        return (
+            "capacity (token dropping) is not supported: every token goes to its top-k experts; "
+            "dropping would make a token's output depend on the other tokens of the batch, breaking "
+            "causality and step-by-step decoding. Leave capacity unset"
+        )
+    return None
+
+
+def moe_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs (2 FLOPs per weight used)."""
+    e, k = opts.get("experts", 8), opts.get("top_k", 2)
+    router = hidden * e
+    per_expert = (params - router) // e
+    return 2 * (router + k * per_expert)
+
+
+SPEC = LayerSpec(
+    name="moe",
+    aliases=("E",),
+    letter="E",
+    summary="mixture-of-experts FFN, top-k router (Shazeer et al. 2017; Switch / Mixtral)",
+    factory=MoE,
+    options=(
+        Option("experts", int, 8, "number of expert FFNs", min=1),
+        Option("top_k", int, 2, "experts per token", min=1),
+        Option("mult", float, 4.0, "expert inner width as a multiple of hidden", min=0.01),
+        Option("act", str, "gelu", "expert activation", choices=("gelu", "swiglu", "geglu")),
+        Option("capacity", float, None, "expert capacity factor (unsupported: leave unset)", optional=True),
+        Option("aux_weight", float, 0.01, "weight of the load-balancing loss on module.aux_loss", min=0.0),
+        Option("bias", bool, False, "biases in the experts"),
+    ),
+    validate=validate,
+    flops=moe_flops,
+    color="#f0d0a0",
+    key_options=("experts", "top_k"),
+)

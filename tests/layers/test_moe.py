@@ -1,0 +1,135 @@
+"""moe: against a per-token loop over its top-k experts, the Switch balance loss by its formula, shared checks.
+
+check_trains needs memory (predict the token two steps back), which a position-wise block cannot have; the
+position-wise learning test here fits a fixed random teacher instead.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hybriddsl.layers.moe import SPEC, MoE, moe_flops
+from tests.layers.checks import check_causal, check_dtypes, check_gradcheck, check_step_matches_forward
+
+
+def reference(m: MoE, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token by token: softmax router, k largest, renormalize, sum of weighted experts; and the aux loss."""
+    flat = x.reshape(-1, x.shape[-1])
+    ys, all_probs, chosen = [], [], []
+    for tok in flat:
+        p = torch.softmax(m.router.weight.double() @ tok.double(), -1)
+        order = sorted(range(m.n_experts), key=lambda e: -float(p[e]))[: m.top_k]
+        total = sum(float(p[e]) for e in order)
+        ys.append(sum(float(p[e]) / total * m.experts[e](tok.unsqueeze(0))[0].double() for e in order))
+        all_probs.append(p)
+        chosen += order
+    probs = torch.stack(all_probs)
+    f = torch.tensor([chosen.count(e) / len(chosen) for e in range(m.n_experts)], dtype=torch.float64)
+    aux = m.aux_weight * m.n_experts * (f * probs.mean(0)).sum()
+    return torch.stack(ys).reshape(x.shape), aux
+
+
+CASES = {
+    "E8-K2-gelu": dict(experts=8, top_k=2),
+    "E4-K1-swiglu": dict(experts=4, top_k=1, act="swiglu", mult=2.0),
+    "E3-K3-bias": dict(experts=3, top_k=3, bias=True, aux_weight=0.1),
+}
+
+
+@pytest.mark.parametrize("opts", list(CASES.values()), ids=list(CASES))
+def test_matches_per_token_loop(opts):
+    torch.manual_seed(0)
+    m = MoE(16, **opts)
+    with torch.no_grad():  # a wider router so that tokens really spread over the experts
+        m.router.weight.mul_(10)
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        y = m(x)
+        ref, aux = reference(m, x)
+    assert (y.double() - ref).abs().max() < 1e-5
+    assert abs(m.aux_loss.item() - aux.item()) < 1e-6
+
+
+def test_every_expert_used_and_aux_backprops():
+    torch.manual_seed(0)
+    m = MoE(16, experts=4, top_k=2)
+    with torch.no_grad():
+        m.router.weight.mul_(10)
+    x = torch.randn(4, 16, 16)
+    m(x)
+    _, idx, _ = m.route(x.reshape(-1, 16))
+    assert set(idx.unique().tolist()) == {0, 1, 2, 3}
+    m.aux_loss.backward()
+    assert m.router.weight.grad is not None and m.router.weight.grad.abs().sum() > 0
+
+
+def test_uniform_router_gives_aux_weight():
+    m = MoE(8, experts=4, top_k=4, aux_weight=0.5)
+    with torch.no_grad():
+        m.router.weight.zero_()
+    m(torch.randn(2, 5, 8))
+    assert abs(m.aux_loss.item() - 0.5) < 1e-6
+
+
+def test_deterministic():
+    torch.manual_seed(0)
+    m = MoE(16, experts=8, top_k=2)
+    x = torch.randn(3, 11, 16)
+    a, b = m(x), m(x)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "opts", [dict(experts=4, top_k=2), dict(experts=3, top_k=1, act="swiglu")], ids=["E4-K2", "E3-K1-swiglu"]
+)
+def test_shared_checks(opts):
+    check_step_matches_forward(MoE(16, **opts), 16, seq=9)
+    check_causal(MoE(16, **opts), 16)
+    check_gradcheck(MoE(4, **opts, mult=1.0), 4, seq=3)
+    # bf16/fp32 finiteness and gradients everywhere: enough tokens that every expert is chosen
+    torch.manual_seed(0)
+    m = MoE(16, **opts)
+    with torch.no_grad():
+        m.router.weight.mul_(10)
+    check_dtypes(m, 16, seq=48)
+
+
+def test_param_count_and_flops():
+    h, e, k = 16, 4, 2
+    m = MoE(h, experts=e, top_k=k, mult=2.0, act="swiglu")
+    inner = 2 * h
+    per_expert = h * 2 * inner + inner * h  # swiglu: up [2 inner, h], down [h, inner], no biases
+    p = sum(x.numel() for x in m.parameters())
+    assert p == h * e + e * per_expert
+    assert moe_flops(dict(experts=e, top_k=k), h, p, 100) == 2 * (h * e + k * per_expert)
+
+
+def test_learns_a_pointwise_function():
+    """An MoE block fits a fixed random tanh teacher; the MSE falls below a third of the start."""
+    torch.manual_seed(0)
+    h = 8
+    teacher = nn.Sequential(nn.Linear(h, 16), nn.Tanh(), nn.Linear(16, h))
+    m = MoE(h, experts=4, top_k=2, mult=2.0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(120):
+        x = torch.randn(64, 4, h)
+        with torch.no_grad():
+            y = teacher(x)
+        loss = (m(x) - y).pow(2).mean() + m.aux_loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-10:]) / 10 < 0.33 * sum(losses[:5]) / 5
+
+
+def test_bad_options():
+    assert SPEC.validate({"experts": 4, "top_k": 5}, 16) == "top_k (5) must be <= experts (4)"
+    assert "capacity" in SPEC.validate({"experts": 4, "top_k": 2, "capacity": 1.25}, 16)
+    assert SPEC.validate({"experts": 4, "top_k": 2, "capacity": None}, 16) is None
+    assert SPEC.option("act").check("relu").startswith("option 'act' must be one of gelu, swiglu, geglu")
+    with pytest.raises(ValueError, match="top_k"):
+        MoE(8, experts=2, top_k=3)
