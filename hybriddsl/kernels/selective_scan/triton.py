@@ -48,6 +48,16 @@ def _ss_fwd_kernel(
     y_ptr,
     hT_ptr,
     ckpt_ptr,
+    s_u_b,
+    s_u_t,
+    s_dl_b,
+    s_dl_t,
+    s_z_b,
+    s_z_t,
+    s_B_b,
+    s_B_t,
+    s_C_b,
+    s_C_t,
     T,
     Dm,
     N,
@@ -81,15 +91,21 @@ def _ss_fwd_kernel(
     else:
         h = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
 
-    row_d = pid_b * T * Dm  # start of this batch row in [b, T, Dm]
-    row_n = pid_b * T * N  # start of this batch row in [b, T, N]
+    # Batch-row base pointers. Inputs may be strided views (e.g. the x / z halves of one projection):
+    # only their last dimension must be contiguous. Outputs are allocated contiguous.
+    u_ptr += pid_b * s_u_b
+    delta_ptr += pid_b * s_dl_b
+    z_ptr += pid_b * s_z_b
+    B_ptr += pid_b * s_B_b
+    C_ptr += pid_b * s_C_b
+    y_ptr += pid_b * T * Dm
     # Prefetched inputs of step 0 (T >= 1 is guaranteed by the launcher).
-    u_n = tl.load(u_ptr + row_d + offs_d, mask=mask_d, other=0.0)
-    dl_n = tl.load(delta_ptr + row_d + offs_d, mask=mask_d, other=0.0)
-    B_n = tl.load(B_ptr + row_n + offs_n, mask=mask_n, other=0.0)
-    C_n = tl.load(C_ptr + row_n + offs_n, mask=mask_n, other=0.0)
+    u_n = tl.load(u_ptr + offs_d, mask=mask_d, other=0.0)
+    dl_n = tl.load(delta_ptr + offs_d, mask=mask_d, other=0.0)
+    B_n = tl.load(B_ptr + offs_n, mask=mask_n, other=0.0)
+    C_n = tl.load(C_ptr + offs_n, mask=mask_n, other=0.0)
     if HAS_Z:
-        z_n = tl.load(z_ptr + row_d + offs_d, mask=mask_d, other=0.0)
+        z_n = tl.load(z_ptr + offs_d, mask=mask_d, other=0.0)
     for t in range(T):
         u = u_n.to(tl.float32)
         dt = dl_n.to(tl.float32)
@@ -101,12 +117,12 @@ def _ss_fwd_kernel(
             tl.store(ckpt_ptr + (pid_b * n_chunks + t // CHUNK) * Dm * N + dn, h, mask=mask_dn)
         # Prefetch step t + 1 while step t computes (the last step re-reads itself: no time mask).
         nxt = tl.minimum(t + 1, T - 1)
-        u_n = tl.load(u_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
-        dl_n = tl.load(delta_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
-        B_n = tl.load(B_ptr + row_n + nxt * N + offs_n, mask=mask_n, other=0.0)
-        C_n = tl.load(C_ptr + row_n + nxt * N + offs_n, mask=mask_n, other=0.0)
+        u_n = tl.load(u_ptr + nxt * s_u_t + offs_d, mask=mask_d, other=0.0)
+        dl_n = tl.load(delta_ptr + nxt * s_dl_t + offs_d, mask=mask_d, other=0.0)
+        B_n = tl.load(B_ptr + nxt * s_B_t + offs_n, mask=mask_n, other=0.0)
+        C_n = tl.load(C_ptr + nxt * s_C_t + offs_n, mask=mask_n, other=0.0)
         if HAS_Z:
-            z_n = tl.load(z_ptr + row_d + nxt * Dm + offs_d, mask=mask_d, other=0.0)
+            z_n = tl.load(z_ptr + nxt * s_z_t + offs_d, mask=mask_d, other=0.0)
 
         if HAS_BIAS:
             dt = dt + bias
@@ -119,7 +135,7 @@ def _ss_fwd_kernel(
             y = y + Dv * u
         if HAS_Z:
             y = y * zt * tl.sigmoid(zt)
-        tl.store(y_ptr + row_d + t * Dm + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+        tl.store(y_ptr + t * Dm + offs_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
     tl.store(hT_ptr + pid_b * Dm * N + dn, h, mask=mask_dn)
 
 
@@ -146,6 +162,18 @@ def _ss_bwd_kernel(
     dD_part_ptr,
     dbias_part_ptr,
     dh0_ptr,
+    s_u_b,
+    s_u_t,
+    s_dl_b,
+    s_dl_t,
+    s_z_b,
+    s_z_t,
+    s_B_b,
+    s_B_t,
+    s_C_b,
+    s_C_t,
+    s_dy_b,
+    s_dy_t,
     T,
     Dm,
     N,
@@ -187,8 +215,17 @@ def _ss_bwd_kernel(
     dA_acc = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dD_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
     dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-    row_d = pid_b * T * Dm
-    row_n = pid_b * T * N
+    # Batch-row base pointers. Inputs may be strided views (e.g. the x / z halves of one projection):
+    # only their last dimension must be contiguous. Outputs are allocated contiguous.
+    u_ptr += pid_b * s_u_b
+    delta_ptr += pid_b * s_dl_b
+    z_ptr += pid_b * s_z_b
+    B_ptr += pid_b * s_B_b
+    C_ptr += pid_b * s_C_b
+    dy_ptr += pid_b * s_dy_b
+    du_ptr += pid_b * T * Dm
+    ddelta_ptr += pid_b * T * Dm
+    dz_ptr += pid_b * T * Dm
 
     for ci in range(n_chunks):
         c = n_chunks - 1 - ci
@@ -199,9 +236,9 @@ def _ss_bwd_kernel(
         for i in range(clen):
             tl.store(s_base + i * (BLOCK_D * BLOCK_N) + s_tile, h)
             t = t0 + i
-            u = tl.load(u_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            dt = tl.load(delta_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            Bt = tl.load(B_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            u = tl.load(u_ptr + t * s_u_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dt = tl.load(delta_ptr + t * s_dl_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptr + t * s_B_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt = dt + bias
             if SOFTPLUS:
@@ -213,11 +250,11 @@ def _ss_bwd_kernel(
             j = clen - 1 - i
             t = t0 + j
             h_prev = tl.load(s_base + j * (BLOCK_D * BLOCK_N) + s_tile)
-            u = tl.load(u_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            dt_raw = tl.load(delta_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            Bt = tl.load(B_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + row_n + t * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            u = tl.load(u_ptr + t * s_u_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            dt_raw = tl.load(delta_ptr + t * s_dl_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            Bt = tl.load(B_ptr + t * s_B_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            Ct = tl.load(C_ptr + t * s_C_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            dy = tl.load(dy_ptr + t * s_dy_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
             if HAS_BIAS:
                 dt_raw = dt_raw + bias
             if SOFTPLUS:
@@ -227,13 +264,13 @@ def _ss_bwd_kernel(
             dA = tl.exp2(dt[None, :] * A2)
             h = dA * h_prev + (dt * u)[None, :] * Bt[:, None]
             if HAS_Z:
-                zt = tl.load(z_ptr + row_d + t * Dm + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+                zt = tl.load(z_ptr + t * s_z_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(zt)
                 y_pre = tl.sum(h * Ct[:, None], 0)
                 if HAS_D:
                     y_pre = y_pre + Dv * u
                 dz = dy * y_pre * sig * (1.0 + zt * (1.0 - sig))
-                tl.store(dz_ptr + row_d + t * Dm + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
+                tl.store(dz_ptr + t * Dm + offs_d, dz.to(dz_ptr.dtype.element_ty), mask=mask_d)
                 dy = dy * zt * sig
             dC = tl.sum(dy[None, :] * h, 1)
             tl.store(dC_part_ptr + p_base + t * N + offs_n, dC, mask=mask_n)
@@ -245,14 +282,14 @@ def _ss_bwd_kernel(
             if HAS_D:
                 du = du + Dv * dy
                 dD_acc += dy * u
-            tl.store(du_ptr + row_d + t * Dm + offs_d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(du_ptr + t * Dm + offs_d, du.to(du_ptr.dtype.element_ty), mask=mask_d)
             g_dA_h = g * dA * h_prev
             ddt = gB * u + tl.sum(g_dA_h * A, 0)
             dA_acc += g_dA_h * dt[None, :]
             if SOFTPLUS:
                 ddt = ddt * tl.sigmoid(dt_raw)
             dbias_acc += ddt
-            tl.store(ddelta_ptr + row_d + t * Dm + offs_d, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_d)
+            tl.store(ddelta_ptr + t * Dm + offs_d, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_d)
             g = g * dA  # now dL/dh_{t-1}
         tl.debug_barrier()  # every read of scratch done before the next chunk overwrites it
     tl.store(dh0_ptr + pid_b * Dm * N + dn, g, mask=mask_dn)
@@ -276,6 +313,18 @@ def _contig(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
 
+def _rows(t: Tensor | None) -> Tensor | None:
+    """[b, T, X] with a contiguous last dimension (any batch / time strides): no copy for views."""
+    if t is None or t.stride(-1) == 1:
+        return t
+    return t.contiguous()
+
+
+def _empty(t: Tensor) -> Tensor:
+    # contiguous whatever t's strides (empty_like would keep a permuted layout)
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
 @torch.library.custom_op("hybriddsl::selective_scan_fwd", mutates_args=())
 def selective_scan_fwd(
     u: Tensor,
@@ -295,11 +344,11 @@ def selective_scan_fwd(
     batch, T, Dm = u.shape
     N = A.shape[1]
     n_chunks = triton.cdiv(T, CHUNK)
-    u, delta, B, C = (t.contiguous() for t in (u, delta, B, C))
+    u, delta, B, C = (_rows(t) for t in (u, delta, B, C))
     A_t = A.t().contiguous()
-    D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
+    D, z, delta_bias = _contig(D), _rows(z), _contig(delta_bias)
     h0 = None if initial_state is None else initial_state.float().transpose(1, 2).contiguous()
-    y = torch.empty_like(u)
+    y = _empty(u)
     hT = u.new_empty(batch, N, Dm, dtype=torch.float32)
     ckpt = u.new_empty(batch, n_chunks, N, Dm, dtype=torch.float32)
     block_d, block_n, num_warps = _blocks(Dm, N)
@@ -317,6 +366,16 @@ def selective_scan_fwd(
         y,
         hT,
         ckpt,
+        u.stride(0),
+        u.stride(1),
+        delta.stride(0),
+        delta.stride(1),
+        z.stride(0) if z is not None else 0,
+        z.stride(1) if z is not None else 0,
+        B.stride(0),
+        B.stride(1),
+        C.stride(0),
+        C.stride(1),
         T,
         Dm,
         N,
@@ -339,7 +398,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus):
     batch, T, Dm = u.shape
     N = A.shape[1]
     return (
-        torch.empty_like(u),
+        _empty(u),
         u.new_empty(batch, Dm, N, dtype=torch.float32),
         u.new_empty(batch, (T + CHUNK - 1) // CHUNK, N, Dm, dtype=torch.float32),
     )
@@ -366,16 +425,16 @@ def selective_scan_bwd(
     batch, T, Dm = u.shape
     N = A.shape[1]
     n_chunks = ckpt.shape[1]
-    u, delta, B, C, dy = (t.contiguous() for t in (u, delta, B, C, dy))
+    u, delta, B, C, dy = (_rows(t) for t in (u, delta, B, C, dy))
     A_t = A.t().contiguous()
-    D, z, delta_bias = _contig(D), _contig(z), _contig(delta_bias)
+    D, z, delta_bias = _contig(D), _rows(z), _contig(delta_bias)
     dhT = None if d_final_state is None else d_final_state.float().transpose(1, 2).contiguous()
     block_d, block_n, num_warps = _blocks(Dm, N)
     n_dblk = triton.cdiv(Dm, block_d)
     f32 = dict(dtype=torch.float32, device=u.device)
-    du = torch.empty_like(u)
-    ddelta = torch.empty_like(delta)
-    dz = torch.empty_like(z) if z is not None else u.new_empty(0)
+    du = _empty(u)
+    ddelta = _empty(delta)
+    dz = _empty(z) if z is not None else u.new_empty(0)
     dA_part = torch.empty(batch, N, Dm, **f32)
     dB_part = torch.empty(batch, n_dblk, T, N, **f32)
     dC_part = torch.empty(batch, n_dblk, T, N, **f32)
@@ -405,6 +464,18 @@ def selective_scan_bwd(
         dD_part,
         dbias_part,
         dh0,
+        u.stride(0),
+        u.stride(1),
+        delta.stride(0),
+        delta.stride(1),
+        z.stride(0) if z is not None else 0,
+        z.stride(1) if z is not None else 0,
+        B.stride(0),
+        B.stride(1),
+        C.stride(0),
+        C.stride(1),
+        dy.stride(0),
+        dy.stride(1),
         T,
         Dm,
         N,
@@ -433,14 +504,14 @@ def _(dy, d_final_state, u, delta, A, B, C, D, z, delta_bias, ckpt, delta_softpl
     batch, T, Dm = u.shape
     N = A.shape[1]
     return (
-        torch.empty_like(u),
-        torch.empty_like(delta),
-        torch.empty_like(A),
-        torch.empty_like(B),
-        torch.empty_like(C),
-        torch.empty_like(D) if D is not None else u.new_empty(0),
-        torch.empty_like(z) if z is not None else u.new_empty(0),
-        torch.empty_like(delta_bias) if delta_bias is not None else u.new_empty(0),
+        _empty(u),
+        _empty(delta),
+        _empty(A),
+        _empty(B),
+        _empty(C),
+        _empty(D) if D is not None else u.new_empty(0),
+        _empty(z) if z is not None else u.new_empty(0),
+        _empty(delta_bias) if delta_bias is not None else u.new_empty(0),
         u.new_empty(batch, Dm, N, dtype=torch.float32),
     )
 
