@@ -29,6 +29,11 @@ from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
 from hybriddsl.registry import LayerSpec, Option
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x in float32, or float64 when it already is (gradcheck)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def _widths(hidden: int, expand_k: float, expand_v: float) -> tuple[int, int]:
     return int(hidden * expand_k), int(hidden * expand_v)
 
@@ -86,8 +91,8 @@ class GLA(Mixer):
         q = self.q_proj(x).view(*lead, self.heads, self.dk)
         k = self.k_proj(x).view(*lead, self.heads, self.dk)
         v = self.v_proj(x).view(*lead, self.heads, self.dv)
-        # the log-decay is kept in float32: it is summed over time inside the kernel
-        g = F.logsigmoid(self.gk_up(self.gk_down(x)).float()) / self.gate_norm
+        # the log-decay is kept in float32 (or wider): it is summed over time inside the kernel
+        g = F.logsigmoid(_wide(self.gk_up(self.gk_down(x)))) / self.gate_norm
         return q, k, v, g.view(*lead, self.heads, self.dk), self.g_proj(x)
 
     def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

@@ -122,7 +122,7 @@ class RWKV6TimeMix(Mixer):
         k = self.k_proj(zk).unflatten(-1, hs)
         v = self.v_proj(zv).unflatten(-1, hs)
         dec = self.w0 + torch.tanh(zw @ self.decay_a) @ self.decay_b
-        g = -torch.exp(dec.float())  # log w, float32: summed over time in the kernel
+        g = -torch.exp(dec.to(torch.promote_types(dec.dtype, torch.float32)))  # log w: summed over time in the kernel
         return r, k, v, g.unflatten(-1, hs), self.g_proj(zg)
 
     def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
