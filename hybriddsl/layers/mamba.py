@@ -1,0 +1,193 @@
+"""Mamba-1 selective state-space block (Gu & Dao 2023, "Mamba: Linear-Time Sequence Modeling with Selective
+State Spaces", arXiv:2312.00752, section 3 and Alg. 2), laid out as ``mamba_ssm.modules.mamba_simple.Mamba``.
+
+Per token ``x_t`` (``hidden`` wide), with ``D_in = expand * hidden`` channels and ``N = state``::
+
+    [u_t, z_t] = W_in x_t                                   (u, z: D_in each)
+    u_t        = silu(ShortConv_conv(u)_t)                  causal depthwise conv over time
+    [δ_t, B_t, C_t] = W_x u_t                               (δ: dt_rank, B, C: N each; input-dependent)
+    Δ_t        = softplus(W_dt δ_t + b_dt)                  (D_in)
+    h_t        = exp(Δ_t A) ⊙ h_{t-1} + (Δ_t u_t) B_t^T     h: [D_in, N], A = -exp(A_log)   (ZOH on A,
+                                                            Euler on B, as the paper's implementation)
+    y_t        = W_out [ (h_t C_t + D ⊙ u_t) ⊙ silu(z_t) ]
+
+The scan (discretization, D skip, gate, softplus and ``b_dt``) runs fused in
+:func:`hybriddsl.kernels.selective_scan.selective_scan`; ``W_dt`` is applied here without its bias, which goes
+to the kernel as ``delta_bias`` (as mamba_ssm). :meth:`Mamba.step` uses ``selective_scan_step`` with the conv
+window and ``h`` (float32) as state.
+
+Initialization (paper section 3.6 / appendix, and mamba_ssm): ``A_log[d, n] = log(n + 1)`` (S4D-real,
+``A = -(1, 2, ..., N)`` per channel); ``D = 1``; ``W_dt`` uniform in ``±dt_rank^-0.5 * dt_scale``; ``b_dt`` is
+the inverse softplus of ``Δ`` drawn log-uniformly in ``[dt_min, dt_max] = [1e-3, 1e-1]`` (floored at 1e-4), so
+that ``softplus(b_dt)`` starts in that range. Other weights keep PyTorch's default init (as mamba_ssm; its
+per-model rescaling of ``W_out`` by the depth belongs to the model, not to the block).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import Mixer, ShortConv, State
+from hybriddsl.registry import LayerSpec, Option
+
+DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # the paper's Δ initialization range
+
+
+def dt_bias_init(
+    n: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX, floor: float = DT_FLOOR
+) -> torch.Tensor:
+    """Bias whose softplus is a log-uniform sample in [dt_min, dt_max] (floored): [n] float32.
+
+    The inverse of softplus is ``dt + log(-expm1(-dt))`` (= log(exp(dt) - 1), stable for small dt).
+    """
+    dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = dt.clamp(min=floor)
+    return dt + torch.log(-torch.expm1(-dt))
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32, or float64 if it already is (the scan's parameters are kept at least float32)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
+def default_dt_rank(hidden: int) -> int:
+    """mamba_ssm's ``dt_rank="auto"``: ceil(hidden / 16)."""
+    return math.ceil(hidden / 16)
+
+
+class Mamba(Mixer):
+    """Mamba-1 mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
+
+    Parameters: ``in_proj`` hidden -> 2 D_in; ``conv1d`` depthwise (D_in, conv); ``x_proj``
+    D_in -> dt_rank + 2N; ``dt_proj`` dt_rank -> D_in (+ bias); ``A_log`` [D_in, N]; ``D`` [D_in];
+    ``out_proj`` D_in -> hidden.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        state: int = 16,
+        expand: int = 2,
+        conv: int = 4,
+        dt_rank: int | None = None,
+        bias: bool = False,
+        conv_bias: bool = True,
+        dt_scale: float = 1.0,
+    ):
+        super().__init__()
+        msg = validate({"state": state, "expand": expand, "conv": conv, "dt_rank": dt_rank}, hidden_size)
+        if msg:
+            raise ValueError(msg)
+        self.hidden, self.state, self.conv = hidden_size, state, conv
+        self.d_inner = expand * hidden_size
+        self.dt_rank = dt_rank or default_dt_rank(hidden_size)
+        self.in_proj = nn.Linear(hidden_size, 2 * self.d_inner, bias=bias)
+        self.conv1d = ShortConv(self.d_inner, conv, bias=conv_bias)
+        self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * state, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
+        self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
+        std = self.dt_rank**-0.5 * dt_scale
+        with torch.no_grad():
+            nn.init.uniform_(self.dt_proj.weight, -std, std)
+            self.dt_proj.bias.copy_(dt_bias_init(self.d_inner))
+        a = torch.arange(1, state + 1, dtype=torch.float32).repeat(self.d_inner, 1)  # S4D-real
+        self.A_log = nn.Parameter(torch.log(a))
+        self.D = nn.Parameter(torch.ones(self.d_inner))
+
+    def _ssm_inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """u [..., D_in] (after conv + silu) -> delta [..., D_in] (before bias/softplus), B, C [..., N]."""
+        dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.state, self.state], dim=-1)
+        return F.linear(dt_low, self.dt_proj.weight), B, C
+
+    def _A(self) -> torch.Tensor:
+        return -torch.exp(wide(self.A_log))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hybriddsl.kernels.selective_scan import selective_scan
+
+        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u = F.silu(self.conv1d(u))
+        delta, B, C = self._ssm_inputs(u)
+        y, _ = selective_scan(
+            u, delta, self._A(), B, C, wide(self.D), z, wide(self.dt_proj.bias), delta_softplus=True
+        )
+        return self.out_proj(y)
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``conv``: [batch, D_in, conv-1] (input dtype); ``ssm``: [batch, D_in, N] float32 (float64 for
+        float64 inputs)."""
+        p = self._param()
+        device, dtype = device or p.device, dtype or p.dtype
+        return {
+            "conv": self.conv1d.init_state(batch, device=device, dtype=dtype),
+            "ssm": torch.zeros(
+                batch,
+                self.d_inner,
+                self.state,
+                device=device,
+                dtype=torch.promote_types(dtype, torch.float32),
+            ),
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
+        from hybriddsl.kernels.selective_scan import selective_scan_step
+
+        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u, conv = self.conv1d.step(u, state["conv"])
+        u = F.silu(u)
+        delta, B, C = self._ssm_inputs(u)
+        y, h = selective_scan_step(
+            u, delta, self._A(), B, C, wide(self.D), z, wide(self.dt_proj.bias), True, state["ssm"]
+        )
+        return self.out_proj(y), {"conv": conv, "ssm": h}
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks, run before anything is allocated."""
+    for name, lo in (("state", 1), ("expand", 1), ("conv", 1)):
+        v = opts.get(name)
+        if v is not None and v < lo:
+            return f"{name} must be >= {lo}, got {v}"
+    r = opts.get("dt_rank")
+    if r is not None and r < 1:
+        return f"dt_rank must be >= 1 (or unset for ceil(hidden / 16)), got {r}"
+    return None
+
+
+def mamba_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token: projections ``2 params`` plus the scan, about ``9 D_in N`` (discretize ``exp(Δ A)``
+    and ``Δ u B``, the state update, the ``C`` read-out; the paper's section 3.3 count)."""
+    d_inner = opts.get("expand", 2) * hidden
+    return int(2 * params + 9 * d_inner * opts.get("state", 16))
+
+
+SPEC = LayerSpec(
+    name="mamba",
+    aliases=("M", "ssm"),
+    letter="M",
+    summary="Mamba-1 selective SSM: input-dependent Δ, B, C, causal conv, SiLU gate (Gu & Dao 2023)",
+    factory=Mamba,
+    options=(
+        Option("state", int, 16, "SSM state size N per channel", min=1),
+        Option("expand", int, 2, "inner width D_in as a multiple of hidden", min=1),
+        Option("conv", int, 4, "width of the causal depthwise conv", min=1),
+        Option(
+            "dt_rank", int, None, "rank of the Δ projection (default ceil(hidden / 16))", min=1, optional=True
+        ),
+        Option("bias", bool, False, "biases on the in/out projections"),
+        Option("conv_bias", bool, True, "bias on the conv"),
+    ),
+    validate=validate,
+    flops=mamba_flops,
+    recurrent=True,
+    color="#bbdefb",
+    key_options=("state", "expand"),
+)
