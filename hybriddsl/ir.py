@@ -214,7 +214,9 @@ class Graph:
     # ------------------------------------------------------------------------------------------ printing
     def __str__(self) -> str:
         rows = [("node", "op", "kind", "options", "weights", "shape", "params")]
-        for n in self.order():
+        # a broken graph (a cycle) is printed too, in creation order, so that lint can show it
+        ids = self.order() if nx.is_directed_acyclic_graph(self.g) else sorted(self.g, key=lambda n: int(n[1:]))
+        for n in ids:
             d = self[n]
             rows.append(
                 (

@@ -26,6 +26,7 @@ class Value:
 
     value: Any
     span: Span
+    name_span: Span | None = None  # where the option's name stands (for "no such option" errors)
 
 
 @dataclass
@@ -239,6 +240,7 @@ class _ToAST(Transformer):
         for name, value in pairs:
             if str(name) in out:
                 raise HybSyntaxError(f"option '{name}' is given twice", self._s(name))
+            value.name_span = self._s(name)
             out[str(name)] = value
         return out
 
@@ -335,7 +337,10 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, file: str) -> HybSyntaxE
     # Labels describe parser states; a stray character says nothing about the state, so it gets none.
     label = None
     if not isinstance(exc, lark.UnexpectedCharacters):
-        label = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+        try:
+            label = exc.match_examples(_parser().parse, _EXAMPLES, use_accepts=True)
+        except Exception:  # lark's matcher itself can fail on odd parser states; the plain message remains
+            label = None
     line, col = max(exc.line, 1) if exc.line != -1 else 1, max(exc.column, 1) if exc.column != -1 else 1
     if isinstance(exc, lark.UnexpectedEOF) or getattr(getattr(exc, "token", None), "type", "") == "$END":
         lines = text.splitlines() or [""]

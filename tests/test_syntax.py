@@ -101,7 +101,7 @@ def where(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
 @pytest.mark.parametrize(
     "text, needle, error, words",
     [
-        ("M M\nA(heads 8)", "8", HybSyntaxError, "name=value"),
+        ("M M\nA(heads 8)", "8", HybSyntaxError, "expected '='"),
         ("hidden =\nM", "\n", HybSyntaxError, "value"),
         ("M $ A", "$", HybSyntaxError, "unexpected character"),
         ("M M\nmamab A", "mamab", HybNameError, "did you mean 'mamba'"),
@@ -114,12 +114,12 @@ def where(text: str, needle: str, occurrence: int = 1) -> tuple[int, int]:
         ("M M; shared attn@2,7", "7", HybOptionError, "outside the stack"),
         ("M A M; tie A@1,2", "2", HybOptionError, "only 1 attention"),
         ("A(window=4) A(window=8); tie A", "tie", HybOptionError, "options differ"),
-        ("block a = b\nblock b = a\na", "a", HybNameError, "uses itself"),
+        ("block x = y\nblock y = x\nx", ("x", 2), HybNameError, "uses itself"),
         ("hiden = 64\nM", "hiden", HybNameError, "did you mean 'hidden'"),
-        ("norm = batchnorm", "batchnorm", HybOptionError, "layernorm"),
+        ("norm = batchnorm\nM", "batchnorm", HybOptionError, "layernorm"),
         ("output = logits\nM", "logits", HybOptionError, "vocab"),
         ("M(state=-4)", "-4", HybOptionError, ">= 1"),
-        ("A(window=0)", "A", HybOptionError, "window"),
+        ("A(window=0)", "0", HybOptionError, "window"),
     ],
 )
 def test_errors_name_file_line_column(text, needle, error, words):
@@ -127,7 +127,7 @@ def test_errors_name_file_line_column(text, needle, error, words):
         compile(text, hidden=64) if "hidden" not in text else compile(text)
     e = info.value
     assert words in e.message, e.message
-    line, col = where(text, needle)
+    line, col = where(text, *needle) if isinstance(needle, tuple) else where(text, needle)
     assert (e.span.line, e.span.column) == (line, col), str(e)
     shown = str(e)
     assert shown.startswith(f"<string>:{line}:{col}:")

@@ -13,7 +13,7 @@ import traceback
 
 from hybriddsl.errors import HybError
 
-COMMANDS = ("check", "compile", "render", "bench", "train", "compare", "convert", "export")
+COMMANDS = ("check", "compile", "render", "bench", "layers", "train", "compare", "convert", "export")
 
 
 def parser() -> argparse.ArgumentParser:

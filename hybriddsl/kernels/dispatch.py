@@ -9,7 +9,6 @@ The environment variable ``HYBDSL_KERNELS`` sets the starting value.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import warnings
 from collections.abc import Iterator
@@ -47,14 +46,21 @@ def backend(name: str) -> Iterator[None]:
         set_backend(old)
 
 
-@functools.lru_cache(maxsize=1)
+_triton_ok: bool | None = None
+
+
 def triton_available() -> bool:
-    """True when Triton imports (it is an optional dependency)."""
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
+    """True when Triton imports (it is an optional dependency). Cached in a plain global, not lru_cache,
+    so that torch.compile traces through it without warnings."""
+    global _triton_ok
+    if _triton_ok is None:
+        try:
+            import triton  # noqa: F401
+
+            _triton_ok = True
+        except Exception:
+            _triton_ok = False
+    return _triton_ok
 
 
 def interpreting() -> bool:

@@ -82,9 +82,10 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
-        xf = x.float().reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
+        # float32 for half inputs (precision), float64 stays float64 (gradcheck)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        y = xf.reshape(shape) * self.weight.float()
+        y = xf.reshape(shape) * self.weight.to(xf.dtype)
         if gate is not None:
-            y = y * F.silu(gate.float())
+            y = y * F.silu(gate.to(xf.dtype))
         return y.to(x.dtype)

@@ -46,6 +46,13 @@ def resolve(graph: Graph) -> Graph:
                 parent=nid,
             )
             tail = g.add_block(tail, mixer=attrs, norm={"layer": node["layer"]})
+    if settings["vocab"]:  # token model: an LM head before the output
+        (out,) = g.nodes(Op.OUTPUT)
+        (prev,) = g.preds(out)
+        head = g.add(Op.HEAD)
+        g.g.remove_edge(prev, out)
+        g.connect(prev, head)
+        g.connect(head, out)
     for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
         g[nid].update(
             kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm")
@@ -85,7 +92,8 @@ def resolve_layer(
             known = [o.name for o in spec.options]
             listing = f" (it takes: {', '.join(known)})" if known else " (it takes no options)"
             raise HybNameError(
-                f"layer '{spec.name}' has no option '{name}'" + suggest(name, known) + listing, val.span
+                f"layer '{spec.name}' has no option '{name}'" + suggest(name, known) + listing,
+                val.name_span or val.span,
             )
         opts[name], where[name] = val.value, val.span
     for o in spec.options:
