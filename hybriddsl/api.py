@@ -70,7 +70,7 @@ def parse_and_build(
 
 def render(src_or_path: str | os.PathLike | Graph, path: str | os.PathLike, **settings: Any) -> Path:
     """Draw the model to ``path`` (.svg, .png, .pdf or .dot); returns the path written."""
-    from hybriddsl.render import render_graph
+    from hybriddsl.rendering import render_graph
 
     graph = src_or_path if isinstance(src_or_path, Graph) else compile(src_or_path, **settings)
     return render_graph(graph, path)
