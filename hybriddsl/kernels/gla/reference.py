@@ -82,7 +82,8 @@ def chunk_gla_torch(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Blocked PyTorch GLA (same shapes and results as :func:`naive_gla`), differentiable.
+    """Blocked PyTorch GLA (same shapes and results as :func:`naive_gla`), differentiable; computes in
+    float32 (float64 for float64 inputs) and returns the final state in that dtype.
 
     Inside a block of ``_BLOCK`` tokens with in-block cumulative log-decay ``b`` (and ``bq = b``,
     or ``b - g`` with the bonus, since RWKV-6 reads the state before the current token)::
@@ -97,15 +98,16 @@ def chunk_gla_torch(
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     dtype = q.dtype
+    ct = torch.float64 if dtype == torch.float64 else torch.float32  # float64 for gradcheck
     c = _BLOCK
     N = max(1, -(-T // c))
     pad = N * c - T
-    gf = g.float()
+    gf = g.to(ct)
     if gf.dim() == 3:
         gf = gf.unsqueeze(-1).expand(B, T, H, K)
 
     def blocks(x: torch.Tensor) -> torch.Tensor:  # [B, T, H, D] -> [B, H, N, c, D] float32
-        x = F.pad(x.float(), (0, 0, 0, 0, 0, pad))  # zero q/k/v/g in the padding: no effect
+        x = F.pad(x.to(ct), (0, 0, 0, 0, 0, pad))  # zero q/k/v/g in the padding: no effect
         return x.reshape(B, N, c, H, -1).permute(0, 3, 1, 2, 4)
 
     qb_, kb, vb, gb = blocks(q), blocks(k), blocks(v), blocks(gf)
@@ -118,7 +120,7 @@ def chunk_gla_torch(
     decay = torch.where(mask[:, :, None], expo, torch.full_like(expo, float("-inf"))).exp()
     A = (qb_[..., :, None, :] * kb[..., None, :, :] * decay).sum(-1)  # [B, H, N, c, c]
     if u is not None:
-        bonus = (qb_ * u.float()[None, :, None, None, :] * kb).sum(-1)  # [B, H, N, c]
+        bonus = (qb_ * u.to(ct)[None, :, None, None, :] * kb).sum(-1)  # [B, H, N, c]
         A = A + torch.diag_embed(bonus)
     o = A @ vb  # intra-block part
 
@@ -126,9 +128,9 @@ def chunk_gla_torch(
     b_last = b[..., -1, :]  # [B, H, N, K]
     k_end = kb * (b_last[..., None, :] - b).exp()
     contrib = k_end.transpose(-1, -2) @ vb  # [B, H, N, K, V]
-    S = q.new_zeros(B, H, K, V, dtype=torch.float32)
+    S = q.new_zeros(B, H, K, V, dtype=ct)
     if initial_state is not None:
-        S = S + initial_state.float()
+        S = S + initial_state.to(ct)
     starts = []
     for n in range(N):
         starts.append(S)
