@@ -11,7 +11,7 @@ CHUNK-th step (``ckpt``: [b, n_chunks, N, Dm]) for the backward.
 
 Backward: the same grid walks the chunks in reverse. For each chunk it recomputes h_{t-1} from the
 checkpoint into a per-program scratch buffer (L2-resident: CHUNK x BLOCK_D x N floats), then walks
-the chunk backwards carrying g = dL/dh_t:
+the chunk backwards carrying g = dL/dh_t (both walks prefetch the next step's inputs too):
 
     dy' = dy * silu(z)                 dz = dy * y' * silu'(z)
     g  += dy' C_t                      dC_t = sum_d dy' h_t           (partial per channel block)
@@ -233,12 +233,20 @@ def _ss_bwd_kernel(
         clen = tl.minimum(CHUNK, T - t0)
         # 1) recompute the states of this chunk from its checkpoint: scratch[i] = h_{t0 + i - 1}
         h = tl.load(ckpt_ptr + (pid_b * n_chunks + c) * Dm * N + dn, mask=mask_dn, other=0.0)
+        # Each loop below loads the inputs of its next step before computing the current one
+        # (indices clamped inside the chunk), as the forward does, to hide global-memory latency.
+        u_n = tl.load(u_ptr + t0 * s_u_t + offs_d, mask=mask_d, other=0.0)
+        dl_n = tl.load(delta_ptr + t0 * s_dl_t + offs_d, mask=mask_d, other=0.0)
+        B_n = tl.load(B_ptr + t0 * s_B_t + offs_n, mask=mask_n, other=0.0)
         for i in range(clen):
             tl.store(s_base + i * (BLOCK_D * BLOCK_N) + s_tile, h)
-            t = t0 + i
-            u = tl.load(u_ptr + t * s_u_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            dt = tl.load(delta_ptr + t * s_dl_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            Bt = tl.load(B_ptr + t * s_B_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
+            u = u_n.to(tl.float32)
+            dt = dl_n.to(tl.float32)
+            Bt = B_n.to(tl.float32)
+            tn = t0 + tl.minimum(i + 1, clen - 1)
+            u_n = tl.load(u_ptr + tn * s_u_t + offs_d, mask=mask_d, other=0.0)
+            dl_n = tl.load(delta_ptr + tn * s_dl_t + offs_d, mask=mask_d, other=0.0)
+            B_n = tl.load(B_ptr + tn * s_B_t + offs_n, mask=mask_n, other=0.0)
             if HAS_BIAS:
                 dt = dt + bias
             if SOFTPLUS:
@@ -246,15 +254,36 @@ def _ss_bwd_kernel(
             h = tl.exp2(dt[None, :] * A2) * h + (dt * u)[None, :] * Bt[:, None]
         tl.debug_barrier()  # scratch writes visible to every thread of the program
         # 2) walk the chunk backwards
+        tn = t0 + clen - 1
+        hp_n = tl.load(s_base + (clen - 1) * (BLOCK_D * BLOCK_N) + s_tile)
+        u_n = tl.load(u_ptr + tn * s_u_t + offs_d, mask=mask_d, other=0.0)
+        dl_n = tl.load(delta_ptr + tn * s_dl_t + offs_d, mask=mask_d, other=0.0)
+        B_n = tl.load(B_ptr + tn * s_B_t + offs_n, mask=mask_n, other=0.0)
+        C_n = tl.load(C_ptr + tn * s_C_t + offs_n, mask=mask_n, other=0.0)
+        dy_n = tl.load(dy_ptr + tn * s_dy_t + offs_d, mask=mask_d, other=0.0)
+        if HAS_Z:
+            z_n = tl.load(z_ptr + tn * s_z_t + offs_d, mask=mask_d, other=0.0)
         for i in range(clen):
             j = clen - 1 - i
             t = t0 + j
-            h_prev = tl.load(s_base + j * (BLOCK_D * BLOCK_N) + s_tile)
-            u = tl.load(u_ptr + t * s_u_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            dt_raw = tl.load(delta_ptr + t * s_dl_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-            Bt = tl.load(B_ptr + t * s_B_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            Ct = tl.load(C_ptr + t * s_C_t + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-            dy = tl.load(dy_ptr + t * s_dy_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
+            h_prev = hp_n
+            u = u_n.to(tl.float32)
+            dt_raw = dl_n.to(tl.float32)
+            Bt = B_n.to(tl.float32)
+            Ct = C_n.to(tl.float32)
+            dy = dy_n.to(tl.float32)
+            if HAS_Z:
+                zt = z_n.to(tl.float32)
+            jn = tl.maximum(j - 1, 0)
+            tn = t0 + jn
+            hp_n = tl.load(s_base + jn * (BLOCK_D * BLOCK_N) + s_tile)
+            u_n = tl.load(u_ptr + tn * s_u_t + offs_d, mask=mask_d, other=0.0)
+            dl_n = tl.load(delta_ptr + tn * s_dl_t + offs_d, mask=mask_d, other=0.0)
+            B_n = tl.load(B_ptr + tn * s_B_t + offs_n, mask=mask_n, other=0.0)
+            C_n = tl.load(C_ptr + tn * s_C_t + offs_n, mask=mask_n, other=0.0)
+            dy_n = tl.load(dy_ptr + tn * s_dy_t + offs_d, mask=mask_d, other=0.0)
+            if HAS_Z:
+                z_n = tl.load(z_ptr + tn * s_z_t + offs_d, mask=mask_d, other=0.0)
             if HAS_BIAS:
                 dt_raw = dt_raw + bias
             if SOFTPLUS:
@@ -264,7 +293,6 @@ def _ss_bwd_kernel(
             dA = tl.exp2(dt[None, :] * A2)
             h = dA * h_prev + (dt * u)[None, :] * Bt[:, None]
             if HAS_Z:
-                zt = tl.load(z_ptr + t * s_z_t + offs_d, mask=mask_d, other=0.0).to(tl.float32)
                 sig = tl.sigmoid(zt)
                 y_pre = tl.sum(h * Ct[:, None], 0)
                 if HAS_D:
