@@ -74,9 +74,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (xf * cos + rot * sin).to(x.dtype)
 
 
-def attention_mask(
-    q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None
-) -> torch.Tensor | None:
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None) -> torch.Tensor | None:
     """Boolean mask [len(q_pos), len(k_pos)]: True where query at q_pos may attend to the key at k_pos."""
     if not causal:
         return None
@@ -194,9 +192,7 @@ class Attention(Mixer):
         return torch.cat(outs, dim=2)
 
     # ---- streaming -----------------------------------------------------------------------------------------
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """KV cache ([batch, kv_heads, 0 or window, head_dim], model dtype) and ``pos`` (int64 scalar)."""
         w = self.q_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
@@ -211,9 +207,7 @@ class Attention(Mixer):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One token x [batch, hidden] -> y [batch, hidden]; the cache gains it (a ring drops its oldest)."""
         if not self.causal:
-            raise RuntimeError(
-                "attention with causal=false cannot run token by token: it reads future tokens"
-            )
+            raise RuntimeError("attention with causal=false cannot run token by token: it reads future tokens")
         b = x.shape[0]
         pos = state["pos"]
         q, k, v = self._qkv(x.unsqueeze(1), pos.reshape(1))  # q [B, heads, 1, d], k/v [B, kv, 1, d]
@@ -227,9 +221,7 @@ class Attention(Mixer):
             hit = (slots == pos % self.window)[None, None, :, None]
             kc = torch.where(hit, k.to(state["k"].dtype), state["k"])
             vc = torch.where(hit, v.to(state["v"].dtype), state["v"])
-            mask = (slots <= pos)[
-                None, :
-            ]  # [1, window]: slots written so far (all of them once pos >= window-1)
+            mask = (slots <= pos)[None, :]  # [1, window]: slots written so far (all of them once pos >= window-1)
         o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
         y = self.out_proj(o.reshape(b, self.heads * self.head_dim))
         return y, {"k": kc, "v": vc, "pos": pos + 1}
@@ -287,13 +279,9 @@ SPEC = LayerSpec(
     factory=Attention,
     options=(
         Option("heads", int, 4, "query heads", min=1),
-        Option(
-            "kv_heads", int, None, "key/value heads (grouped-query; default = heads)", min=1, optional=True
-        ),
+        Option("kv_heads", int, None, "key/value heads (grouped-query; default = heads)", min=1, optional=True),
         Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
-        Option(
-            "window", int, None, "sliding causal window, counting the current token", min=1, optional=True
-        ),
+        Option("window", int, None, "sliding causal window, counting the current token", min=1, optional=True),
         Option("qk_norm", bool, False, "RMSNorm on every q and k head"),
         Option("rope", bool, False, "rotary position embedding on q and k"),
         Option("rope_theta", float, 10000.0, "RoPE base", min=1.0),

@@ -39,9 +39,7 @@ class GRU(Mixer):
         h, _ = self.rnn(x)  # h_0 = zeros
         return self.out_proj(h) if self.out_proj is not None else h
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``h`` [batch, size] in float32 (float64 for a float64 module), zeros."""
         w = self.rnn.weight_hh_l0
         sdtype = torch.promote_types(dtype or w.dtype, torch.float32)
@@ -81,9 +79,7 @@ SPEC = LayerSpec(
     summary="gated recurrent unit layer (Cho et al. 2014)",
     factory=GRU,
     options=(
-        Option(
-            "size", int, None, "state width (default hidden; a projection maps it back)", min=1, optional=True
-        ),
+        Option("size", int, None, "state width (default hidden; a projection maps it back)", min=1, optional=True),
         Option("bias", bool, True, "biases on the gates"),
     ),
     flops=gru_flops,

@@ -34,9 +34,7 @@ def reference(m: GRU, x: torch.Tensor) -> torch.Tensor:
         ys.append(h)
     y = torch.stack(ys, 1)
     if m.out_proj is not None:
-        y = y @ m.out_proj.weight.double().T + (
-            m.out_proj.bias.double() if m.out_proj.bias is not None else 0
-        )
+        y = y @ m.out_proj.weight.double().T + (m.out_proj.bias.double() if m.out_proj.bias is not None else 0)
     return y
 
 
