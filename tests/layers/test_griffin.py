@@ -1,0 +1,168 @@
+"""griffin: the recurrent block against a float64 loop over time written here from the module's raw weights
+(De et al. 2024, eq. 1-4), plus the shared checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hybriddsl import registry
+from hybriddsl.kernels.testing import TOLERANCE, assert_close
+from hybriddsl.layers.griffin import SPEC, GriffinBlock
+from tests.layers.checks import (
+    check_causal,
+    check_dtypes,
+    check_gradcheck,
+    check_step_matches_forward,
+    check_trains,
+)
+
+
+def randomize(m: GriffinBlock, std: float = 0.3) -> GriffinBlock:
+    """Move every weight and bias off its initial value (Λ is kept: it sets the decays)."""
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n != "lam":
+                p.add_(torch.randn_like(p) * std)
+    return m
+
+
+def reference(m: GriffinBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block in float64, token by token: an explicit conv window and h_t = a_t h_{t-1} + sqrt(1-a_t^2) i_t z_t,
+    with a_t = sigmoid(Λ)^(c r_t) taken literally (a power, not the log-space form), c = 8."""
+    x = x.double()
+    b, t, _ = x.shape
+    P = {n: p.double() for n, p in m.named_parameters()}
+
+    def lin(name, z):
+        return z @ P[f"{name}.weight"].T + P[f"{name}.bias"]
+
+    y = F.gelu(lin("in_y", x))
+    u = lin("in_x", x)  # [b, t, width]
+    cw = P["conv.conv.weight"][:, 0]  # [width, size]: tap j multiplies u_{t - (size - 1 - j)}
+    size = cw.shape[1]
+    base = torch.sigmoid(P["lam"])
+    h = torch.zeros(b, m.width, dtype=torch.float64)
+    out = []
+    for i in range(t):
+        z = P["conv.conv.bias"].clone().expand(b, -1)
+        for j in range(size):
+            s = i - (size - 1 - j)
+            if s >= 0:
+                z = z + cw[:, j] * u[:, s]
+        r = torch.sigmoid(lin("gate_a", z))
+        ig = torch.sigmoid(lin("gate_i", z))
+        a = base ** (8.0 * r)
+        h = a * h + torch.sqrt(1 - a**2) * (ig * z)
+        out.append(h)
+    hs = torch.stack(out, 1)
+    return lin("out_proj", hs * y)
+
+
+CASES = {
+    "D16-W16-conv4": dict(),
+    "D16-W24-conv4": dict(width=24),
+    "D16-W8-conv1": dict(width=8, conv=1),
+    "D16-W16-conv7": dict(conv=7),
+}
+
+
+@pytest.mark.parametrize("opts", list(CASES.values()), ids=list(CASES))
+def test_matches_loop_reference(opts):
+    torch.manual_seed(0)
+    m = randomize(GriffinBlock(16, **opts))
+    x = torch.randn(2, 37, 16)
+    with torch.no_grad():
+        got = m(x)
+    ref = reference(m, x)
+    err = (got.double() - ref).abs().max().item()
+    assert err < 1e-4 * ref.abs().max().item(), f"max error {err:.2e}"
+
+
+def test_fast_decays_match_reference():
+    """Λ far from the init (decays from ~0 to ~1) still matches: covers the sqrt(1 - a^2) form near a = 0 and 1."""
+    torch.manual_seed(0)
+    m = randomize(GriffinBlock(16))
+    with torch.no_grad():
+        m.lam.copy_(torch.linspace(-4.0, 9.0, 16))
+    x = torch.randn(2, 29, 16)
+    with torch.no_grad():
+        got = m(x)
+    ref = reference(m, x)
+    assert (got.double() - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
+
+
+@pytest.mark.parametrize("opts", list(CASES.values()), ids=list(CASES))
+def test_step_matches_forward(opts):
+    check_step_matches_forward(randomize(GriffinBlock(16, **opts)), 16)
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(width=12, conv=2)], ids=["W16-conv4", "W12-conv2"])
+def test_shared_checks(opts):
+    torch.manual_seed(0)
+    check_causal(randomize(GriffinBlock(16, **opts)), 16)
+    small = {**opts, "width": 6} if "width" in opts else opts
+    check_gradcheck(randomize(GriffinBlock(8, **small)), 8)
+    check_dtypes(GriffinBlock(16, **opts), 16)
+
+
+def test_gradients_match_reference():
+    """Gradients of the real forward (float32 scan) equal those of the float64 loop reference."""
+    torch.manual_seed(0)
+    m = randomize(GriffinBlock(16, width=12))
+    x, w = torch.randn(2, 23, 16), torch.randn(2, 23, 16)
+    (m(x) * w).sum().backward()
+    got = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    (reference(m, x) * w.double()).sum().backward()
+    for n, p in m.named_parameters():
+        assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+
+
+def test_trains():
+    check_trains(lambda h: GriffinBlock(h), hidden=32, seq=8, steps=100, lr=1e-2)
+
+
+def test_lambda_init_gives_paper_decay_range():
+    """sigmoid(Λ)^c lies in [0.9, 0.999] and spreads over it (paper sec. 2.4)."""
+    torch.manual_seed(0)
+    m = GriffinBlock(512)
+    ac = torch.sigmoid(m.lam.double()) ** 8
+    assert ac.min() >= 0.9 - 1e-6 and ac.max() <= 0.999 + 1e-6
+    # uniform on [0.9, 0.999]: mean 0.9495, std 0.099 / sqrt(12)
+    assert abs(ac.mean().item() - 0.9495) < 0.005
+    assert abs(ac.std().item() - 0.099 / math.sqrt(12)) < 0.004
+
+
+def test_layers_do_not_share_weights():
+    """Edifice's griffin_lru ties every layer's weights; ours are separate modules."""
+    a, b = GriffinBlock(16), GriffinBlock(16)
+    assert not set(map(id, a.parameters())) & set(map(id, b.parameters()))
+    assert not torch.equal(a.lam, b.lam)
+
+
+def test_parameter_count_and_state():
+    """Parameters: two input maps 2 (d w + w), conv w (size + 1), dense gates 2 (w^2 + w), Λ w, out w d + d."""
+    d, w, k = 16, 24, 4
+    m = GriffinBlock(d, width=w, conv=k)
+    assert sum(p.numel() for p in m.parameters()) == 2 * (d * w + w) + w * (k + 1) + 2 * (w * w + w) + w + w * d + d
+    st = m.init_state(3)
+    assert st["h"].shape == (3, w) and st["h"].dtype == torch.float32 and st["conv"].shape == (3, w, k - 1)
+    assert m.state_bytes(10**6) == w * 4 + w * (k - 1) * 4
+
+
+def test_spec_companion_and_bad_options():
+    for name in ("griffin", "L", "lru", "rglru", "griffin_lru", "RGLRU"):
+        assert registry.get(name) is SPEC
+    assert SPEC.letter == "L" and SPEC.recurrent
+    assert SPEC.companions({"mlp": True}) == [("ffn", {"act": "geglu", "mult": 3.0})]
+    assert SPEC.companions({"mlp": False}) == []
+    assert SPEC.validate(SPEC.defaults(), 64) is None
+    assert SPEC.validate({"conv": 0}, 64) == "conv (the temporal conv width) must be >= 1, got 0"
+    assert SPEC.validate({"width": 0}, 64) == "width must be >= 1, got 0"
+    assert SPEC.option("conv").check(0) == "option 'conv' must be >= 1, got 0"
+    assert SPEC.option("width").check(None) is None
+    assert SPEC.option("mlp").check(1) == "option 'mlp' takes true or false, got 1"
