@@ -52,24 +52,35 @@ def _atom(x: Any) -> str:
     return x.lstrip(":")
 
 
-def _custom_ref(backbone: Any) -> str:
-    """A custom backbone as a .hyb option value: 'pkg.mod:fn' from a string, a (module, fn) tuple or a callable."""
-    from hybriddsl.layers import custom
+_CALLABLES: dict[str, Callable[..., Any]] = {}
 
+
+def _custom_ref(backbone: Any) -> str:
+    """A custom backbone as a .hyb option value ``"pkg.mod:fn"``.
+
+    Accepts Edifice's (module, function) pair, a ``"pkg.mod:fn"`` string, or a callable ``fn(hidden_size, **opts)
+    -> nn.Module``. An importable function is named by its module and name (so a saved model can be loaded in
+    another process); a lambda or closure is kept in this process's table and named through it.
+    """
     if isinstance(backbone, tuple) and len(backbone) == 2:
         return f"{backbone[0]}:{backbone[1]}"
-    if isinstance(backbone, str) and ":" in backbone:
-        return backbone
+    if isinstance(backbone, str) and ":" in backbone.lstrip(":"):
+        return backbone.lstrip(":")
+    if callable(backbone):
+        qual = getattr(backbone, "__qualname__", "")
+        mod = getattr(backbone, "__module__", None)
+        if mod and qual and "<" not in qual and mod != "__main__":
+            return f"{mod}:{qual}"
+        key = f"_user_backbone_{len(_CALLABLES)}"
+        _CALLABLES[key] = backbone
+        globals()[key] = backbone  # importable as hybriddsl.edifice:<key> for this process
+        return f"{__name__}:{key}"
     if isinstance(backbone, str):
         raise HybOptionError(
-            "backbone 'custom' needs the function: pass backbone=(module, function), "
-            "'pkg.mod:fn' or a callable"
+            "backbone 'custom' needs the function: pass backbone=(module, function), 'pkg.mod:fn' or a callable"
         )
-    if callable(backbone):
-        return custom.register_callable(backbone)
     raise HybOptionError(
-        f"a custom backbone is a 'pkg.mod:fn' string, a (module, function) pair or a callable, "
-        f"got {backbone!r}"
+        f"a custom backbone is a 'pkg.mod:fn' string, a (module, function) pair or a callable, got {backbone!r}"
     )
 
 
@@ -82,8 +93,8 @@ def _check_keys(opts: dict[str, Any], allowed: Sequence[str], what: str) -> None
 def layer_pattern(**opts: Any) -> list[str]:
     """Edifice ``Hybrid.layer_pattern``: ['mamba', 'mamba', 'attention', ...] (attention every N-th layer)."""
     o = {**HYBRID_DEFAULTS, **opts}
-    backbone = o["backbone"] if isinstance(o["backbone"], str) else "custom"
-    if _atom(backbone) not in BACKBONES and ":" not in backbone:
+    backbone = _atom(o["backbone"]) if isinstance(o["backbone"], str) else "custom"
+    if backbone not in BACKBONES and ":" not in backbone:
         raise HybNameError(
             f"unknown backbone '{backbone}'"
             + suggest(_atom(backbone), list(BACKBONES))
@@ -119,7 +130,7 @@ def hybrid_to_hyb(**opts: Any) -> str:
         lines.append(f"attention.window = {o['window_size']}")
     if o["chunked_attention"] or o["memory_efficient_attention"]:
         lines.append(f"attention.chunk = {o['chunk_size']}")
-    if isinstance(backbone, str) and _atom(backbone) != "custom":
+    if isinstance(backbone, str) and ":" not in _atom(backbone) and _atom(backbone) != "custom":
         words = kinds
     else:  # a user function: Edifice's {module, function} tuple, a "pkg.mod:fn" string or a callable
         ref = _custom_ref(backbone)
