@@ -1,0 +1,192 @@
+"""Mamba-2 block, state-space duality / SSD (Dao & Gu 2024, "Transformers are SSMs: Generalized Models and
+Efficient Algorithms Through Structured State Space Duality", arXiv:2405.21060, sections 7-8), laid out as
+``mamba_ssm.modules.mamba2_simple.Mamba2Simple`` / ``Mamba2`` (one fused input projection, ``ngroups`` B/C
+groups).
+
+With ``D_in = expand * hidden`` split into ``H = D_in / head_dim`` heads of ``P = head_dim`` channels, ``N =
+state``, and ``G = groups`` B/C groups (head ``h`` reads group ``h // (H / G)``)::
+
+    [z_t, x_t, B_t, C_t, δ_t] = W_in x_t            (z, x: D_in; B, C: G N; δ: H)
+    [x_t, B_t, C_t] = silu(ShortConv_conv([x, B, C])_t)      one causal depthwise conv over the concatenation
+    Δ_t   = softplus(δ_t + b_dt)                              per head
+    g_t   = Δ_t A,  A = -exp(A_log)                           scalar log-decay per head
+    h_t   = exp(g_t) h_{t-1} + B_t (Δ_t x_t)^T                per head, h: [N, P]
+    y_t   = h_t^T C_t + D ⊙ x_t                                (D per head)
+    out_t = W_out RMSNorm(y_t ⊙ silu(z_t))                    gate before the norm (mamba_ssm's
+                                                              ``norm_before_gate=False``), norm over D_in / G
+
+The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through
+:func:`hybriddsl.kernels.gla.chunk_gla` with ``q = C``, ``k = B``, ``v = Δ x``, ``g`` ``[batch, T, H]`` and
+``scale = 1``; :meth:`Mamba2.step` through ``gla_step``, with the conv window and ``h`` (float32) as state.
+
+Initialization (mamba_ssm): ``A`` uniform in [1, 16] per head, ``A_log = log A``; ``b_dt`` the inverse
+softplus of a log-uniform ``Δ`` in [1e-3, 1e-1] (floored at 1e-4, as Mamba-1); ``D = 1``; norm weight 1; other
+weights PyTorch's default init.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
+from hybriddsl.layers.mamba import dt_bias_init, wide
+from hybriddsl.registry import LayerSpec, Option
+
+A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's A_init_range
+
+
+class Mamba2(Mixer):
+    """Mamba-2 (SSD) mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
+
+    Parameters: ``in_proj`` hidden -> 2 D_in + 2 G N + H; ``conv1d`` depthwise over D_in + 2 G N channels;
+    ``A_log``, ``dt_bias``, ``D`` [H]; ``norm`` weight [D_in]; ``out_proj`` D_in -> hidden.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        state: int = 64,
+        expand: int = 2,
+        conv: int = 4,
+        head_dim: int = 64,
+        groups: int = 1,
+        chunk: int = 64,
+        bias: bool = False,
+        conv_bias: bool = True,
+    ):
+        super().__init__()
+        opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk)
+        msg = validate(opts, hidden_size)
+        if msg:
+            raise ValueError(msg)
+        self.hidden, self.state, self.head_dim, self.groups, self.chunk = (
+            hidden_size,
+            state,
+            head_dim,
+            groups,
+            chunk,
+        )
+        self.d_inner = expand * hidden_size
+        self.heads = self.d_inner // head_dim
+        self.conv_dim = self.d_inner + 2 * groups * state
+        self.in_proj = nn.Linear(hidden_size, self.d_inner + self.conv_dim + self.heads, bias=bias)
+        self.conv1d = ShortConv(self.conv_dim, conv, bias=conv_bias)
+        a = torch.empty(self.heads).uniform_(*A_INIT_RANGE)
+        self.A_log = nn.Parameter(torch.log(a))
+        self.dt_bias = nn.Parameter(dt_bias_init(self.heads))
+        self.D = nn.Parameter(torch.ones(self.heads))
+        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=1e-5)
+        self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
+
+    def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[..., in_proj out] -> z [..., D_in], xBC [..., conv_dim] (before the conv), δ [..., H]."""
+        return zxbcdt.split([self.d_inner, self.conv_dim, self.heads], dim=-1)
+
+    def _heads(self, xBC: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """After the conv: xBC [..., conv_dim], δ [..., H] -> q = C, k = B [..., H, N], x [..., H, P], v = Δ x
+        [..., H, P] and g = Δ A [..., H] (float32)."""
+        lead = xBC.shape[:-1]
+        x, B, C = xBC.split([self.d_inner, self.groups * self.state, self.groups * self.state], dim=-1)
+        x = x.reshape(*lead, self.heads, self.head_dim)
+        rep = self.heads // self.groups  # heads per B/C group: broadcast the group's B, C to its heads
+        B = B.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
+        C = C.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
+        B, C = B.reshape(*lead, self.heads, self.state), C.reshape(*lead, self.heads, self.state)
+        # Δ and the log-decay in float32: g is summed over time inside the kernel
+        delta = F.softplus(wide(dt) + wide(self.dt_bias))
+        g = -torch.exp(wide(self.A_log)) * delta
+        v = (x * delta[..., None]).to(x.dtype)
+        return C, B, x, v, g
+
+    def _finish(self, o: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """o, x [..., H, P] (scan output, conv'd input), z [..., D_in] -> [..., hidden]."""
+        y = o + x * self.D.to(x.dtype)[:, None]  # D skip per head
+        y = y.reshape(*y.shape[:-2], self.d_inner)
+        # mamba_ssm's default norm_before_gate=False: RMSNorm(y * silu(z)) * weight
+        return self.out_proj(self.norm(y * F.silu(z)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hybriddsl.kernels.gla import chunk_gla
+
+        z, xBC, dt = self._split(self.in_proj(x))
+        xBC = F.silu(self.conv1d(xBC))
+        q, k, xh, v, g = self._heads(xBC, dt)
+        o, _ = chunk_gla(q, k, v, g, scale=1.0, chunk_size=self.chunk)
+        return self._finish(o, xh, z)
+
+    def init_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> State:
+        """``conv``: [batch, D_in + 2 G N, conv-1] (input dtype); ``ssm``: [batch, H, N, P] float32."""
+        p = self._param()
+        device, dtype = device or p.device, dtype or p.dtype
+        return {
+            "conv": self.conv1d.init_state(batch, device=device, dtype=dtype),
+            "ssm": torch.zeros(
+                batch, self.heads, self.state, self.head_dim, device=device, dtype=torch.float32
+            ),
+        }
+
+    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
+        from hybriddsl.kernels.gla import gla_step
+
+        z, xBC, dt = self._split(self.in_proj(x))
+        xBC, conv = self.conv1d.step(xBC, state["conv"])
+        q, k, xh, v, g = self._heads(F.silu(xBC), dt)
+        o, h = gla_step(q, k, v, g, scale=1.0, state=state["ssm"])
+        return self._finish(o, xh, z), {"conv": conv, "ssm": h}
+
+
+def validate(opts: dict[str, Any], hidden: int) -> str | None:
+    """Cross-option checks, run before anything is allocated."""
+    expand, head_dim, groups = opts.get("expand", 2), opts.get("head_dim", 64), opts.get("groups", 1)
+    for name, v in (("state", opts.get("state", 64)), ("expand", expand), ("conv", opts.get("conv", 4))):
+        if v < 1:
+            return f"{name} must be >= 1, got {v}"
+    if head_dim < 1 or groups < 1:
+        return f"head_dim and groups must be >= 1, got head_dim={head_dim}, groups={groups}"
+    d_inner = expand * hidden
+    if d_inner % head_dim:
+        width = f"expand * hidden = {expand} * {hidden} = {d_inner}"
+        return f"head_dim ({head_dim}) must divide the inner width {width}"
+    heads = d_inner // head_dim
+    if heads % groups:
+        return f"groups ({groups}) must divide the number of heads expand * hidden / head_dim = {heads}"
+    if opts.get("chunk", 64) not in (16, 32, 64):
+        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
+    return None
+
+
+def mamba2_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token: projections ``2 params`` plus the recurrence, ``4 N P`` per head (decay and
+    ``B (Δ x)^T`` into the state, ``h^T C`` out), i.e. ``4 D_in N``."""
+    return int(2 * params + 4 * opts.get("expand", 2) * hidden * opts.get("state", 64))
+
+
+SPEC = LayerSpec(
+    name="mamba2",
+    aliases=("M2", "ssd"),
+    letter="M2",
+    summary="Mamba-2 / SSD: scalar decay per head, multi-head SSM with gated RMSNorm (Dao & Gu 2024)",
+    factory=Mamba2,
+    options=(
+        Option("state", int, 64, "SSM state size N per head", min=1),
+        Option("expand", int, 2, "inner width D_in as a multiple of hidden", min=1),
+        Option("conv", int, 4, "width of the causal depthwise conv", min=1),
+        Option("head_dim", int, 64, "channels per head P (heads = expand * hidden / head_dim)", min=1),
+        Option("groups", int, 1, "B/C groups shared by heads (must divide heads)", min=1),
+        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+        Option("bias", bool, False, "biases on the in/out projections"),
+        Option("conv_bias", bool, True, "bias on the conv"),
+    ),
+    validate=validate,
+    flops=mamba2_flops,
+    recurrent=True,
+    color="#90caf9",
+    key_options=("state", "head_dim"),
+)
