@@ -44,10 +44,11 @@ class Option:
     max: float | None = None
     choices: tuple[str, ...] = ()
     optional: bool = False
+    callable_ok: bool = False  # the Python API may pass a callable here (custom's fn)
 
     def check(self, value: Any) -> str | None:
         """None when ``value`` is allowed, else a message saying what was expected."""
-        if value is None and self.optional:
+        if value is None and self.optional or self.callable_ok and callable(value):
             return None
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
@@ -119,6 +120,7 @@ class LayerSpec:
     color: str = "#dddddd"  # fill colour in rendered diagrams
     key_options: tuple[str, ...] = ()  # options shown on rendered nodes and in tables
     internal: bool = False  # only reachable as a companion (e.g. rwkv channel mix), not by name
+    open_options: bool = False  # options beyond `options` pass to the factory unchecked (custom)
     edifice: tuple[str, ...] = field(default=())  # names used by Edifice (atoms), e.g. ("griffin_lru",)
 
     def option(self, name: str) -> Option | None:

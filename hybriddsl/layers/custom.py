@@ -183,8 +183,12 @@ SPEC = LayerSpec(
     summary="a user factory (hidden_size, **opts) -> nn.Module mapping [B, T, hidden] to itself",
     factory=Custom,
     options=(
-        Option("fn", str, None, "factory as 'package.module:factory' (or a callable from Python)", optional=True),
+        Option(
+            "fn", str, None, "factory as 'package.module:factory' (or a callable from Python)", optional=True,
+            callable_ok=True,
+        ),
     ),
+    open_options=True,
     validate=validate,
     color="#e0e0e0",
     key_options=("fn",),

@@ -88,6 +88,9 @@ def resolve_layer(
         opts[name], where[name] = value, vspan
     opts.update(preset or {})
     for name, val in node.get("written", {}).items():
+        if spec.option(name) is None and spec.open_options:  # e.g. custom: the user's factory takes it
+            opts[name] = val.value
+            continue
         if spec.option(name) is None:
             known = [o.name for o in spec.options]
             listing = f" (it takes: {', '.join(known)})" if known else " (it takes no options)"
