@@ -56,9 +56,7 @@ class GLA(Mixer):
         chunk: int = 64,
     ):
         super().__init__()
-        msg = validate(
-            {"heads": heads, "expand_k": expand_k, "expand_v": expand_v, "chunk": chunk}, hidden_size
-        )
+        msg = validate({"heads": heads, "expand_k": expand_k, "expand_v": expand_v, "chunk": chunk}, hidden_size)
         if msg:
             raise ValueError(msg)
         self.hidden, self.heads, self.chunk, self.gate_norm = hidden_size, heads, chunk, gate_norm
@@ -106,9 +104,7 @@ class GLA(Mixer):
         o, _ = chunk_gla(q, k, v, g, chunk_size=self.chunk)
         return self._finish(o, gate)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``S``: [batch, heads, dk, dv] float32 zeros."""
         device = device or self._param().device
         return {"S": torch.zeros(batch, self.heads, self.dk, self.dv, device=device, dtype=torch.float32)}

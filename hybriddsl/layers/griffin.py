@@ -113,9 +113,7 @@ class GriffinBlock(Mixer):
         h, _ = linear_scan(a, b)
         return self.out_proj(h.to(x.dtype) * y)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``conv``: previous inputs [batch, width, conv-1] (model dtype), ``h``: [batch, width] float32."""
         device = device or self._param().device
         return {

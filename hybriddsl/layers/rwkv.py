@@ -137,9 +137,7 @@ class RWKV6TimeMix(Mixer):
         o, _ = chunk_gla(r, k, v, g, u=self.u, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, gate)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``shift``: previous input [batch, hidden] (model dtype); ``S``: [batch, heads, hs, hs] float32."""
         p = self._param()
         device, dtype = device or p.device, dtype or p.dtype
@@ -183,9 +181,7 @@ class RWKV6ChannelMix(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._mix(x, _shift(x))
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``shift``: previous input [batch, hidden] (model dtype)."""
         p = self._param()
         return {"shift": torch.zeros(batch, self.hidden, device=device or p.device, dtype=dtype or p.dtype)}

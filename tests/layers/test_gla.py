@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl import registry
+from hybriddsl.kernels.dispatch import backend
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from hybriddsl.layers.gla import GLA, SPEC, gla_flops
 from tests.layers.checks import (
@@ -24,6 +25,27 @@ def randomize(m: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
         for p in m.parameters():
             p.add_(torch.randn_like(p) * std)
     return m
+
+
+def check_triton_path(m: torch.nn.Module, hidden: int, seq: int = 21) -> None:
+    """The layer's forward and backward through the Triton kernels (CPU interpreter here, the GPU on CUDA)
+    equal those through the PyTorch path: the layer hands the kernels tensors they accept."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = m.to(dev)
+    x = torch.randn(2, seq, hidden, device=dev, requires_grad=True)
+    runs = []
+    for name in ("reference", "triton"):
+        m.zero_grad()
+        x.grad = None
+        with backend(name):
+            y = m(x)
+            y.pow(2).sum().backward()
+        runs.append(
+            {"out": y.detach(), "x.grad": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
+        )
+    for key, ref in runs[0].items():
+        ratio = TOLERANCE[torch.float32]["out" if key == "out" else "grad"]
+        assert_close(key, ref, runs[1][key], ratio)
 
 
 def reference(m: GLA, x: torch.Tensor) -> torch.Tensor:
@@ -105,6 +127,11 @@ def test_gradients_match_reference():
     (reference(m, x) * w.double()).sum().backward()
     for n, p in m.named_parameters():
         assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+
+
+def test_triton_path_matches_torch_path():
+    torch.manual_seed(0)
+    check_triton_path(randomize(GLA(32, heads=2, chunk=16)), 32)
 
 
 def test_trains():

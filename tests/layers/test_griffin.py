@@ -19,6 +19,7 @@ from tests.layers.checks import (
     check_step_matches_forward,
     check_trains,
 )
+from tests.layers.test_gla import check_triton_path
 
 
 def randomize(m: GriffinBlock, std: float = 0.3) -> GriffinBlock:
@@ -120,6 +121,11 @@ def test_gradients_match_reference():
     (reference(m, x) * w.double()).sum().backward()
     for n, p in m.named_parameters():
         assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+
+
+def test_triton_path_matches_torch_path():
+    torch.manual_seed(0)
+    check_triton_path(randomize(GriffinBlock(32, width=24)), 32)
 
 
 def test_trains():

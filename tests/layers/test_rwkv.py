@@ -17,6 +17,7 @@ from tests.layers.checks import (
     check_step_matches_forward,
     check_trains,
 )
+from tests.layers.test_gla import check_triton_path
 
 TMIX, CMIX = SPECS
 
@@ -162,6 +163,11 @@ def test_gradients_match_reference():
     (reference_tmix(m, x) * w.double()).sum().backward()
     for n, p in m.named_parameters():
         assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+
+
+def test_triton_path_matches_torch_path():
+    torch.manual_seed(0)
+    check_triton_path(randomize(RWKV6TimeMix(32, head_size=16, chunk=16), std=0.1), 32)
 
 
 def test_trains():
