@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import heapq
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -119,8 +120,26 @@ class Graph:
         return self.g.number_of_nodes()
 
     def order(self) -> list[str]:
-        """Node ids in topological order (ties broken by creation order, so the order is stable)."""
-        return list(nx.lexicographical_topological_sort(self.g, key=lambda n: int(n[1:])))
+        """Node ids in topological order (ties broken by creation order, so the order is stable).
+
+        Kahn's algorithm on the adjacency dicts directly: networkx's lexicographical sort is 10x slower, and
+        passes call this often on graphs of thousands of nodes. Raises NetworkXUnfeasible on a cycle.
+        """
+        succ, pred = self.g._succ, self.g._pred
+        indeg = {n: len(p) for n, p in pred.items()}
+        ready = [(int(n[1:]), n) for n, d in indeg.items() if d == 0]
+        heapq.heapify(ready)
+        out = []
+        while ready:
+            _, n = heapq.heappop(ready)
+            out.append(n)
+            for m in succ[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    heapq.heappush(ready, (int(m[1:]), m))
+        if len(out) != len(indeg):
+            raise nx.NetworkXUnfeasible("the graph has a cycle")
+        return out
 
     def nodes(self, *ops: Op) -> Iterator[str]:
         """Node ids in topological order, only those with one of ``ops`` when given."""
@@ -139,10 +158,21 @@ class Graph:
 
     def copy(self) -> Graph:
         """A deep copy: passes return new graphs and leave their input alone."""
+        # Node attribute dicts and their opts are copied (passes replace or update them); spans are frozen and
+        # the statements in `directives` are read-only AST, so sharing them is safe. A generic deepcopy costs
+        # 70% of compile time on a 1,000-layer model.
         new = Graph.__new__(Graph)
-        new.g = copy.deepcopy(self.g)
+        # Built on networkx's own dicts: add_node/add_edges_from cost ~20 us per item, too slow for this hot path.
+        g = nx.DiGraph()
+        for n, d in self.g._node.items():
+            g._node[n] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
+            g._succ[n], g._pred[n] = {}, {}
+        for u, nbrs in self.g._succ.items():
+            for v, d in nbrs.items():
+                g._succ[u][v] = g._pred[v][u] = dict(d)  # one edge-data dict, seen from both ends
+        new.g = g
         new.settings = copy.deepcopy(self.settings)
-        new.directives = copy.deepcopy(self.directives)
+        new.directives = dict(self.directives)
         new.totals = dict(self.totals)
         new.source, new.file, new._next = self.source, self.file, self._next
         return new

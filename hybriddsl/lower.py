@@ -213,8 +213,11 @@ def lower(
     graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> HybridModel:
     """Build the PyTorch module for a graph that went through the pipeline."""
-    with torch.device(device or "cpu"):
-        model = HybridModel(graph)
+    if device is None or torch.device(device).type == "cpu":
+        model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x
+    else:
+        with torch.device(device):
+            model = HybridModel(graph)
     if dtype is not None:
         model = model.to(dtype)
     return model
