@@ -205,6 +205,11 @@ class HybridModel(nn.Module):
                 return y, new
         return y, new
 
+    def aux_loss(self) -> torch.Tensor | float:
+        """Sum of the auxiliary losses of the last forward (MoE load balancing); add it to the training loss."""
+        return sum((m.aux_loss for m in self.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)),
+                   0.0)
+
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
 

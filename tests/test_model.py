@@ -233,3 +233,37 @@ def test_every_error_is_found_before_allocation(monkeypatch):
     monkeypatch.setattr(lower_mod.HybridModel, "__init__", lambda *a, **k: pytest.fail("allocated"))
     with pytest.raises(HybOptionError):
         parse_and_build("A(heads=5)", hidden=32)
+
+
+ALL_KINDS = "M M2(head_dim=16) A(window=3) GLA R(head_size=16) D GD L GRU K E(experts=4) [M | A](mix=concat) FFN"
+
+
+def test_step_equals_forward_for_a_model_of_every_kind():
+    torch.manual_seed(0)
+    model = parse_and_build(ALL_KINDS, **SMALL, output="sequence").eval()
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        full = model(x)
+        state = model.init_state(2)
+        steps = []
+        for t in range(x.shape[1]):
+            y, state = model.step(x[:, t], state)
+            steps.append(y)
+    torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-4, atol=1e-4)
+
+
+def test_bf16_long_sequence_stays_finite():
+    torch.manual_seed(0)
+    model = parse_and_build(ALL_KINDS, **SMALL, output="sequence", dtype=torch.bfloat16)
+    x = torch.randn(1, 2048, 32, dtype=torch.bfloat16) * 4
+    y = model(x)
+    assert torch.isfinite(y).all()
+    y.float().pow(2).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_moe_aux_loss_reaches_the_model():
+    model = parse_and_build("M E(experts=4)", **SMALL)
+    model(torch.randn(2, 5, 32))
+    aux = model.aux_loss()
+    assert isinstance(aux, torch.Tensor) and aux.requires_grad and aux.item() > 0

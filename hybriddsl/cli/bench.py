@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise HybOptionError("--device cuda was asked for but no CUDA device is available")
+    if args.kernels == "triton" and not device.startswith("cuda"):
+        from hybriddsl.kernels.dispatch import interpreting
+
+        if not interpreting():
+            raise HybOptionError("--kernels triton on the CPU needs TRITON_INTERPRET=1 (Triton's interpreter, slow); "
+                                 "use --device cuda, or --kernels reference")
     dtype = getattr(torch, args.dtype)
     model = api.parse_and_build(source_arg(args), device=device, dtype=dtype, **overrides(args))
     g = model.graph
