@@ -42,8 +42,12 @@ def table(rows: list[Timing]) -> str:
         cases.setdefault((r.suite, r.case), []).append(r)
     for (suite, case), rs in cases.items():
         ours = next((r for r in rs if r.impl == OURS), None)
-        out += [f"### {suite} · {case}", "", "| implementation | fwd ms | fwd+bwd ms | ours/this fwd | ours/this fwd+bwd | note |",
-                "|---|---|---|---|---|---|"]
+        out += [
+            f"### {suite} · {case}",
+            "",
+            "| implementation | fwd ms | fwd+bwd ms | ours/this fwd | ours/this fwd+bwd | note |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rs:
             rf = _ratio(ours.fwd_ms, r.fwd_ms) if ours and r is not ours else ""
             rb = _ratio(ours.fwdbwd_ms, r.fwdbwd_ms) if ours and r is not ours else ""

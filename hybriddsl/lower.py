@@ -207,16 +207,13 @@ class HybridModel(nn.Module):
 
     def aux_loss(self) -> torch.Tensor | float:
         """Sum of the auxiliary losses of the last forward (MoE load balancing); add it to the training loss."""
-        return sum((m.aux_loss for m in self.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)),
-                   0.0)
+        return sum((m.aux_loss for m in self.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)), 0.0)
 
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
 
 
-def lower(
-    graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None
-) -> HybridModel:
+def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
     """Build the PyTorch module for a graph that went through the pipeline."""
     if device is None or torch.device(device).type == "cpu":
         model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x

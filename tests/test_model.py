@@ -139,9 +139,7 @@ def test_fusion_does_not_change_outputs():
     src = "M A GLA FFN; shared FFN@2"
     torch.manual_seed(0)
     fused = parse_and_build(src, **SMALL, output="sequence")
-    plain_graph = compile(
-        src, passes=[p for p in PIPELINE if p is not fuse_add_norm], **SMALL, output="sequence"
-    )
+    plain_graph = compile(src, passes=[p for p in PIPELINE if p is not fuse_add_norm], **SMALL, output="sequence")
     from hybriddsl.lower import lower
 
     plain = lower(plain_graph)
@@ -163,11 +161,7 @@ def test_fusion_does_not_change_outputs():
 )
 def test_output_modes(settings, shape):
     model = parse_and_build("M A", **SMALL, **settings)
-    x = (
-        torch.randint(0, 11, (2, 7))
-        if "vocab" in settings
-        else torch.randn(2, 7, settings.get("embed_dim", 32))
-    )
+    x = torch.randint(0, 11, (2, 7)) if "vocab" in settings else torch.randn(2, 7, settings.get("embed_dim", 32))
     assert model(x).shape == shape
 
 

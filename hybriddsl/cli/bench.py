@@ -45,8 +45,10 @@ def run(args: argparse.Namespace) -> int:
         from hybriddsl.kernels.dispatch import interpreting
 
         if not interpreting():
-            raise HybOptionError("--kernels triton on the CPU needs TRITON_INTERPRET=1 (Triton's interpreter, slow); "
-                                 "use --device cuda, or --kernels reference")
+            raise HybOptionError(
+                "--kernels triton on the CPU needs TRITON_INTERPRET=1 (Triton's interpreter, slow); "
+                "use --device cuda, or --kernels reference"
+            )
     dtype = getattr(torch, args.dtype)
     model = api.parse_and_build(source_arg(args), device=device, dtype=dtype, **overrides(args))
     g = model.graph

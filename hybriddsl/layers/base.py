@@ -19,9 +19,7 @@ class Mixer(nn.Module):
     Stateless kinds (ffn, kan, moe) need only ``forward``: their ``step`` calls forward on one token.
     """
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """State before the first token; empty for stateless kinds."""
         return {}
 
@@ -56,9 +54,7 @@ class ShortConv(nn.Module):
 
     def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
         w = self.conv.weight
-        return torch.zeros(
-            batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype
-        )
+        return torch.zeros(batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype)
 
     def step(self, x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first."""
@@ -83,7 +79,9 @@ class GatedRMSNorm(nn.Module):
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
         # float32 for half inputs (precision), float64 stays float64 (gradcheck)
-        xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
+        xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(
+            *shape[:-1], self.groups, shape[-1] // self.groups
+        )
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         y = xf.reshape(shape) * self.weight.to(xf.dtype)
         if gate is not None:
