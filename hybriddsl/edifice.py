@@ -254,23 +254,10 @@ def output_size(**opts: Any) -> int:
 
 
 def recommended_defaults() -> dict[str, Any]:
-    """Edifice's defaults for real-time sequence processing: a 60-frame window, small and fast."""
-    return {
-        "hidden_size": 256,
-        "num_layers": 6,
-        "attention_every": 3,
-        "backbone": "mamba",
-        "state_size": 16,
-        "expand_factor": 2,
-        "conv_size": 4,
-        "num_heads": 4,
-        "head_dim": 64,
-        "window_size": 60,
-        "use_sliding_window": True,
-        "qk_layernorm": True,
-        "dropout": 0.1,
-        "seq_len": 60,
-    }
+    """Edifice's defaults for real-time sequence processing: a 60-frame window (``seq_len`` = the window)."""
+    o = {k: v for k, v in HYBRID_DEFAULTS.items() if k not in ("memory_efficient_attention", "chunked_attention",
+                                                                 "chunk_size", "pre_norm")}
+    return {**o, "seq_len": o["window_size"]}
 
 
 LEGEND = {
