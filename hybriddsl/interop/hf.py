@@ -24,6 +24,7 @@ FAMILIES: dict[str, ModuleType] = {
     "recurrent_gemma": recurrent_gemma,
     "falcon_h1": falcon_h1,
 }
+DISPLAY = {k: "hf-recurrentgemma" if k == "recurrent_gemma" else f"hf-{k.replace('_', '-')}" for k in FAMILIES}
 ALIASES = {"recurrentgemma": "recurrent_gemma", "nemotronh": "nemotron_h", "falconh1": "falcon_h1"}
 
 
@@ -32,9 +33,9 @@ def family_name(name: str) -> str:
     key = name.lower().removeprefix("hf-").removeprefix("hf_").replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in FAMILIES:
-        names = [f"hf-{k.replace('_', '-')}" for k in FAMILIES]
+        names = list(DISPLAY.values())
         raise ConvertError(
-            f"unknown Hugging Face family '{name}'" + suggest(f"hf-{key.replace('_', '-')}", names),
+            f"unknown Hugging Face family '{name}'" + suggest(name.lower(), names),
             hint="known: " + ", ".join(names),
         )
     return key
