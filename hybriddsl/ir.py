@@ -262,6 +262,16 @@ class Graph:
         widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
+    def _repr_svg_(self) -> str | None:  # Jupyter: the diagram (None without Graphviz's dot: text instead)
+        from hybriddsl.notebook import svg
+
+        return svg(self)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:  # IPython: the layer table
+        from hybriddsl.notebook import pretty
+
+        pretty(self, p, cycle)
+
     def to_json(self) -> str:
         """The graph in networkx node-link JSON, with settings and source (spans as [line, col])."""
         data = nx.node_link_data(self.g, edges="edges")

@@ -209,6 +209,16 @@ class HybridModel(nn.Module):
         """Sum of the auxiliary losses of the last forward (MoE load balancing); add it to the training loss."""
         return sum((m.aux_loss for m in self.modules() if isinstance(getattr(m, "aux_loss", None), torch.Tensor)), 0.0)
 
+    def _repr_svg_(self) -> str | None:  # Jupyter: the diagram (None without Graphviz's dot: text instead)
+        from hybriddsl.notebook import svg
+
+        return svg(self)
+
+    def _repr_pretty_(self, p, cycle: bool) -> None:  # IPython: the layer table
+        from hybriddsl.notebook import pretty
+
+        pretty(self, p, cycle)
+
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
 
