@@ -235,6 +235,10 @@ def pairs(subs: list[Sub], mixers: tuple[str, ...], target: str) -> list[tuple[S
         m = subs[i]
         if m.role == "shared":
             raise ConvertError(f"{m.where()}: {target} has no shared blocks")
+        if m.kind in ("ffn", "moe") and m.kind not in mixers:
+            raise ConvertError(
+                f"{m.where()} is an MLP after an MLP; every {target} decoder layer is one token mixer and then one MLP"
+            )
         if m.kind not in mixers:
             raise ConvertError(
                 f"{m.where()}: {target} has no '{m.kind}' layer (its token mixers are {', '.join(mixers)})"

@@ -116,7 +116,10 @@ def to_config(graph: Graph) -> dict[str, Any]:
     inners = {ffn_inner(f.opts, hidden) for f in ffns}
     acts = {gated_act(f, TARGET) for f in ffns}
     if len(inners) > 1 or len(acts) > 1:
-        raise ConvertError(f"{TARGET} has one intermediate_size and hidden_act for every MLP and expert")
+        raise ConvertError(
+            f"{TARGET} has one intermediate_size and hidden_act for every MLP and expert; the model has widths "
+            f"{sorted(inners)} and activations {sorted(acts)}"
+        )
     e = uniform(moes, ("experts", "top_k"), TARGET)
     cfg.update(
         num_hidden_layers=n,
