@@ -73,7 +73,7 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
                 if s["embed_dim"] != s["hidden"]
                 else "identity"
             )
-            pos = f"\n+ {s['pos']} positions" if s["pos"] != "none" else ""
+            pos = f"\n+ {s['pos']} positions" if s["pos"] == "sinusoidal" else ""
             dot.node(nid, f"in_proj: {what}{pos}", fillcolor="#eeeeee")
         elif op in (Op.NORM, Op.FINAL_NORM):
             name = "final " if op == Op.FINAL_NORM else ""

@@ -25,7 +25,13 @@ MODEL_SETTINGS: tuple[Option, ...] = (
     Option("norm", str, "layernorm", "norm of every residual block", choices=("layernorm", "rmsnorm")),
     Option("norm_eps", float, 1e-5, "epsilon of every norm", min=0.0),
     Option("pre_norm", bool, True, "x + block(norm(x)) (true) or norm(x + block(x)) (false)"),
-    Option("pos", str, "none", "positional encoding added to the input", choices=("none", "sinusoidal")),
+    Option(
+        "pos",
+        str,
+        "none",
+        "positional encoding: sinusoidal (added to the input) or rope (rotary, inside every attention layer)",
+        choices=("none", "sinusoidal", "rope"),
+    ),
     Option(
         "output",
         str,

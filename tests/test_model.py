@@ -261,3 +261,9 @@ def test_moe_aux_loss_reaches_the_model():
     model(torch.randn(2, 5, 32))
     aux = model.aux_loss()
     assert isinstance(aux, torch.Tensor) and aux.requires_grad and aux.item() > 0
+
+
+def test_pos_rope_turns_on_rotary_attention():
+    g = compile("pos = rope\nM A A(rope=false)", **SMALL)
+    ropes = [g[n]["opts"]["rope"] for n in g.mixers() if g[n]["kind"] == "attention"]
+    assert ropes == [True, False]

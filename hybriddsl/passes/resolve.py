@@ -152,6 +152,8 @@ def _settings(stmts: list[Setting], g: Graph):
             model[st.name], spans[st.name] = ms.coerce(val.value), val.span
         if st.name in option_names:
             layer_defaults[st.name] = (val.value, val.span)
+    if model["pos"] == "rope" and "rope" not in layer_defaults:  # rotary positions live inside attention
+        layer_defaults["rope"] = (True, spans["pos"])
     if model["output"] is None:
         model["output"] = "logits" if model["vocab"] else "last"
     if model["output"] == "logits" and not model["vocab"]:
