@@ -68,7 +68,18 @@ def test_compile_pt_roundtrip_through_load(hyb, tmp_path):
     torch.testing.assert_close(hybriddsl.load(tmp_path / "n.pt").eval()(x), again(x))
 
 
-def test_compile_py_is_the_same_model(hyb, tmp_path):
+@pytest.mark.parametrize(
+    "src",
+    [
+        GOOD,
+        "hidden = 32\n[M M | A](mix=concat) FFN",
+        "hidden = 32, vocab = 50\nM A A\ntie A",
+        "hidden = 32, pos = sinusoidal, pre_norm = false, output = sequence, dropout = 0.1\nM A",
+    ],
+)
+def test_compile_py_is_the_same_model(src, tmp_path):
+    hyb = tmp_path / "model.hyb"
+    hyb.write_text(src)
     out = tmp_path / "m.py"
     assert main(["compile", str(hyb), "-o", str(out)]) == 0
     ns: dict = {}
@@ -76,7 +87,8 @@ def test_compile_py_is_the_same_model(hyb, tmp_path):
     gen = ns["Model"]().eval()
     model = hybriddsl.parse_and_build(hyb).eval()
     gen.load_state_dict(model.state_dict())  # same module names: weights load unchanged
-    x = torch.randn(2, 6, 32)
+    s = model.graph.settings
+    x = torch.randint(0, 50, (2, 6)) if s["vocab"] else torch.randn(2, 6, 32)
     torch.testing.assert_close(gen(x), model(x))
 
 

@@ -107,7 +107,7 @@ def resolve_layer(
     if spec.name == "parallel":
         opts["branches"] = [
             [
-                dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)), span=b["span"])
+                dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)))
                 for b in branch
             ]
             for branch in node["branches"]
