@@ -28,7 +28,9 @@ def main() -> None:
     torch.set_num_threads(1)
     group = "M M A(window=128, ffn=false) M GLA FFN M D GD L"  # 10 kinds mixed
     n_groups = args.layers // 10
-    src = f"hidden = {args.hidden}, heads = 4\nmamba.state = 8\n({group})*{n_groups}\nshared A(ffn=false)@5,50,500"
+    n = n_groups * 10
+    where = ",".join(str(p) for p in sorted({max(1, n // 200), max(1, n // 20), max(1, n // 2)}))
+    src = f"hidden = {args.hidden}, heads = 4\nmamba.state = 8\n({group})*{n_groups}\nshared A(ffn=false)@{where}"
     run(syntax.parse("M A GLA D GD L FFN", "warmup"))  # import and registry loading are not compile time
     stages: dict[str, list[float]] = {"parse": [], "passes": [], "lower": [], "total": []}
     for _ in range(args.repeats):

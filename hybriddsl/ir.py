@@ -164,12 +164,15 @@ class Graph:
         new = Graph.__new__(Graph)
         # Built on networkx's own dicts: add_node/add_edges_from cost ~20 us per item, too slow for this hot path.
         g = nx.DiGraph()
+        nodes, succ, pred = g._node, g._succ, g._pred
         for n, d in self.g._node.items():
-            g._node[n] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in d.items()}
-            g._succ[n], g._pred[n] = {}, {}
+            nodes[n] = {k: (dict(v) if type(v) is dict else v) for k, v in d.items()}
+            succ[n] = {}
+            pred[n] = {}
         for u, nbrs in self.g._succ.items():
+            su = succ[u]
             for v, d in nbrs.items():
-                g._succ[u][v] = g._pred[v][u] = dict(d)  # one edge-data dict, seen from both ends
+                su[v] = pred[v][u] = {"port": d["port"]} if len(d) == 1 else dict(d)  # one dict, both ends
         new.g = g
         new.settings = copy.deepcopy(self.settings)
         new.directives = dict(self.directives)
