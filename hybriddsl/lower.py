@@ -171,7 +171,8 @@ class HybridModel(nn.Module):
         """Every layer's state before the first position (recurrent states, conv buffers, KV caches)."""
         p = next(self.parameters())
         device, dtype = device or p.device, dtype or p.dtype
-        state: State = {"pos": torch.zeros((), dtype=torch.long, device=device)}
+        # per-row positions: a stream can restart one row of the batch (hybriddsl.streaming)
+        state: State = {"pos": torch.zeros(batch, dtype=torch.long, device=device)}
         for st in self.plan:
             if st.op == "mixer":
                 state[st.node] = self.blocks[st.key].init_state(batch, device=device, dtype=dtype)
@@ -186,7 +187,7 @@ class HybridModel(nn.Module):
                 r = self.embed(x)
                 y = r
             elif st.op == "pos":
-                r = r + self.pos.table(state["pos"].reshape(1), r.dtype)
+                r = r + self.pos.table(state["pos"], r.dtype)  # [batch, hidden]
             elif st.op == "norm":
                 y = self.blocks[st.key](r)
                 if st.arg:
@@ -204,6 +205,12 @@ class HybridModel(nn.Module):
             elif st.op == "output":
                 return y, new
         return y, new
+
+    def stream(self, batch: int = 1, **kw: Any):
+        """A :class:`hybriddsl.streaming.Stream`: push one frame, get one output, state kept in place."""
+        from hybriddsl.streaming import Stream
+
+        return Stream(self, batch, **kw)
 
     def aux_loss(self) -> torch.Tensor | float:
         """Sum of the auxiliary losses of the last forward (MoE load balancing); add it to the training loss."""

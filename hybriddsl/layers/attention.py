@@ -193,7 +193,9 @@ class Attention(Mixer):
 
     # ---- streaming -----------------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        """KV cache ([batch, kv_heads, 0 or window, head_dim], model dtype) and ``pos`` (int64 scalar)."""
+        """KV cache ([batch, kv_heads, 0 or window, head_dim], model dtype), ``pos`` (int64 scalar: tokens
+        written, which picks the ring slot) and ``row_pos`` ([batch] int64: tokens each row has seen since it
+        was last reset, which gives RoPE positions and masks keys from before a reset)."""
         w = self.q_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
         n = 0 if self.window is None else self.window
@@ -202,36 +204,51 @@ class Attention(Mixer):
             "k": torch.zeros(shape, device=device, dtype=dtype),
             "v": torch.zeros(shape, device=device, dtype=dtype),
             "pos": torch.zeros((), device=device, dtype=torch.int64),
+            "row_pos": torch.zeros(batch, device=device, dtype=torch.int64),
         }
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One token x [batch, hidden] -> y [batch, hidden]; the cache gains it (a ring drops its oldest)."""
+        """One token x [batch, hidden] -> y [batch, hidden]; the cache gains it (a ring drops its oldest).
+
+        A key is visible to row ``i`` when its age (tokens written after it) is at most ``row_pos[i]``, so a
+        row whose state slices were zeroed (``row_pos[i] = 0``, a restarted stream) sees only its own tokens
+        while the other rows of the batch go on: the same outputs as a fresh stream.
+        """
         if not self.causal:
             raise RuntimeError("attention with causal=false cannot run token by token: it reads future tokens")
-        b = x.shape[0]
-        pos = state["pos"]
-        q, k, v = self._qkv(x.unsqueeze(1), pos.reshape(1))  # q [B, heads, 1, d], k/v [B, kv, 1, d]
+        b, d = x.shape[0], self.head_dim
+        pos, row = state["pos"], state["row_pos"]
+        q = self.q_proj(x).view(b, self.heads, 1, d)
+        k = self.k_proj(x).view(b, self.kv_heads, 1, d)
+        v = self.v_proj(x).view(b, self.kv_heads, 1, d)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
+            cos, sin = rope_angles(row, d, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = cos[:, None, None], sin[:, None, None]
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.window is None:
             kc = torch.cat([state["k"], k.to(state["k"].dtype)], dim=2)
             vc = torch.cat([state["v"], v.to(state["v"].dtype)], dim=2)
-            mask = None
+            age = kc.shape[2] - 1 - torch.arange(kc.shape[2], device=x.device)  # entry j was written at step j
         else:
             # Write slot pos % window by a one-hot select: no .item(), no in-place update, constant shapes.
             slots = torch.arange(self.window, device=x.device)
             hit = (slots == pos % self.window)[None, None, :, None]
             kc = torch.where(hit, k.to(state["k"].dtype), state["k"])
             vc = torch.where(hit, v.to(state["v"].dtype), state["v"])
-            mask = (slots <= pos)[None, :]  # [1, window]: slots written so far (all of them once pos >= window-1)
+            age = (pos - slots) % self.window  # 0 for the slot just written; unwritten slots are masked by row
+        mask = (age[None, :] <= row[:, None])[:, None, None, :]  # [batch, 1, 1, keys]
         o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
-        y = self.out_proj(o.reshape(b, self.heads * self.head_dim))
-        return y, {"k": kc, "v": vc, "pos": pos + 1}
+        y = self.out_proj(o.reshape(b, self.heads * d))
+        return y, {"k": kc, "v": vc, "pos": pos + 1, "row_pos": row + 1}
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         """Bytes of K and V cached after ``seq_len`` tokens: ``2 kv_heads head_dim min(seq_len, window)``.
 
         With a window the ring buffer is preallocated at ``window`` entries from the first token; the count
-        here is the live cache, which reaches that size after ``window`` tokens. The 8-byte counter is not
-        counted.
+        here is the live cache, which reaches that size after ``window`` tokens. The int64 position counters
+        are not counted.
         """
         n = seq_len if self.window is None else min(seq_len, self.window)
         return 2 * self.kv_heads * self.head_dim * n * dtype_bytes

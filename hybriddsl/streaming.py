@@ -1,0 +1,333 @@
+"""Real-time streaming: one frame in, one output out, every layer's state kept between frames.
+
+A recurrent layer is a map ``(x_t, s_{t-1}) -> (y_t, s_t)``; running it position by position gives exactly the
+outputs of the parallel forward (the scan / chunked form computes the same recurrence). Attention is the odd
+one out: its "state" is the KV cache, bounded by the sliding window (a fixed ring buffer), or growing by one
+entry per frame without one. So a model that must answer every frame of a 60 fps stream does O(1) work per
+frame instead of re-running the whole window:
+
+    s = model.eval().stream(batch=1)
+    for frame in frames:            # frame: [batch, embed_dim] (or token ids [batch])
+        y = s.push(frame)           # the model's output at this position: [batch, hidden] (or logits)
+
+State lives in preallocated tensors (``Stream.state``, the nested dict of ``HybridModel.init_state``) that
+every ``push`` updates in place with ``copy_``: no new state tensors per frame, so their ``data_ptr``s stay
+put, which is also what a CUDA graph needs (``cuda_graph=True`` replays one captured ``push``). The Python work
+per frame is one call per plan step (one ``step`` per layer), nothing rebuilt.
+
+``reset(i)`` restarts row ``i`` of the batch (its state slices back to the initial state; per-row position
+counters make attention and sinusoidal positions restart too), ``snapshot()`` / ``restore(snap)`` copy the
+state out and back (rollback, checkpoints, beam search) and a snapshot is a plain dict of tensors that
+``torch.save`` writes.
+
+:func:`step_function` is the same step as a pure function of flat tensors, ``(x, *state) -> (y, *new_state)``,
+for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.export`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybriddsl.errors import HybOptionError
+
+State = dict[str, Any]
+
+
+# ------------------------------------------------------------------------------------------------ flat state
+def state_slots(state: State) -> list[tuple[dict, str, str]]:
+    """Every tensor of a (nested) model state as ``(container, key, name)``, in a fixed order.
+
+    ``name`` is ``"pos"`` for the model's counter and ``"<node>.<key>"`` for a layer's tensor.
+    """
+    out: list[tuple[dict, str, str]] = []
+
+    def walk(d: dict, prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                out.append((d, k, prefix + k))
+
+    walk(state, "")
+    return out
+
+
+def flatten_state(state: State) -> tuple[list[str], list[torch.Tensor]]:
+    """(names, tensors) of a model state, in :func:`state_slots` order."""
+    slots = state_slots(state)
+    return [n for _, _, n in slots], [d[k] for d, k, _ in slots]
+
+
+def unflatten_state(template: State, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> State:
+    """A state with ``template``'s structure holding ``tensors`` (in :func:`state_slots` order)."""
+    it = iter(tensors)
+
+    def build(d: dict) -> dict:
+        return {k: build(v) if isinstance(v, dict) else next(it) for k, v in d.items()}
+
+    return build(template)
+
+
+class StepFunction(nn.Module):
+    """``forward(x, *state) -> (y, *new_state)``: one position of ``model`` on flat state tensors.
+
+    x: [batch, embed_dim] (or [batch] ids); state: the tensors of ``model.init_state(batch)`` in
+    :func:`flatten_state` order. A pure function (no mutation), as ``torch.export`` wants it.
+    """
+
+    def __init__(self, model: nn.Module, template: State):
+        super().__init__()
+        self.model = model
+        self.template = {k: v for k, v in template.items()}  # structure only; tensors are never read
+        self.names = flatten_state(template)[0]
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        y, new = self.model.step(x, unflatten_state(self.template, state))
+        return (y, *flatten_state(new)[1])
+
+
+def step_function(model: nn.Module, batch: int = 1) -> tuple[StepFunction, list[torch.Tensor]]:
+    """The model's step as a pure flat-tensor module, and the initial state tensors for ``batch`` rows."""
+    state = model.init_state(batch)
+    return StepFunction(model, state), flatten_state(state)[1]
+
+
+def growing_state(model: nn.Module, batch: int = 1) -> list[str]:
+    """Names of state tensors whose shape changes from one position to the next (a KV cache without a
+    window, a custom layer that recomputes on its prefix). Empty when the state has a fixed shape."""
+    state = model.init_state(batch)
+    p = next(model.parameters())
+    x = torch.zeros(batch, dtype=torch.long, device=p.device) if model.vocab else p.new_zeros(batch, model.embed_dim)
+    with torch.no_grad():
+        _, new = model.step(x, state)
+    names, before = flatten_state(state)
+    after = flatten_state(new)[1]
+    return [n for n, a, b in zip(names, before, after) if a.shape != b.shape]
+
+
+# ------------------------------------------------------------------------------------------------ Stream
+class Stream:
+    """A batch of ``batch`` live streams through ``model`` (see the module docstring).
+
+    ``push(frame)``: frame [batch, embed_dim] (or [batch] ids) -> the output at this position, [batch, hidden]
+    (or [batch, vocab] logits). ``compile=True`` (or a ``torch.compile`` mode string) runs the step through
+    ``torch.compile``; ``cuda_graph=True`` (CUDA only) captures one ``push`` into a CUDA graph and replays it.
+    Both need a fixed-shape state (every attention layer with a window).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch: int = 1,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        compile: bool | str = False,
+        cuda_graph: bool = False,
+    ):
+        if not isinstance(batch, int) or batch < 1:
+            raise HybOptionError(f"stream batch must be a positive integer, got {batch!r}")
+        if model.training:
+            raise HybOptionError("call model.eval() before streaming (dropout would differ from frame to frame)")
+        self.model, self.batch = model, batch
+        p = next(model.parameters())
+        self.device = torch.device(device) if device is not None else p.device
+        self.dtype = dtype or p.dtype
+        with torch.no_grad():
+            self.state: State = model.init_state(batch, device=self.device, dtype=self.dtype)
+            self._fresh = flatten_state(model.init_state(1, device=self.device, dtype=self.dtype))[1]
+        self._slots = state_slots(self.state)
+        self.names = [n for _, _, n in self._slots]
+        self.frames = 0  # frames pushed since the last full reset
+        self._prog = self._program()
+        self._compiled = None
+        self._graph: Any = None
+        if compile or cuda_graph:
+            grow = growing_state(model, 1)
+            if grow:
+                raise HybOptionError(
+                    "compile/cuda_graph streaming needs a fixed-shape state, but these grow every frame: "
+                    + ", ".join(grow)
+                    + " (give attention a window, or use the eager stream)"
+                )
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._compiled = torch.compile(self._functional_push, mode=mode, dynamic=False)
+        if cuda_graph:
+            if not torch.cuda.is_available() or self.device.type != "cuda":
+                raise HybOptionError("cuda_graph=True needs the model on a CUDA device")
+            self._capture()
+
+    # ---- the per-frame program --------------------------------------------------------------------------
+    def _program(self) -> list[tuple]:
+        """The model's plan with modules, flags and state dicts looked up once."""
+        m = self.model
+        prog: list[tuple] = []
+        for st in m.plan:
+            mod = m.blocks[st.key] if st.key else None
+            if st.op == "in_proj":
+                prog.append(("in_proj", m.embed, None))
+            elif st.op == "pos":
+                prog.append(("pos", m.pos, self.state["pos"]))
+            elif st.op in ("norm", "add_norm"):
+                prog.append((st.op, mod, bool(st.arg)))
+            elif st.op == "mixer":
+                prog.append(("mixer", mod.step, (st.arg == "y", self.state[st.node])))
+            elif st.op == "head":
+                prog.append(("head", m.head, None))
+            elif st.op == "add":
+                prog.append(("add", None, None))
+            elif st.op == "output":
+                prog.append(("output", None, None))
+                break
+        return prog
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        """One position, eager: one call per plan step; new state copied into the state tensors."""
+        from hybriddsl.lower import _add_norm
+
+        r = y = x
+        for op, fn, arg in self._prog:
+            if op == "mixer":
+                read_y, st = arg
+                y, new = fn(y if read_y else r, st)
+                for k, buf in st.items():
+                    t = new[k]
+                    if t is not buf:
+                        if t.shape == buf.shape:
+                            buf.copy_(t)
+                        else:  # a growing cache (attention without a window): it cannot stay in place
+                            st[k] = t
+            elif op == "add":
+                r = r + y
+            elif op == "norm":
+                y = fn(r)
+                if arg:
+                    r = y
+            elif op == "add_norm":
+                y, r = _add_norm(y, r, fn)
+                if arg:
+                    r = y
+            elif op == "in_proj":
+                r = y = fn(x)
+            elif op == "pos":
+                r = r + fn.table(arg, r.dtype)
+            elif op == "head":
+                y = fn(y)
+            else:  # output
+                break
+        self.state["pos"].add_(1)
+        return y
+
+    def _functional_push(self, x: torch.Tensor, *bufs: torch.Tensor) -> torch.Tensor:
+        """The step on flat state with in-place write-back: what torch.compile traces."""
+        y, new = self.model.step(x, unflatten_state(self.state, bufs))
+        for buf, t in zip(bufs, flatten_state(new)[1]):
+            buf.copy_(t)
+        return y
+
+    def _capture(self) -> None:
+        """Capture one push into a CUDA graph over static input and state buffers (state restored after)."""
+        snap = self.snapshot()
+        p = next(self.model.parameters())
+        if self.model.vocab:
+            self._static_x = torch.zeros(self.batch, dtype=torch.long, device=self.device)
+        else:
+            self._static_x = torch.zeros(self.batch, self.model.embed_dim, device=self.device, dtype=p.dtype)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.no_grad():  # warm-up: lazy inits, autotuning, allocator
+            for _ in range(3):
+                self._run(self._static_x)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph):
+            self._static_y = self._run(self._static_x)
+        self._graph = graph
+        self.restore(snap)
+
+    # ---- public API ------------------------------------------------------------------------------------
+    def _check(self, frame: torch.Tensor) -> torch.Tensor:
+        if not isinstance(frame, torch.Tensor):
+            raise HybOptionError(f"push takes a tensor, got {type(frame).__name__}")
+        if self.model.vocab:
+            want = (self.batch,)
+            if tuple(frame.shape) != want or frame.is_floating_point():
+                raise HybOptionError(f"push takes token ids of shape {list(want)}, got {list(frame.shape)}")
+            return frame.to(self.device)
+        want = (self.batch, self.model.embed_dim)
+        if tuple(frame.shape) != want:
+            raise HybOptionError(f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}")
+        return frame.to(self.device, next(self.model.parameters()).dtype)
+
+    def push(self, frame: torch.Tensor) -> torch.Tensor:
+        """Feed one position; returns the model's output there ([batch, hidden], or [batch, vocab] logits)."""
+        x = self._check(frame)
+        with torch.no_grad():
+            if self._graph is not None:
+                self._static_x.copy_(x)
+                self._graph.replay()
+                y = self._static_y.clone()  # the static output buffer is overwritten by the next replay
+            elif self._compiled is not None:
+                y = self._compiled(x, *[d[k] for d, k, _ in self._slots])
+            else:
+                y = self._run(x)
+        self.frames += 1
+        return y
+
+    def reset(self, i: int | None = None) -> None:
+        """Restart every stream (``i=None``) or only row ``i``: its state slices go back to the initial state
+        while the other rows continue. Shared counters (attention's ring slot) keep going."""
+        with torch.no_grad():
+            if i is None:
+                fresh = flatten_state(self.model.init_state(self.batch, device=self.device, dtype=self.dtype))[1]
+                for (d, k, _), f in zip(self._slots, fresh):
+                    if d[k].shape == f.shape:
+                        d[k].copy_(f)
+                    else:
+                        d[k] = f
+                self.frames = 0
+                return
+            if not isinstance(i, int) or not 0 <= i < self.batch:
+                raise HybOptionError(f"reset row must be in 0..{self.batch - 1}, got {i!r}")
+            if any(getattr(m, "_own_step", True) is False for m in self.model.modules()):
+                raise HybOptionError(
+                    "a custom layer without its own step recomputes on a prefix shared by the batch: "
+                    "reset() all rows, or give the layer init_state/step"
+                )
+            for (d, k, _), f in zip(self._slots, self._fresh):
+                t = d[k]
+                if t.dim() == 0:  # a counter shared by the batch
+                    continue
+                if t.shape[1:] == f.shape[1:]:
+                    t[i].copy_(f[0])
+                else:  # a grown cache: zero the row; per-row positions mask its old entries
+                    t[i].zero_()
+
+    def snapshot(self) -> State:
+        """A copy of the state (nested dict of tensors, plus ``frames``); ``torch.save`` writes it."""
+        names, tensors = flatten_state(self.state)
+        return {"frames": self.frames, "state": {n: t.clone() for n, t in zip(names, tensors)}}
+
+    def restore(self, snap: State) -> None:
+        """Put a :meth:`snapshot` back (in place: the state tensors keep their storage where shapes allow)."""
+        saved = snap.get("state") if isinstance(snap, dict) else None
+        if not isinstance(saved, dict) or set(saved) != set(self.names):
+            raise HybOptionError("restore takes a snapshot() of a stream of the same model")
+        with torch.no_grad():
+            for d, k, n in self._slots:
+                src = saved[n]
+                if d[k].shape == src.shape:
+                    d[k].copy_(src)
+                elif self._graph is not None or self._compiled is not None:
+                    raise HybOptionError(f"snapshot state '{n}' has shape {list(src.shape)}, want {list(d[k].shape)}")
+                else:
+                    d[k] = src.clone().to(d[k].device)
+        self.frames = int(snap.get("frames", 0))
+
+    def data_ptrs(self) -> list[int]:
+        """Storage addresses of the state tensors (constant across frames for a fixed-shape state)."""
+        return [d[k].data_ptr() for d, k, _ in self._slots]
