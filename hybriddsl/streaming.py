@@ -260,7 +260,9 @@ class Stream:
             return frame.to(self.device)
         want = (self.batch, self.model.embed_dim)
         if tuple(frame.shape) != want:
-            raise HybOptionError(f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}")
+            raise HybOptionError(
+                f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}"
+            )
         return frame.to(self.device, next(self.model.parameters()).dtype)
 
     def push(self, frame: torch.Tensor) -> torch.Tensor:

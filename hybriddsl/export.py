@@ -1,0 +1,119 @@
+"""Deployment: the streaming step (and optionally the parallel forward) through ``torch.export``.
+
+The step is exported as a pure function of flat tensors (:class:`hybriddsl.streaming.StepFunction`)::
+
+    (x [batch, embed_dim] or ids [batch], *state) -> (y [batch, ...], *new_state)
+
+with ``state`` the tensors of ``model.init_state(batch)`` in :func:`hybriddsl.streaming.flatten_state` order.
+The ``.pt2`` file carries ``hybriddsl.json`` (``torch.export.load(..., extra_files=...)``): the state tensors'
+names, shapes and dtypes (all zeros at the start), the input shape and the ``.hyb`` source, so a runtime with
+no hybriddsl can allocate the state and drive the loop. A state must have a fixed shape to be exported: every
+attention layer needs a window (a growing KV cache changes shape every frame).
+
+``--forward`` also writes ``<name>.forward.pt2``: ``forward(x [batch, seq, embed_dim])`` with a dynamic
+``seq`` where the model allows it (static at ``seq_len`` otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hybriddsl.errors import HybOptionError
+from hybriddsl.fileio import atomic_path
+from hybriddsl.streaming import flatten_state, growing_state, step_function
+
+META = "hybriddsl.json"
+
+
+def _example_frame(model: nn.Module, batch: int) -> torch.Tensor:
+    p = next(model.parameters())
+    if model.vocab:
+        return torch.zeros(batch, dtype=torch.long, device=p.device)
+    return torch.randn(batch, model.embed_dim, device=p.device, dtype=p.dtype)
+
+
+def step_metadata(model: nn.Module, batch: int) -> dict[str, Any]:
+    """What a runtime needs to drive the exported step: input and state layout, and the model's source."""
+    names, tensors = flatten_state(model.init_state(batch))
+    x = _example_frame(model, batch)
+    return {
+        "format": "hybriddsl-step/1",
+        "batch": batch,
+        "input": {"shape": list(x.shape), "dtype": str(x.dtype)},
+        "state": [{"name": n, "shape": list(t.shape), "dtype": str(t.dtype)} for n, t in zip(names, tensors)],
+        "outputs": ["y"] + [f"new.{n}" for n in names],
+        "source": getattr(model, "hyb_source", None),
+    }
+
+
+def export_step(model: nn.Module, batch: int = 1) -> torch.export.ExportedProgram:
+    """``torch.export`` of one streaming position: ``(x, *state) -> (y, *new_state)`` at a fixed ``batch``."""
+    if batch < 1:
+        raise HybOptionError(f"export batch must be >= 1, got {batch}")
+    grow = growing_state(model, batch)
+    if grow:
+        raise HybOptionError(
+            "the step cannot be exported: these state tensors grow every frame: "
+            + ", ".join(grow)
+            + " (give every attention layer a window, e.g. attention.window = 60)"
+        )
+    fn, state = step_function(model.eval(), batch)
+    with torch.no_grad():
+        return torch.export.export(fn, (_example_frame(model, batch), *state), strict=False)
+
+
+def export_forward(model: nn.Module, batch: int = 1, seq: int | None = None) -> torch.export.ExportedProgram:
+    """``torch.export`` of the parallel forward on [batch, seq, embed_dim] (or ids [batch, seq]).
+
+    ``seq`` defaults to the model's ``seq_len`` setting (or 64); the sequence dim is exported as dynamic
+    when the model's ops allow it and static otherwise.
+    """
+    settings = getattr(getattr(model, "graph", None), "settings", {}) or {}
+    seq = seq or settings.get("seq_len") or 64
+    p = next(model.parameters())
+    if model.vocab:
+        x = torch.zeros(batch, seq, dtype=torch.long, device=p.device)
+    else:
+        x = torch.randn(batch, seq, model.embed_dim, device=p.device, dtype=p.dtype)
+    model.eval()
+    with torch.no_grad():
+        try:
+            return torch.export.export(model, (x,), dynamic_shapes=({1: torch.export.Dim.AUTO},), strict=False)
+        except Exception:  # a data-dependent length somewhere: a static export still serves fixed windows
+            return torch.export.export(model, (x,), strict=False)
+
+
+def save_step(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
+    """Write the exported step to ``path`` (.pt2, atomically) with :data:`META` inside; returns the path."""
+    ep = export_step(model, batch)
+    with atomic_path(path) as tmp:
+        torch.export.save(ep, tmp, extra_files={META: json.dumps(step_metadata(model, batch))})
+    return Path(path)
+
+
+def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | None = None) -> Path:
+    """Write the exported parallel forward to ``path`` (.pt2, atomically)."""
+    ep = export_forward(model, batch, seq)
+    with atomic_path(path) as tmp:
+        torch.export.save(ep, tmp)
+    return Path(path)
+
+
+def load_step(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
+    """(program, metadata) of a file written by :func:`save_step`."""
+    extra = {META: ""}
+    ep = torch.export.load(path, extra_files=extra)
+    return ep, json.loads(extra[META]) if extra[META] else {}
+
+
+def initial_state(meta: dict[str, Any], device: torch.device | str | None = None) -> list[torch.Tensor]:
+    """Zero state tensors as the metadata describes them (the model's initial state is all zeros)."""
+    return [
+        torch.zeros(s["shape"], dtype=getattr(torch, s["dtype"].removeprefix("torch.")), device=device)
+        for s in meta["state"]
+    ]
