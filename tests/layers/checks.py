@@ -11,6 +11,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from hybriddsl.kernels.dispatch import backend
+from hybriddsl.kernels.testing import TOLERANCE, assert_close
+
 
 def run_steps(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Feed x [batch, seq, hidden] one token at a time through layer.step; returns [batch, seq, hidden]."""
@@ -22,9 +25,7 @@ def run_steps(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.stack(ys, 1)
 
 
-def check_step_matches_forward(
-    layer: nn.Module, hidden: int, seq: int = 37, batch: int = 2, atol: float = 1e-4
-):
+def check_step_matches_forward(layer: nn.Module, hidden: int, seq: int = 37, batch: int = 2, atol: float = 1e-4):
     """step() over a sequence equals forward() on it (fp32, eval mode)."""
     torch.manual_seed(0)
     layer = layer.float().eval()
@@ -121,3 +122,53 @@ def check_trains(
     start = sum(losses[:5]) / 5
     end = sum(losses[-10:]) / 10
     assert end < ratio * start, f"loss {start:.3f} -> {end:.3f} did not fall below {ratio} x start"
+
+
+def randomize(m: nn.Module, std: float = 0.3, keep: tuple[str, ...] = ()) -> nn.Module:
+    """Move every parameter (but those named in ``keep``) off its initial value, so that a reference written from
+    the raw weights is compared on weights where a mistake shows (norm weights away from 1, biases from 0)."""
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n not in keep:
+                p.add_(torch.randn_like(p) * std)
+    return m
+
+
+def grads_vs_reference(
+    m: nn.Module, reference: Callable[[nn.Module, torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(got, ref): gradients of the input "x" and every parameter, through the layer's forward and through
+    ``reference(m, x)`` (a float64 loop), for the same random weighting of the outputs."""
+    x = x.detach().requires_grad_(True)
+    w = torch.randn(x.shape[:-1] + (m(x).shape[-1],), dtype=x.dtype)
+    m.zero_grad()
+    (m(x) * w).sum().backward()
+    got = {"x": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
+    m.zero_grad()
+    x.grad = None
+    out = reference(m, x)
+    out = out[0] if isinstance(out, tuple) else out
+    (out * w.double()).sum().backward()
+    ref = {"x": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
+    return got, ref
+
+
+def check_triton_path(m: nn.Module, hidden: int, seq: int = 21) -> None:
+    """The layer's forward and backward through the Triton kernels (CPU interpreter here, the GPU on CUDA)
+    equal those through the PyTorch path: the layer hands the kernels tensors they accept."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    m = m.to(dev)
+    x = torch.randn(2, seq, hidden, device=dev, requires_grad=True)
+    runs = []
+    for name in ("reference", "triton"):
+        m.zero_grad()
+        x.grad = None
+        with backend(name):
+            y = m(x)
+            y.pow(2).sum().backward()
+        runs.append(
+            {"out": y.detach(), "x.grad": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
+        )
+    for key, ref in runs[0].items():
+        ratio = TOLERANCE[torch.float32]["out" if key == "out" else "grad"]
+        assert_close(key, ref, runs[1][key], ratio)

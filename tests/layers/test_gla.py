@@ -7,7 +7,6 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl import registry
-from hybriddsl.kernels.dispatch import backend
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from hybriddsl.layers.gla import GLA, SPEC, gla_flops
 from tests.layers.checks import (
@@ -16,36 +15,10 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    check_triton_path,
+    grads_vs_reference,
+    randomize,
 )
-
-
-def randomize(m: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Move every parameter off its initial value (norm weights away from 1, biases from 0)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
-
-
-def check_triton_path(m: torch.nn.Module, hidden: int, seq: int = 21) -> None:
-    """The layer's forward and backward through the Triton kernels (CPU interpreter here, the GPU on CUDA)
-    equal those through the PyTorch path: the layer hands the kernels tensors they accept."""
-    dev = "cuda" if torch.cuda.is_available() else "cpu"
-    m = m.to(dev)
-    x = torch.randn(2, seq, hidden, device=dev, requires_grad=True)
-    runs = []
-    for name in ("reference", "triton"):
-        m.zero_grad()
-        x.grad = None
-        with backend(name):
-            y = m(x)
-            y.pow(2).sum().backward()
-        runs.append(
-            {"out": y.detach(), "x.grad": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
-        )
-    for key, ref in runs[0].items():
-        ratio = TOLERANCE[torch.float32]["out" if key == "out" else "grad"]
-        assert_close(key, ref, runs[1][key], ratio)
 
 
 def reference(m: GLA, x: torch.Tensor) -> torch.Tensor:
@@ -118,15 +91,9 @@ def test_gradcheck(opts):
 def test_gradients_match_reference():
     """Gradients of the real (float32 kernel) forward equal those of the float64 loop reference."""
     torch.manual_seed(0)
-    m = randomize(GLA(16, heads=2, rank=4))
-    x = torch.randn(2, 19, 16)
-    w = torch.randn(2, 19, 16)
-    (m(x) * w).sum().backward()
-    got = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    (reference(m, x) * w.double()).sum().backward()
-    for n, p in m.named_parameters():
-        assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+    got, ref = grads_vs_reference(randomize(GLA(16, heads=2, rank=4)), reference, torch.randn(2, 19, 16))
+    for n in got:
+        assert_close(n, ref[n], got[n], TOLERANCE[torch.float32]["grad"])
 
 
 def test_triton_path_matches_torch_path():

@@ -18,17 +18,15 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    check_triton_path,
+    grads_vs_reference,
 )
-from tests.layers.test_gla import check_triton_path
+from tests.layers.checks import randomize as randomize_all
 
 
 def randomize(m: GriffinBlock, std: float = 0.3) -> GriffinBlock:
-    """Move every weight and bias off its initial value (Λ is kept: it sets the decays)."""
-    with torch.no_grad():
-        for n, p in m.named_parameters():
-            if n != "lam":
-                p.add_(torch.randn_like(p) * std)
-    return m
+    """Every weight and bias off its initial value; Λ is kept (it sets the decays)."""
+    return randomize_all(m, std, keep=("lam",))
 
 
 def reference(m: GriffinBlock, x: torch.Tensor) -> torch.Tensor:
@@ -113,14 +111,9 @@ def test_shared_checks(opts):
 def test_gradients_match_reference():
     """Gradients of the real forward (float32 scan) equal those of the float64 loop reference."""
     torch.manual_seed(0)
-    m = randomize(GriffinBlock(16, width=12))
-    x, w = torch.randn(2, 23, 16), torch.randn(2, 23, 16)
-    (m(x) * w).sum().backward()
-    got = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    (reference(m, x) * w.double()).sum().backward()
-    for n, p in m.named_parameters():
-        assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+    got, ref = grads_vs_reference(randomize(GriffinBlock(16, width=12)), reference, torch.randn(2, 23, 16))
+    for n in got:
+        assert_close(n, ref[n], got[n], TOLERANCE[torch.float32]["grad"])
 
 
 def test_triton_path_matches_torch_path():

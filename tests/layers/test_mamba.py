@@ -18,16 +18,10 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    grads_vs_reference,
+    randomize,
     run_steps,
 )
-
-
-def randomize(m: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Move every parameter off its initial value (D away from 1, biases from their init)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
 
 
 def lin(layer: torch.nn.Linear, z: torch.Tensor, bias: bool = True) -> torch.Tensor:
@@ -101,15 +95,7 @@ def test_matches_loop_reference(opts):
 def test_gradients_match_loop_reference():
     """Autograd through the layer (float32 kernels) equals autograd through the float64 loop."""
     torch.manual_seed(1)
-    m = randomize(Mamba(16, state=4, dt_rank=2))
-    x = torch.randn(2, 19, 16, requires_grad=True)
-    w = torch.randn(2, 19, 16)
-    (m(x) * w).sum().backward()
-    got = {"x": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
-    m.zero_grad()
-    x.grad = None
-    (reference(m, x)[0] * w.double()).sum().backward()
-    ref = {"x": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+    got, ref = grads_vs_reference(randomize(Mamba(16, state=4, dt_rank=2)), reference, torch.randn(2, 19, 16))
     for n, g in got.items():
         err = (g.double() - ref[n].double()).abs().max().item()
         assert err <= 1e-3 * ref[n].abs().max().item() + 1e-6, f"grad {n}: max error {err:.2e}"

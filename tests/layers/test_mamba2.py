@@ -19,15 +19,9 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    grads_vs_reference,
+    randomize,
 )
-
-
-def randomize(m: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Move every parameter off its initial value (D and the norm weight away from 1, biases from 0)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
 
 
 def lin(layer: torch.nn.Linear, z: torch.Tensor) -> torch.Tensor:
@@ -109,15 +103,7 @@ def test_matches_loop_reference(opts):
 def test_gradients_match_loop_reference():
     """Autograd through the layer (float32 kernels) equals autograd through the float64 loop."""
     torch.manual_seed(1)
-    m = randomize(Mamba2(8, state=4, head_dim=4, groups=2))
-    x = torch.randn(2, 19, 8, requires_grad=True)
-    w = torch.randn(2, 19, 8)
-    (m(x) * w).sum().backward()
-    got = {"x": x.grad.clone(), **{n: p.grad.clone() for n, p in m.named_parameters()}}
-    m.zero_grad()
-    x.grad = None
-    (reference(m, x)[0] * w.double()).sum().backward()
-    ref = {"x": x.grad, **{n: p.grad for n, p in m.named_parameters()}}
+    got, ref = grads_vs_reference(randomize(Mamba2(8, state=4, head_dim=4, groups=2)), reference, torch.randn(2, 19, 8))
     for n, g in got.items():
         err = (g.double() - ref[n].double()).abs().max().item()
         assert err <= 1e-3 * ref[n].abs().max().item() + 1e-6, f"grad {n}: max error {err:.2e}"
@@ -191,9 +177,7 @@ def test_spec_and_bad_options():
     assert SPEC.letter == "M2" and SPEC.recurrent
     v = SPEC.validate
     assert v(SPEC.defaults(), 64) is None
-    assert v({"head_dim": 48}, 64) == (
-        "head_dim (48) must divide the inner width expand * hidden = 2 * 64 = 128"
-    )
+    assert v({"head_dim": 48}, 64) == ("head_dim (48) must divide the inner width expand * hidden = 2 * 64 = 128")
     assert v({"head_dim": 16, "groups": 3}, 64) == (
         "groups (3) must divide the number of heads expand * hidden / head_dim = 8"
     )

@@ -16,18 +16,12 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    check_triton_path,
+    grads_vs_reference,
+    randomize,
 )
-from tests.layers.test_gla import check_triton_path
 
 TMIX, CMIX = SPECS
-
-
-def randomize(m: torch.nn.Module, std: float = 0.3) -> torch.nn.Module:
-    """Move every parameter off its initial value (the zero-initialized LoRA halves included)."""
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * std)
-    return m
 
 
 def reference_tmix(m: RWKV6TimeMix, x: torch.Tensor) -> torch.Tensor:
@@ -156,13 +150,9 @@ def test_gradients_match_reference():
     """Gradients of the real (float32 kernel) forward equal those of the float64 loop reference."""
     torch.manual_seed(0)
     m = randomize(RWKV6TimeMix(16, head_size=8, mix_rank=4, decay_rank=4), std=0.2)
-    x, w = torch.randn(2, 21, 16), torch.randn(2, 21, 16)
-    (m(x) * w).sum().backward()
-    got = {n: p.grad.clone() for n, p in m.named_parameters()}
-    m.zero_grad()
-    (reference_tmix(m, x) * w.double()).sum().backward()
-    for n, p in m.named_parameters():
-        assert_close(n, p.grad, got[n], TOLERANCE[torch.float32]["grad"])
+    got, ref = grads_vs_reference(m, reference_tmix, torch.randn(2, 21, 16))
+    for n in got:
+        assert_close(n, ref[n], got[n], TOLERANCE[torch.float32]["grad"])
 
 
 def test_triton_path_matches_torch_path():
