@@ -26,6 +26,9 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -333,3 +336,163 @@ class Stream:
     def data_ptrs(self) -> list[int]:
         """Storage addresses of the state tensors (constant across frames for a fixed-shape state)."""
         return [d[k].data_ptr() for d, k, _ in self._slots]
+
+
+# ------------------------------------------------------------------------------------------------ latency
+def frame_latencies(push: Callable[[torch.Tensor], Any], frames: torch.Tensor, warmup: int) -> list[float]:
+    """Seconds per ``push(frame)`` call over ``frames`` [n, ...] (cycled), after ``warmup`` untimed calls."""
+    n = frames.shape[0]
+    for i in range(warmup):
+        push(frames[i % n])
+    out = []
+    clock = time.perf_counter
+    for i in range(n):
+        t0 = clock()
+        push(frames[i])
+        out.append(clock() - t0)
+    return out
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """The q-quantile (0..1) of xs, nearest rank."""
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def latency_table(
+    model: nn.Module,
+    *,
+    window: int,
+    threads: tuple[int, ...] = (1, 2),
+    frames: int = 3000,
+    rerun_frames: int = 200,
+    warmup: int = 200,
+    compile: bool = False,
+    fps_batch: int = 64,
+) -> list[dict[str, Any]]:
+    """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
+    and frames per second at ``fps_batch``. One dict per row: threads, batch, mode, p50_ms, p99_ms, fps, and
+    for streams ``state_in_place`` (same data_ptrs after every frame) and ``rss_growth_mb``."""
+    model.eval()
+    p = next(model.parameters())
+    dev = p.device
+
+    def inputs(b: int, n: int) -> torch.Tensor:
+        if model.vocab:
+            return torch.randint(0, model.vocab, (n, b), device=dev)
+        return torch.randn(n, b, model.embed_dim, device=dev, dtype=p.dtype)
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    rows: list[dict[str, Any]] = []
+    old_threads = torch.get_num_threads()
+    streams = {"stream": Stream(model, 1)}
+    if compile:
+        streams["stream-compiled"] = Stream(model, 1, compile=True)
+    try:
+        for nt in threads:
+            torch.set_num_threads(nt)
+            xs = inputs(1, frames)
+            for mode, s in streams.items():
+                push = lambda f, s=s: (s.push(f), sync())  # noqa: E731
+                frame_latencies(push, xs[:warmup], 0)  # warm-up first: allocator and caches settle
+                ptrs, rss0 = s.data_ptrs(), rss_bytes()
+                lat = frame_latencies(push, xs, 0)
+                rows.append(
+                    {
+                        "threads": nt,
+                        "batch": 1,
+                        "mode": mode,
+                        "frames": frames,
+                        "p50_ms": percentile(lat, 0.5) * 1e3,
+                        "p99_ms": percentile(lat, 0.99) * 1e3,
+                        "fps": 1 / percentile(lat, 0.5),
+                        "state_in_place": s.data_ptrs() == ptrs,
+                        "rss_growth_mb": (rss_bytes() - rss0) / 2**20,
+                    }
+                )
+            buf = inputs(1, window).transpose(0, 1).contiguous()  # [1, window, ...]
+
+            def rerun(f: torch.Tensor) -> None:
+                nonlocal buf
+                buf = torch.cat([buf[:, 1:], f.unsqueeze(1)], 1)  # the last `window` frames
+                with torch.inference_mode():
+                    model(buf)
+                sync()
+
+            lat = frame_latencies(rerun, xs[:rerun_frames], min(warmup, 20))
+            rows.append(
+                {
+                    "threads": nt,
+                    "batch": 1,
+                    "mode": f"rerun-{window}",
+                    "frames": rerun_frames,
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "fps": 1 / percentile(lat, 0.5),
+                }
+            )
+            # throughput at a large batch: frames (rows x pushes) per second
+            s = Stream(model, fps_batch)
+            xb = inputs(fps_batch, 100)
+            lat = frame_latencies(lambda f, s=s: (s.push(f), sync()), xb, 10)
+            rows.append(
+                {
+                    "threads": nt,
+                    "batch": fps_batch,
+                    "mode": "stream",
+                    "frames": 100,
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "fps": fps_batch / percentile(lat, 0.5),
+                }
+            )
+            wb = inputs(fps_batch, window).transpose(0, 1).contiguous()
+            with torch.inference_mode():
+                lat = frame_latencies(lambda f, wb=wb: (model(wb), sync()), xb[:3], 1)
+            rows.append(
+                {
+                    "threads": nt,
+                    "batch": fps_batch,
+                    "mode": f"rerun-{window}",
+                    "frames": 3,
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "fps": fps_batch / percentile(lat, 0.5),
+                }
+            )
+    finally:
+        torch.set_num_threads(old_threads)
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown table of :func:`latency_table` rows, with the speed-up of streaming over the re-run."""
+    ref = {(r["threads"], r["batch"]): r for r in rows if r["mode"].startswith("rerun")}
+    lines = [
+        "| threads | batch | mode | p50 ms/frame | p99 ms/frame | frames/s | vs re-run (p50) | state in place |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base = ref.get((r["threads"], r["batch"]))
+        speed = f"{base['p50_ms'] / r['p50_ms']:.1f}x" if base and not r["mode"].startswith("rerun") else ""
+        place = r.get("state_in_place")
+        place = "" if place is None else ("yes" if place else "NO")
+        if place and r["batch"] == 1:
+            place += f" (RSS {r['rss_growth_mb']:+.1f} MB over {r['frames']} frames)"
+        lines.append(
+            f"| {r['threads']} | {r['batch']} | {r['mode']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+            f"{r['fps']:,.0f} | {speed} | {place} |"
+        )
+    return "\n".join(lines)

@@ -1,4 +1,8 @@
-"""``hybdsl bench FILE``: forward and forward+backward throughput of the compiled model on this device."""
+"""``hybdsl bench FILE``: forward and forward+backward throughput of the compiled model on this device.
+
+``--stream``: per-frame latency table instead: ``model.stream()`` (one frame in, one output out) against
+re-running the last ``seq_len`` frames each frame, at batch 1 per thread count, and frames/s at ``--batch``.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,10 @@ def add_parser(sub) -> None:
         help="kernel backend (auto: Triton on CUDA, PyTorch reference on CPU)",
     )
     p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--stream", action="store_true", help="per-frame streaming latency table (see hybriddsl.streaming)")
+    p.add_argument("--frames", type=int, default=2000, help="--stream: timed frames per row (default 2000)")
+    p.add_argument("--threads", default="1,2", help="--stream: CPU thread counts, comma separated (default 1,2)")
+    p.add_argument("--compile", action="store_true", help="--stream: also time the torch.compile'd step")
     p.set_defaults(func=run)
 
 
@@ -51,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
             )
     dtype = getattr(torch, args.dtype)
     model = api.parse_and_build(source_arg(args), device=device, dtype=dtype, **overrides(args))
+    if args.stream:
+        return run_stream(args, model)
     g = model.graph
     s = g.settings
     if s["vocab"]:
@@ -90,4 +100,32 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"forward           {tf * 1e3:9.2f} ms   {tokens / tf:12,.0f} tokens/s")
     print(f"forward+backward  {tb * 1e3:9.2f} ms   {tokens / tb:12,.0f} tokens/s")
+    return 0
+
+
+def run_stream(args: argparse.Namespace, model) -> int:
+    """The streaming latency table (rows of hybriddsl.streaming.latency_table) for this file's model."""
+    from hybriddsl.streaming import format_table, growing_state, latency_table
+
+    try:
+        threads = tuple(int(t) for t in args.threads.split(","))
+    except ValueError:
+        raise HybOptionError(f"--threads takes comma-separated integers, got '{args.threads}'") from None
+    if args.frames < 1 or any(t < 1 for t in threads):
+        raise HybOptionError("--frames and every --threads value must be at least 1")
+    if args.compile and growing_state(model):
+        raise HybOptionError("--compile needs a fixed-shape state: give every attention layer a window")
+    window = model.graph.settings.get("seq_len") or args.seq
+    rows = latency_table(
+        model.eval(),
+        window=window,
+        threads=threads,
+        frames=args.frames,
+        rerun_frames=min(args.frames, 100),
+        warmup=min(args.frames, 200),
+        compile=args.compile,
+        fps_batch=args.batch,
+    )
+    print(f"model: {model.graph.totals['params']:,} parameters, re-run window {window} frames, {args.dtype}")
+    print(format_table(rows))
     return 0
