@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from hybriddsl.kernels.add_norm.reference import add_norm_reference, naive_add_norm
+from hybriddsl.kernels.checks import check_floating
 from hybriddsl.kernels.dispatch import use_triton
 
 __all__ = ["add_norm", "add_norm_reference", "naive_add_norm", "MAX_TRITON_DIM"]
@@ -22,8 +23,7 @@ def _check(x, residual, weight, bias, norm) -> None:
         raise ValueError(f"add_norm: norm must be 'rms' or 'layer', got {norm!r}")
     if x.dim() == 0 or x.shape[-1] == 0:
         raise ValueError(f"add_norm: x must be [..., D] with D >= 1, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"add_norm: x must be floating point, got {x.dtype}")
+    check_floating("add_norm", {"x": x})
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"add_norm: residual {tuple(residual.shape)} must match x {tuple(x.shape)}")
     d = x.shape[-1]

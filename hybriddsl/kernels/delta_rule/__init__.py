@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import check_floating, check_state
 from hybriddsl.kernels.delta_rule.reference import chunked_delta_rule, delta_rule_step, naive_delta_rule
 from hybriddsl.kernels.dispatch import use_triton
 
@@ -38,12 +39,8 @@ def _check(
         raise ValueError(f"{name}: g must be [B, T, H] = {tuple(q.shape[:3])}, got {tuple(g.shape)}")
     if t_len == 0:
         raise ValueError(f"{name}: the sequence is empty (T = 0)")
-    for label, x in (("q", q), ("k", k), ("v", v), ("beta", beta), ("g", g)):
-        if x is not None and not x.is_floating_point():
-            raise ValueError(f"{name}: {label} must be floating point, got {x.dtype}")
-    want = (bsz, h, dk, v.shape[-1])
-    if initial_state is not None and tuple(initial_state.shape) != want:
-        raise ValueError(f"{name}: initial_state must be [B, H, K, V] = {want}, got {tuple(initial_state.shape)}")
+    check_floating(name, {"q": q, "k": k, "v": v, "beta": beta, "g": g})
+    check_state(name, "initial_state", initial_state, (bsz, h, dk, v.shape[-1]))
     if chunk_size < 1:
         raise ValueError(f"{name}: chunk_size must be positive, got {chunk_size}")
 

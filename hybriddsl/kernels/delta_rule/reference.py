@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import torch
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    # float64 stays float64 so that gradcheck can run; everything else accumulates in float32
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
+from hybriddsl.kernels.checks import compute_dtype
 
 
 def naive_delta_rule(
@@ -51,7 +48,7 @@ def naive_delta_rule(
     Returns:
         ``o`` ``[B, T, H, V]`` float32 and the final state ``[B, H, K, V]`` float32.
     """
-    cd = _compute_dtype(q)
+    cd = compute_dtype(q)
     bsz, t_len, h, dk = q.shape
     scale = dk**-0.5 if scale is None else scale
     q, k, v, beta = q.to(cd), k.to(cd), v.to(cd), beta.to(cd)
@@ -83,7 +80,7 @@ def chunked_delta_rule(
     Shapes as :func:`naive_delta_rule`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
     state ``[B, H, K, V]`` float32 (float64 for float64 inputs).
     """
-    cd = _compute_dtype(q)
+    cd = compute_dtype(q)
     bsz, t_len, h, dk = q.shape
     dv = v.shape[-1]
     scale = dk**-0.5 if scale is None else scale
@@ -137,7 +134,7 @@ def delta_rule_step(
     Returns ``o`` ``[B, H, V]`` in ``v``'s dtype and the new state ``[B, H, K, V]`` float32
     (float64 for float64 inputs).
     """
-    cd = _compute_dtype(q)
+    cd = compute_dtype(q)
     bsz, h, dk = q.shape
     scale = dk**-0.5 if scale is None else scale
     q, k, v, beta = q.to(cd), k.to(cd), v.to(cd), beta.to(cd)

@@ -39,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 
+from hybriddsl.kernels.checks import contiguous
+
 
 @triton.jit
 def _prepare_fwd(
@@ -463,10 +465,6 @@ def _forward(q, k, v, beta, g, initial_state, chunk_size):
     return gc, am, w, u, hs, ht
 
 
-def _contiguous(*tensors):
-    return [None if t is None else t.contiguous() for t in tensors]
-
-
 @torch.library.custom_op("hybriddsl::delta_rule", mutates_args=())
 def delta_rule_op(
     q: torch.Tensor,
@@ -482,7 +480,7 @@ def delta_rule_op(
 
     Returns ``o`` ``[B, T, H, V]`` (v's dtype) and the final state ``[B, H, K, V]`` float32.
     """
-    q, k, v, beta, g, initial_state = _contiguous(q, k, v, beta, g, initial_state)
+    q, k, v, beta, g, initial_state = contiguous(q, k, v, beta, g, initial_state)
     bsz, t_len, h, dk = q.shape
     dv = v.shape[-1]
     gc, _, _, u, hs, ht = _forward(q, k, v, beta, g, initial_state, chunk_size)
@@ -519,7 +517,7 @@ def delta_rule_bwd_op(
 
     ``dg`` is empty without ``g`` and ``d_initial_state`` (float32) empty without an initial state.
     """
-    q, k, v, beta, g, initial_state, do, dht = _contiguous(q, k, v, beta, g, initial_state, do, dht)
+    q, k, v, beta, g, initial_state, do, dht = contiguous(q, k, v, beta, g, initial_state, do, dht)
     bsz, t_len, h, dk = q.shape
     dv = v.shape[-1]
     bt = chunk_size

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import check_state
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.gla.reference import chunk_gla_torch, naive_gla
 from hybriddsl.kernels.gla.reference import gla_step as _gla_step_ref
@@ -48,10 +49,7 @@ def _check(
     H, K = q.shape[-2], q.shape[-1]
     if u is not None and u.shape != (H, K):
         raise ValueError(f"{name}: u must be [H, K] = {(H, K)}, got {tuple(u.shape)}")
-    if state is not None and state.shape != (q.shape[0], H, K, v.shape[-1]):
-        raise ValueError(
-            f"{name}: state must be [B, H, K, V] = {(q.shape[0], H, K, v.shape[-1])}, got {tuple(state.shape)}"
-        )
+    check_state(name, "state", state, (q.shape[0], H, K, v.shape[-1]))
 
 
 def chunk_gla(

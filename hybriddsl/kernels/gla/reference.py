@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hybriddsl.kernels.checks import compute_dtype
+
 # Block length of the PyTorch path: the pairwise log-space decay tensor is [.., _BLOCK, _BLOCK, K],
 # i.e. _BLOCK times the size of q, which bounds its memory; 16 keeps it small.
 _BLOCK = 16
@@ -98,7 +100,7 @@ def chunk_gla_torch(
     V = v.shape[-1]
     scale = K**-0.5 if scale is None else scale
     dtype = q.dtype
-    ct = torch.float64 if dtype == torch.float64 else torch.float32  # float64 for gradcheck
+    ct = compute_dtype(q)
     c = _BLOCK
     N = max(1, -(-T // c))
     pad = N * c - T

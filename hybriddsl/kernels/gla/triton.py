@@ -35,6 +35,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from hybriddsl.kernels.checks import contiguous
+
 _BC = 16  # sub-chunk length of the intra-chunk kernels (the smallest tl.dot tile)
 
 
@@ -800,10 +802,6 @@ def _backward(q, k, v, g, u, h0, A, ht, do, dht, scale, BT):
 # ---------------------------------------------------------------------------------------------
 
 
-def _contig(*ts):
-    return [t.contiguous() if t is not None else None for t in ts]
-
-
 @torch.library.custom_op("hybriddsl::chunk_gla_fwd", mutates_args=())
 def chunk_gla_fwd_op(
     q: torch.Tensor,
@@ -816,7 +814,7 @@ def chunk_gla_fwd_op(
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns o [B, T, H, V], final state [B, H, K, V] float32, A [B, H, T, BT] float32 (saved)."""
-    q, k, v, g, u, initial_state = _contig(q, k, v, g, u, initial_state)
+    q, k, v, g, u, initial_state = contiguous(q, k, v, g, u, initial_state)
     h0 = initial_state.float() if initial_state is not None else None
     return _forward(q, k, v, g, u, h0, scale, chunk_size)
 
@@ -847,7 +845,7 @@ def chunk_gla_bwd_op(
     chunk_size: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns dq, dk, dv, dg, du (empty without u), d initial_state (empty without it)."""
-    q, k, v, g, u, initial_state, do, dht = _contig(q, k, v, g, u, initial_state, do, dht)
+    q, k, v, g, u, initial_state, do, dht = contiguous(q, k, v, g, u, initial_state, do, dht)
     h0 = initial_state.float() if initial_state is not None else None
     return _backward(q, k, v, g, u, h0, A, final_state, do, dht, scale, chunk_size)
 

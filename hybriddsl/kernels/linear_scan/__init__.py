@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import check_state
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.linear_scan.reference import chunked_linear_scan, linear_scan_step, naive_linear_scan
 
@@ -23,11 +24,7 @@ def _check(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None)
         raise ValueError("linear_scan: the sequence is empty (T = 0)")
     if not (a.is_floating_point() and b.is_floating_point()):
         raise ValueError(f"linear_scan: a and b must be floating point, got {a.dtype} and {b.dtype}")
-    if initial_state is not None and initial_state.shape != (a.shape[0], a.shape[2]):
-        raise ValueError(
-            f"linear_scan: initial_state must be [B, D] = {(a.shape[0], a.shape[2])}, "
-            f"got {tuple(initial_state.shape)}"
-        )
+    check_state("linear_scan", "initial_state", initial_state, (a.shape[0], a.shape[2]), layout="[B, D]")
 
 
 def linear_scan(

@@ -31,16 +31,24 @@ def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
         raise ValueError(f"selective_scan: {name} must have shape {list(shape)}, got {list(t.shape)}")
 
 
-def _check_args(u: Tensor, A: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ...]]], what: str) -> None:
-    if A.dim() != 2:
-        raise ValueError(f"selective_scan: A must be [Dm, N], got shape {list(A.shape)}")
+def _check_A(fn: str, A: Tensor, Dm: int) -> int:
+    """Check A against u's channel count Dm; returns the state size N."""
+    if A.dim() != 2 or A.shape[0] != Dm:
+        raise ValueError(f"{fn}: A must be [Dm={Dm}, N], got shape {list(A.shape)}")
     if A.is_complex():
         raise ValueError("selective_scan: complex A is not supported (Mamba-1 real variant only)")
+    return A.shape[1]
+
+
+def _check_args(u: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ...]]]) -> None:
+    """Every given tensor has its expected shape (all shapes first), then sits on u's device."""
     for name, (t, shape) in tensors.items():
         _check_shape(name, t, shape)
     for name, (t, _) in tensors.items():
         if t is not None and t.device != u.device:
-            raise ValueError(f"selective_scan: {name} is on {t.device} but u is on {u.device} ({what})")
+            raise ValueError(
+                f"selective_scan: {name} is on {t.device} but u is on {u.device} (all inputs must be on one device)"
+            )
 
 
 def selective_scan(
@@ -74,12 +82,9 @@ def selective_scan(
     if u.dim() != 3:
         raise ValueError(f"selective_scan: u must be [batch, T, Dm], got shape {list(u.shape)}")
     batch, T, Dm = u.shape
-    if A.dim() != 2 or A.shape[0] != Dm:
-        raise ValueError(f"selective_scan: A must be [Dm={Dm}, N], got shape {list(A.shape)}")
-    N = A.shape[1]
+    N = _check_A("selective_scan", A, Dm)
     _check_args(
         u,
-        A,
         {
             "delta": (delta, (batch, T, Dm)),
             "B": (B, (batch, T, N)),
@@ -89,7 +94,6 @@ def selective_scan(
             "delta_bias": (delta_bias, (Dm,)),
             "initial_state": (initial_state, (batch, Dm, N)),
         },
-        "all inputs must be on one device",
     )
     if use_triton(u, delta, A, B, C, D, z, delta_bias, initial_state, name="selective_scan"):
         from hybriddsl.kernels.selective_scan.triton import selective_scan_triton
@@ -121,12 +125,9 @@ def selective_scan_step(
     if u.dim() != 2:
         raise ValueError(f"selective_scan_step: u must be [batch, Dm], got shape {list(u.shape)}")
     batch, Dm = u.shape
-    if A.dim() != 2 or A.shape[0] != Dm:
-        raise ValueError(f"selective_scan_step: A must be [Dm={Dm}, N], got shape {list(A.shape)}")
-    N = A.shape[1]
+    N = _check_A("selective_scan_step", A, Dm)
     _check_args(
         u,
-        A,
         {
             "delta": (delta, (batch, Dm)),
             "B": (B, (batch, N)),
@@ -136,6 +137,5 @@ def selective_scan_step(
             "delta_bias": (delta_bias, (Dm,)),
             "state": (state, (batch, Dm, N)),
         },
-        "all inputs must be on one device",
     )
     return _step_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, state)

@@ -22,12 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hybriddsl.kernels.checks import compute_dtype
+
 Tensor = torch.Tensor
-
-
-def _compute_dtype(x: Tensor) -> torch.dtype:
-    # float32 inside for states and decays; float64 stays float64 (gradcheck needs it).
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def _discretize_dt(delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, cdt: torch.dtype) -> Tensor:
@@ -55,7 +52,7 @@ def naive_selective_scan(
     """Loop-over-time definition. u, delta, z: [b, T, Dm]; A: [Dm, N]; B, C: [b, T, N]; D,
     delta_bias: [Dm]; initial_state: [b, Dm, N]. Returns (y [b, T, Dm] in u's dtype, final state
     [b, Dm, N] float32 or None)."""
-    cdt = _compute_dtype(u)
+    cdt = compute_dtype(u)
     batch, T, Dm = u.shape
     N = A.shape[1]
     h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
@@ -115,7 +112,7 @@ def selective_scan_chunked(
 ) -> tuple[Tensor, Tensor | None]:
     """Fast PyTorch path (differentiable by autograd); same arguments and shapes as
     :func:`naive_selective_scan`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
-    cdt = _compute_dtype(u)
+    cdt = compute_dtype(u)
     batch, T, Dm = u.shape
     N = A.shape[1]
     dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, T, Dm]
@@ -154,7 +151,7 @@ def selective_scan_step(
 ) -> tuple[Tensor, Tensor]:
     """One token. u, delta, z: [b, Dm]; A: [Dm, N]; B, C: [b, N]; D, delta_bias: [Dm];
     state: [b, Dm, N]. Returns (y [b, Dm] in u's dtype, new state [b, Dm, N] float32)."""
-    cdt = _compute_dtype(u)
+    cdt = compute_dtype(u)
     dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, Dm]
     uf = u.to(cdt)
     new_state = torch.exp(dt[..., None] * A.to(cdt)) * state.to(cdt) + (dt * uf)[..., None] * B.to(cdt)[:, None, :]

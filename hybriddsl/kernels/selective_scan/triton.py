@@ -29,6 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
+from hybriddsl.kernels.checks import contiguous
+
 Tensor = torch.Tensor
 
 CHUNK = 64  # steps between forward checkpoints; also the backward recompute window
@@ -337,10 +339,6 @@ def _blocks(Dm: int, N: int) -> tuple[int, int, int]:
     return block_d, block_n, num_warps
 
 
-def _contig(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.contiguous()
-
-
 def _rows(t: Tensor | None) -> Tensor | None:
     """[b, T, X] with a contiguous last dimension (any batch / time strides): no copy for views."""
     if t is None or t.stride(-1) == 1:
@@ -374,7 +372,8 @@ def selective_scan_fwd(
     n_chunks = triton.cdiv(T, CHUNK)
     u, delta, B, C = (_rows(t) for t in (u, delta, B, C))
     A_t = A.t().contiguous()
-    D, z, delta_bias = _contig(D), _rows(z), _contig(delta_bias)
+    D, delta_bias = contiguous(D, delta_bias)
+    z = _rows(z)
     h0 = None if initial_state is None else initial_state.float().transpose(1, 2).contiguous()
     y = _empty(u)
     hT = u.new_empty(batch, N, Dm, dtype=torch.float32)
@@ -455,7 +454,8 @@ def selective_scan_bwd(
     n_chunks = ckpt.shape[1]
     u, delta, B, C, dy = (_rows(t) for t in (u, delta, B, C, dy))
     A_t = A.t().contiguous()
-    D, z, delta_bias = _contig(D), _rows(z), _contig(delta_bias)
+    D, delta_bias = contiguous(D, delta_bias)
+    z = _rows(z)
     dhT = None if d_final_state is None else d_final_state.float().transpose(1, 2).contiguous()
     block_d, block_n, num_warps = _blocks(Dm, N)
     n_dblk = triton.cdiv(Dm, block_d)
