@@ -237,3 +237,15 @@ def test_cuda_graph_stream_matches_forward():
     for t in range(200):
         s.push(x[:, t % 10])
     assert s.data_ptrs() == ptrs and torch.cuda.memory_allocated() == before  # nothing new per frame
+
+
+def test_cli_bench_stream_prints_the_table_and_rejects_bad_input(tmp_path, capsys):
+    from hybriddsl.cli import main
+
+    f = tmp_path / "s.hyb"
+    f.write_text("hidden = 32, embed_dim = 8, heads = 4, seq_len = 6\nM A(window=6)\n")
+    base = ["bench", str(f), "--stream", "--device", "cpu", "--batch", "2", "--frames", "20", "--threads", "1"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert "| 1 | 1 | stream |" in out and "| 1 | 1 | rerun-6 |" in out and "| 1 | 2 | stream |" in out
+    assert main([*base[:-1], "one"]) == 2 and "--threads" in capsys.readouterr().err
