@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from hybriddsl.kernels import backend
 from hybriddsl.kernels.add_norm import add_norm, add_norm_reference, naive_add_norm
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from tests.kernels.helpers import DTYPES, grads_of, leaf_copies, random_loss
 
 
 def _inputs(shape, dtype, residual=True, weight=True, bias=True, seed=0):
@@ -27,14 +26,10 @@ def _inputs(shape, dtype, residual=True, weight=True, bias=True, seed=0):
 
 def _run(fn, x, res, w, b, norm, fp32res, eps=1e-5):
     """Outputs and the gradients of every tensor input under a loss that uses both y and r."""
-    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (x, res, w, b)]
+    leaves = leaf_copies(x, res, w, b)
     y, r = fn(*leaves, eps, norm, fp32res)
-    g = torch.Generator().manual_seed(11)
-    loss = (y.float() * torch.randn(y.shape, generator=g)).sum()
-    loss = loss + (r.float() * torch.randn(r.shape, generator=g)).sum()  # gradient reaching r directly
-    present = [t for t in leaves if t is not None]
-    grads = iter(torch.autograd.grad(loss, present))
-    return y, r, [next(grads) if t is not None else None for t in leaves]
+    loss = random_loss((y, r), seed=11)  # r in the loss: the gradient reaching r directly is tested
+    return y, r, grads_of(loss, leaves)
 
 
 FLAGS = list(itertools.product(["rms", "layer"], [True, False], [True, False], [True, False]))
@@ -43,10 +38,7 @@ FLAGS = list(itertools.product(["rms", "layer"], [True, False], [True, False], [
 @pytest.mark.parametrize(
     ("norm", "residual", "affine", "fp32res"),
     FLAGS,
-    ids=[
-        f"{n}-{'res' if r else 'nores'}-{'affine' if a else 'plain'}-{'r32' if f else 'rx'}"
-        for n, r, a, f in FLAGS
-    ],
+    ids=[f"{n}-{'res' if r else 'nores'}-{'affine' if a else 'plain'}-{'r32' if f else 'rx'}" for n, r, a, f in FLAGS],
 )
 def test_reference_matches_naive(norm, residual, affine, fp32res) -> None:
     x, res, w, b = _inputs((3, 7, 48), torch.float32, residual, affine, affine)
@@ -97,9 +89,7 @@ def _case_id(c) -> str:
     )
 
 
-@pytest.mark.parametrize(
-    ("rows", "d", "dt", "norm", "residual", "affine", "fp32res"), CASES, ids=map(_case_id, CASES)
-)
+@pytest.mark.parametrize(("rows", "d", "dt", "norm", "residual", "affine", "fp32res"), CASES, ids=map(_case_id, CASES))
 def test_triton_matches_naive(rows, d, dt, norm, residual, affine, fp32res) -> None:
     dtype = DTYPES[dt]
     x, res, w, b = _inputs((*rows, d), dtype, residual, affine, affine, seed=d)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from hybriddsl.kernels.dispatch import backend
 from hybriddsl.kernels.gla import chunk_gla, chunk_gla_torch, gla_step, naive_gla
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
+from tests.kernels.helpers import random_loss
 
 # The kernels take exp() of masked-out pairs too (then discard them with tl.where); numpy in the
 # interpreter warns about those overflows, which never reach a result.
@@ -31,11 +32,8 @@ def make_inputs(B, T, H, K, V, dtype, scalar_g=False, use_u=False, use_h0=False,
 def grads(fn, q, k, v, g, u, h0, seed=1):
     """Output, final state and the gradients of every given input under a random cotangent."""
     o, s = fn(q, k, v, g, u, h0)
-    gen = torch.Generator().manual_seed(seed)
-    do, ds = torch.randn(o.shape, generator=gen), torch.randn(s.shape, generator=gen)
-    loss = (o.float() * do).sum() + (s * ds).sum()
     ins = [x for x in (q, k, v, g, u, h0) if x is not None]
-    return o, s, torch.autograd.grad(loss, ins)
+    return o, s, torch.autograd.grad(random_loss((o, s), seed), ins)
 
 
 NAMES = ["dq", "dk", "dv", "dg", "du", "dh0"]

@@ -15,6 +15,7 @@ from hybriddsl.kernels.selective_scan import (
     selective_scan_step,
 )
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
+from tests.kernels.helpers import random_loss
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
 needs_triton = pytest.mark.skipif(
@@ -63,10 +64,7 @@ def run(fn, x: dict, softplus: bool = True, final: bool = True, seed: int = 1):
     """Output, final state and gradients of every given input for a fixed random cotangent."""
     args = [x[k] for k in NAMES[:8]]
     y, h = fn(*args, softplus, x["initial_state"], final)
-    g = torch.Generator().manual_seed(seed)
-    loss = (y.float() * torch.randn(y.shape, generator=g)).sum()
-    if final:
-        loss = loss + (h * torch.randn(h.shape, generator=g)).sum()
+    loss = random_loss((y, h if final else None), seed)
     leaves = {k: v for k, v in x.items() if v is not None}
     grads = torch.autograd.grad(loss, list(leaves.values()))
     return y, h, dict(zip(leaves, grads))
@@ -236,6 +234,17 @@ def test_chunked_gradcheck_float64():
 
 
 # ----------------------------------------------------------------------------- one-token step
+def step_at(x: dict, t: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`selective_scan_step` (softplus on) on token ``t`` of the sequence inputs ``x``, from state ``h``."""
+
+    def tok(v):
+        return None if v is None else v[:, t]
+
+    return selective_scan_step(
+        tok(x["u"]), tok(x["delta"]), x["A"], tok(x["B"]), tok(x["C"]), x["D"], tok(x["z"]), x["delta_bias"], True, h
+    )
+
+
 @pytest.mark.parametrize("options", [True, False], ids=["D-z-bias", "bare"])
 def test_step_matches_naive(options):
     b, T, Dm, N = 2, 12, 8, 4
@@ -245,19 +254,7 @@ def test_step_matches_naive(options):
         h = x["initial_state"]
         ys = []
         for t in range(T):
-            pick = lambda v, t=t: None if v is None else v[:, t]
-            y, h = selective_scan_step(
-                x["u"][:, t],
-                x["delta"][:, t],
-                x["A"],
-                x["B"][:, t],
-                x["C"][:, t],
-                x["D"],
-                pick(x["z"]),
-                x["delta_bias"],
-                True,
-                h,
-            )
+            y, h = step_at(x, t, h)
             ys.append(y)
     assert h.dtype == torch.float32
     assert (torch.stack(ys, 1) - y_ref).abs().max() <= 1e-5
@@ -275,18 +272,7 @@ def test_chunked_prefill_then_step_continues_the_sequence():
             True,
         )
         for t in range(20, 24):
-            y, h = selective_scan_step(
-                x["u"][:, t],
-                x["delta"][:, t],
-                x["A"],
-                x["B"][:, t],
-                x["C"][:, t],
-                x["D"],
-                x["z"][:, t],
-                x["delta_bias"],
-                True,
-                h,
-            )
+            y, h = step_at(x, t, h)
             assert (y - y_all[:, t]).abs().max() <= 1e-5
 
 
