@@ -135,23 +135,29 @@ class HybridModel(nn.Module):
             elif op == Op.OUTPUT:
                 self.plan.append(Step("output", "", nid, self.output_mode))
 
-    # ------------------------------------------------------------------------------------------ parallel form
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    # ------------------------------------------------------------------------------------------ running the plan
+    def _run(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State | None]:
+        """Interpret the plan over a sequence (``state`` None: the parallel form) or one position (``step``)."""
+        stepping = state is not None
+        new: State | None = {"pos": state["pos"] + 1} if stepping else None
         r = y = x
         for st in self.plan:
             if st.op == "in_proj":
-                r = self.embed(x)
-                y = r
-            elif st.op == "pos":
-                r = self.pos(r)
+                r = y = self.embed(x)
+            elif st.op == "pos":  # a step adds the encoding of each row's own position ([batch])
+                r = r + self.pos.table(state["pos"], r.dtype) if stepping else self.pos(r)
             elif st.op == "norm":
                 y = self.blocks[st.key](r)
                 if st.arg:  # post-norm: the stream itself is normed
                     r = y
             elif st.op == "mixer":
-                y = self.blocks[st.key](y if st.arg == "y" else r)
-                if self.dropout and self.training:
-                    y = F.dropout(y, self.dropout, True)
+                inp = y if st.arg == "y" else r
+                if stepping:
+                    y, new[st.node] = self.blocks[st.key].step(inp, state[st.node])
+                else:
+                    y = self.blocks[st.key](inp)
+                    if self.dropout and self.training:
+                        y = F.dropout(y, self.dropout, True)
             elif st.op == "add":
                 r = r + y
             elif st.op == "add_norm":
@@ -161,10 +167,14 @@ class HybridModel(nn.Module):
             elif st.op == "head":
                 y = self.head(y)
             elif st.op == "output":
-                return y[:, -1] if st.arg == "last" else y
-        return y
+                if not stepping and st.arg == "last":
+                    y = y[:, -1]
+                break
+        return y, new
 
-    # ------------------------------------------------------------------------------------------ step form
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None)[0]
+
     def init_state(
         self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> State:
@@ -180,31 +190,7 @@ class HybridModel(nn.Module):
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One position. x: [batch, embed_dim] (or [batch] ids). Returns (output [batch, ...], new state)."""
-        new: State = {"pos": state["pos"] + 1}
-        r = y = x
-        for st in self.plan:
-            if st.op == "in_proj":
-                r = self.embed(x)
-                y = r
-            elif st.op == "pos":
-                r = r + self.pos.table(state["pos"], r.dtype)  # [batch, hidden]
-            elif st.op == "norm":
-                y = self.blocks[st.key](r)
-                if st.arg:
-                    r = y
-            elif st.op == "mixer":
-                y, new[st.node] = self.blocks[st.key].step(y if st.arg == "y" else r, state[st.node])
-            elif st.op == "add":
-                r = r + y
-            elif st.op == "add_norm":
-                y, r = _add_norm(y, r, self.blocks[st.key])
-                if st.arg:
-                    r = y
-            elif st.op == "head":
-                y = self.head(y)
-            elif st.op == "output":
-                return y, new
-        return y, new
+        return self._run(x, state)
 
     def stream(self, batch: int = 1, **kw: Any):
         """A :class:`hybriddsl.streaming.Stream`: push one frame, get one output, state kept in place."""
