@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl import registry
-from hybriddsl.kernels.dispatch import backend
 from hybriddsl.layers.mamba import SPEC, Mamba, mamba_flops
 from tests.layers.checks import (
     check_causal,
@@ -18,6 +17,7 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    check_triton_path,
     grads_vs_reference,
     randomize,
     run_steps,
@@ -119,17 +119,10 @@ def test_trains():
 
 
 def test_triton_forward_matches_reference_path():
-    """The fused selective-scan kernel (interpreted on CPU) gives the layer the same outputs as the PyTorch
-    path: shapes, strides and dtypes the layer hands the kernel are accepted."""
+    """The fused selective-scan kernel (interpreted on CPU) gives the layer the same outputs and gradients as the
+    PyTorch path: shapes, strides and dtypes the layer hands the kernel are accepted."""
     torch.manual_seed(2)
-    m = randomize(Mamba(8, state=4, expand=1))
-    x = torch.randn(1, 9, 8)
-    with torch.no_grad():
-        with backend("reference"):
-            ref = m(x)
-        with backend("triton"):
-            got = m(x)
-    assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
+    check_triton_path(randomize(Mamba(8, state=4, expand=1)), 8, seq=9)
 
 
 def test_paper_init():

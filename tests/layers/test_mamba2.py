@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl import registry
-from hybriddsl.kernels.dispatch import backend
 from hybriddsl.layers.mamba2 import SPEC, Mamba2, mamba2_flops
 from tests.layers.checks import (
     check_causal,
@@ -19,6 +18,7 @@ from tests.layers.checks import (
     check_gradcheck,
     check_step_matches_forward,
     check_trains,
+    check_triton_path,
     grads_vs_reference,
     randomize,
 )
@@ -131,17 +131,10 @@ def test_trains():
 
 
 def test_triton_forward_matches_reference_path():
-    """The chunked GLA kernel (interpreted on CPU) gives the layer the same outputs as the PyTorch path: the
-    broadcast B/C, scalar decay and Δ x the layer hands the kernel are accepted."""
+    """The chunked GLA kernel (interpreted on CPU) gives the layer the same outputs and gradients as the PyTorch
+    path: the broadcast B/C, scalar decay and Δ x the layer hands the kernel are accepted."""
     torch.manual_seed(2)
-    m = randomize(Mamba2(8, state=16, head_dim=8, chunk=16))
-    x = torch.randn(1, 20, 8)
-    with torch.no_grad():
-        with backend("reference"):
-            ref = m(x)
-        with backend("triton"):
-            got = m(x)
-    assert (got - ref).abs().max().item() < 1e-4 * ref.abs().max().item()
+    check_triton_path(randomize(Mamba2(8, state=16, head_dim=8, chunk=16)), 8, seq=20)
 
 
 def test_init():
