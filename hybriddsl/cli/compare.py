@@ -1,0 +1,84 @@
+"""``hybdsl compare A.hyb B.hyb ... --task mqar``: train each architecture with the same seed and data order.
+
+Writes the numbers (``-o results.csv`` one row per logged step, or ``.json``) and a PNG plot (``--plot``): eval
+accuracy against steps, or final accuracy against sequence length when ``--seq-lens 64,128,256`` gives several.
+Prints a table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hybriddsl.cli.common import overrides
+from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
+from hybriddsl.errors import HybOptionError, Span
+from hybriddsl.fileio import read_source
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="train several .hyb architectures on one task (same seed and data) and plot accuracy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", help=".hyb files to compare")
+    p.add_argument(
+        "-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting in every file"
+    )
+    add_task_options(p)
+    p.add_argument("--seq-lens", help="comma-separated sequence lengths, e.g. 64,128,256 (default: the task's)")
+    p.add_argument("-o", "--output", help="write the numbers: results.csv or results.json")
+    p.add_argument("--plot", help="write a PNG plot of accuracy")
+    p.set_defaults(func=run)
+
+
+def parse_lengths(text: str | None) -> list[int | None]:
+    """'64,128' -> [64, 128]; None -> [None] (the task's default)."""
+    if text is None:
+        return [None]
+    out = []
+    for part in text.split(","):
+        try:
+            n = int(part)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise HybOptionError(
+                f"--seq-lens takes positive integers separated by commas, got '{text}'", Span(0, 0, 1, "<command line>")
+            )
+        out.append(n)
+    return sorted(set(out))
+
+
+def run(args: argparse.Namespace) -> int:
+    from hybriddsl.workbench.compare import compare, plot, write_results
+    from hybriddsl.workbench.train import build_for_task
+
+    out = check_output(args.output, (".csv", ".json"))
+    png = check_output(args.plot, (".png",))
+    lengths = parse_lengths(args.seq_lens)
+    tasks = {n: make_task_from(args, n) for n in lengths}  # every bad task option before any training
+    cfg = config_from(args)
+    sets = overrides(args)
+    sources = []
+    for f in args.files:
+        src = read_source(f)
+        for task in tasks.values():
+            build_for_task(src, task, "cpu", **sets)  # a compile error in any file stops before training
+        sources.append((f, src))
+    results = compare(sources, tasks.__getitem__, lengths, cfg, **sets)
+    print(results_table(results))
+    if out is not None:
+        write_results(results, out)
+        print(f"wrote {out}")
+    if png is not None:
+        plot(results, png, title=_title(args, tasks))
+        print(f"wrote {png}")
+    return 0
+
+
+def _title(args: argparse.Namespace, tasks: dict) -> str:
+    task = next(iter(tasks.values()))
+    opts = {k: v for k, v in task.options().items() if k != "seq_len" or len(tasks) == 1}
+    return f"{task.name} " + ", ".join(f"{k}={v}" for k, v in opts.items()) + f" ({args.steps} steps)"
