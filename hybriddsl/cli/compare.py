@@ -8,11 +8,11 @@ Prints a table at the end.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from hybriddsl.cli.common import overrides
 from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
 from hybriddsl.errors import HybOptionError, Span
-from hybriddsl.fileio import read_source
 
 
 def add_parser(sub) -> None:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     sets = overrides(args)
     sources = []
     for f in args.files:
-        src = read_source(f)
+        src = Path(f)  # a path: errors name the file and line
         for task in tasks.values():
             build_for_task(src, task, "cpu", **sets)  # a compile error in any file stops before training
         sources.append((f, src))

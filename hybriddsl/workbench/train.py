@@ -182,7 +182,8 @@ def train(
         model = model_or_src.to(cfg.device)
     else:
         model = build_for_task(model_or_src, task, cfg.device, **overrides)
-        name = name or str(model_or_src)
+        is_path = isinstance(model_or_src, os.PathLike) or str(model_or_src).strip().endswith(".hyb")
+        name = name or (str(model_or_src) if is_path else None)
     name = name or "model"
     params = sum(p.numel() for p in model.parameters())
     net: torch.nn.Module = model
@@ -211,7 +212,13 @@ def train(
             # clip_grad_norm_ on DTensor grads (FSDP2) computes the global norm; plain tensors are already synced
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
         opt.step()
-        loss_v = loss.item() / world if world > 1 else loss.item()
+        loss_v = loss.item()
+        if world > 1:  # report the global batch's numbers: the ranks' losses average to its loss
+            import torch.distributed as dist
+
+            t = torch.tensor([loss_v, correct, count], dtype=torch.float64, device=loss.device)
+            dist.all_reduce(t)
+            loss_v, correct, count = t[0].item() / world, int(t[1]), int(t[2])
         rec: dict[str, float] = {"step": step + 1, "loss": loss_v, "train_acc": correct / max(count, 1)}
         last = step + 1 == cfg.steps
         if last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0):
