@@ -108,6 +108,8 @@ class HybridModel(nn.Module):
             if op == Op.IN_PROJ:
                 if self.vocab:
                     self.embed = nn.Embedding(self.vocab, self.hidden)
+                    # GPT-2's init: the (tied) head then starts near uniform logits, not at loss ~25
+                    nn.init.normal_(self.embed.weight, std=0.02)
                 elif self.embed_dim != self.hidden:
                     self.embed = nn.Linear(self.embed_dim, self.hidden)
                 self.plan.append(Step("in_proj", "", nid))
