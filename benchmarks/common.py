@@ -39,9 +39,7 @@ def bench_ms(fn: Callable[[], object], warmup: int = 5, rep: int = 20) -> float:
     return times[len(times) // 2]
 
 
-def fwd_and_fwdbwd(
-    fn: Callable[..., torch.Tensor | tuple], inputs: list[torch.Tensor], **kw
-) -> tuple[float, float]:
+def fwd_and_fwdbwd(fn: Callable[..., torch.Tensor | tuple], inputs: list[torch.Tensor], **kw) -> tuple[float, float]:
     """Median ms of ``fn(*inputs)`` and of forward + backward of its first output's sum."""
 
     def fwd() -> object:

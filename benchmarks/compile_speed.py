@@ -45,8 +45,10 @@ def main() -> None:
             stages[k].append(v)
     n_mixers = len(graph.mixers())
     params = sum(p.numel() for p in model.parameters())
-    print(f"{n_groups * 10} stack layers ({n_mixers} mixer nodes, {len(graph)} IR nodes), hidden {args.hidden}, "
-          f"{params:,} parameters, torch {torch.__version__}")
+    print(
+        f"{n_groups * 10} stack layers ({n_mixers} mixer nodes, {len(graph)} IR nodes), hidden {args.hidden}, "
+        f"{params:,} parameters, torch {torch.__version__}"
+    )
     for k, v in stages.items():
         print(f"  {k:7} {statistics.median(v) * 1e3:8.1f} ms")
 

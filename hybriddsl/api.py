@@ -40,9 +40,7 @@ def parse(src: str, file: str = "<string>") -> syntax.Program:
     return syntax.parse(src, file)
 
 
-def compile(
-    src_or_path: str | os.PathLike, debug: bool = False, dump=None, passes=None, **settings: Any
-) -> Graph:
+def compile(src_or_path: str | os.PathLike, debug: bool = False, dump=None, passes=None, **settings: Any) -> Graph:
     """Source or path -> the processed Graph (all passes run). Keyword arguments override file settings."""
     text, file = _source(src_or_path)
     prog = syntax.parse(text, file)

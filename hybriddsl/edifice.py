@@ -218,9 +218,7 @@ def builder_to_hyb(layers: Sequence[str], **opts: Any) -> str:
     for kind, positions in (o["shared_layers"] or {}).items():
         k = _atom(kind)
         if registry.canonical(k) is None:
-            raise HybNameError(
-                f"unknown layer type '{kind}' in shared_layers" + suggest(k, registry.user_names())
-            )
+            raise HybNameError(f"unknown layer type '{kind}' in shared_layers" + suggest(k, registry.user_names()))
         pos = ",".join(str(int(p)) for p in positions)
         lines.append(f"shared {k}@{pos}")
     return "\n".join(lines) + "\n"
@@ -255,8 +253,11 @@ def output_size(**opts: Any) -> int:
 
 def recommended_defaults() -> dict[str, Any]:
     """Edifice's defaults for real-time sequence processing: a 60-frame window (``seq_len`` = the window)."""
-    o = {k: v for k, v in HYBRID_DEFAULTS.items() if k not in ("memory_efficient_attention", "chunked_attention",
-                                                                 "chunk_size", "pre_norm")}
+    o = {
+        k: v
+        for k, v in HYBRID_DEFAULTS.items()
+        if k not in ("memory_efficient_attention", "chunked_attention", "chunk_size", "pre_norm")
+    }
     return {**o, "seq_len": o["window_size"]}
 
 

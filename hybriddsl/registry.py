@@ -65,9 +65,8 @@ class Option:
         if self.max is not None and value > self.max:
             return f"option '{self.name}' must be <= {_num(self.max)}, got {_show(value)}"
         if self.choices and value not in self.choices:
-            return (
-                f"option '{self.name}' must be one of {', '.join(self.choices)}, got {_show(value)}"
-                + suggest(str(value), self.choices)
+            return f"option '{self.name}' must be one of {', '.join(self.choices)}, got {_show(value)}" + suggest(
+                str(value), self.choices
             )
         return None
 

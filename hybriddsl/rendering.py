@@ -126,11 +126,7 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
             }[s["output"]]
             dot.node(nid, f"output {shape}", shape="oval", fillcolor="#eeeeee")
     for u, v, data in graph.g.edges(data=True):
-        residual = (
-            data.get("port", 0) == 0
-            and graph[v]["op"] in (Op.ADD, Op.ADD_NORM)
-            and graph[u]["op"] != Op.MIXER
-        )
+        residual = data.get("port", 0) == 0 and graph[v]["op"] in (Op.ADD, Op.ADD_NORM) and graph[u]["op"] != Op.MIXER
         dot.edge(u, v, color="#999999" if residual else "black", style="solid")
     t = graph.totals
     if t:
@@ -176,8 +172,7 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
         fallback = out.with_suffix(".dot")
         _write(fallback, dot.source.encode())
         raise DotNotFound(
-            f"the 'dot' program was not found, so {out} was not drawn; wrote the diagram source to "
-            f"{fallback} instead",
+            f"the 'dot' program was not found, so {out} was not drawn; wrote the diagram source to {fallback} instead",
             hint=INSTALL_HINT,
         )
     try:
@@ -185,9 +180,7 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
     except graphviz.ExecutableNotFound:
         fallback = out.with_suffix(".dot")
         _write(fallback, dot.source.encode())
-        raise DotNotFound(
-            f"the 'dot' program could not run; wrote {fallback} instead", hint=INSTALL_HINT
-        ) from None
+        raise DotNotFound(f"the 'dot' program could not run; wrote {fallback} instead", hint=INSTALL_HINT) from None
     except graphviz.CalledProcessError as e:
         raise HybFileError(f"dot failed: {e.stderr.decode(errors='replace') if e.stderr else e}") from None
     _write(out, data)

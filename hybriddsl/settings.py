@@ -19,9 +19,7 @@ MODEL_SETTINGS: tuple[Option, ...] = (
         min=1,
         optional=True,
     ),
-    Option(
-        "vocab", int, None, "vocabulary size: token-id input, embedding in, LM head out", min=1, optional=True
-    ),
+    Option("vocab", int, None, "vocabulary size: token-id input, embedding in, LM head out", min=1, optional=True),
     Option("norm", str, "layernorm", "norm of every residual block", choices=("layernorm", "rmsnorm")),
     Option("norm_eps", float, 1e-5, "epsilon of every norm", min=0.0),
     Option("pre_norm", bool, True, "x + block(norm(x)) (true) or norm(x + block(x)) (false)"),

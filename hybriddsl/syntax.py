@@ -325,9 +325,7 @@ def _describe(tok_type: str) -> str:
 
 
 def _expected(exc: lark.UnexpectedInput) -> str:
-    exp = sorted(
-        {_describe(e) for e in (getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])}
-    )
+    exp = sorted({_describe(e) for e in (getattr(exc, "expected", None) or getattr(exc, "allowed", None) or [])})
     if not exp:
         return ""
     return "; expected " + (exp[0] if len(exp) == 1 else ", ".join(exp[:-1]) + " or " + exp[-1])

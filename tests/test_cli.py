@@ -32,8 +32,9 @@ def test_check_ok_and_bad(hyb, tmp_path, capsys):
     assert err.startswith(f"{bad}:2:3: name error") and "did you mean 'state'" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args", [["check", "/no/such/file.hyb"], ["compile", "/no/such/file.hyb"],
-                                  ["render", "/no/such/file.hyb"]])
+@pytest.mark.parametrize(
+    "args", [["check", "/no/such/file.hyb"], ["compile", "/no/such/file.hyb"], ["render", "/no/such/file.hyb"]]
+)
 def test_missing_file_is_exit_2(args, capsys):
     assert main(args) == 2
     assert "no such file" in capsys.readouterr().err

@@ -32,20 +32,52 @@ def test_seed_hybrid_examples_run_as_written():
 
 def test_seed_layer_pattern_examples():
     assert edifice.layer_pattern(num_layers=6, attention_every=3) == [
-        "mamba", "mamba", "attention", "mamba", "mamba", "attention"]
+        "mamba",
+        "mamba",
+        "attention",
+        "mamba",
+        "mamba",
+        "attention",
+    ]
     assert edifice.layer_pattern(num_layers=6, attention_every=3, backbone="gru") == [
-        "gru", "gru", "attention", "gru", "gru", "attention"]
+        "gru",
+        "gru",
+        "attention",
+        "gru",
+        "gru",
+        "attention",
+    ]
 
 
 def my_backbone(hidden_size: int, **opts) -> nn.Module:
     return nn.Linear(hidden_size, hidden_size)  # position-wise, so trivially causal
 
 
-@pytest.mark.parametrize("backbone", ["mamba", "gru", "rwkv", "delta_net", "gated_delta_net", "griffin_lru",
-                                      (__name__, "my_backbone"), my_backbone, lambda h, **o: nn.Linear(h, h)])
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        "mamba",
+        "gru",
+        "rwkv",
+        "delta_net",
+        "gated_delta_net",
+        "griffin_lru",
+        (__name__, "my_backbone"),
+        my_backbone,
+        lambda h, **o: nn.Linear(h, h),
+    ],
+)
 def test_every_backbone_builds_with_exact_param_count(backbone):
-    opts = dict(embed_dim=24, hidden_size=64, num_layers=3, attention_every=3, backbone=backbone, num_heads=4,
-                head_dim=16, window_size=8)
+    opts = dict(
+        embed_dim=24,
+        hidden_size=64,
+        num_layers=3,
+        attention_every=3,
+        backbone=backbone,
+        num_heads=4,
+        head_dim=16,
+        window_size=8,
+    )
     if backbone == "rwkv":
         opts["hidden_size"] = 128  # RWKV-6 heads are 64 wide
     model = edifice.build(**opts)
@@ -55,9 +87,21 @@ def test_every_backbone_builds_with_exact_param_count(backbone):
 
 
 def test_hybrid_options_reach_the_layers():
-    opts = dict(embed_dim=16, hidden_size=64, num_layers=3, state_size=8, expand_factor=3, conv_size=2,
-                num_heads=2, head_dim=8, window_size=5, qk_layernorm=False, dropout=0.0, chunked_attention=True,
-                chunk_size=4)
+    opts = dict(
+        embed_dim=16,
+        hidden_size=64,
+        num_layers=3,
+        state_size=8,
+        expand_factor=3,
+        conv_size=2,
+        num_heads=2,
+        head_dim=8,
+        window_size=5,
+        qk_layernorm=False,
+        dropout=0.0,
+        chunked_attention=True,
+        chunk_size=4,
+    )
     g = edifice.build(**opts).graph
     mamba = next(g[n]["opts"] for n in g.mixers() if g[n]["kind"] == "mamba")
     attn = next(g[n]["opts"] for n in g.mixers() if g[n]["kind"] == "attention")
@@ -82,14 +126,17 @@ def test_recommended_defaults_build():
     run(model, 32, opts["hidden_size"])
 
 
-@pytest.mark.parametrize("bad, err, words", [
-    (dict(num_layers=6), HybOptionError, "embed_dim"),
-    (dict(embed_dim=8, backbone="mamab"), HybNameError, "did you mean 'mamba'"),
-    (dict(embed_dim=8, num_layer=6), HybNameError, "did you mean 'num_layers'"),
-    (dict(embed_dim=8, num_layers=0), HybOptionError, "positive"),
-    (dict(embed_dim=8, backbone="custom"), HybOptionError, "needs the function"),
-    (dict(embed_dim=8, num_heads=3, head_dim=None), HybOptionError, "heads"),
-])
+@pytest.mark.parametrize(
+    "bad, err, words",
+    [
+        (dict(num_layers=6), HybOptionError, "embed_dim"),
+        (dict(embed_dim=8, backbone="mamab"), HybNameError, "did you mean 'mamba'"),
+        (dict(embed_dim=8, num_layer=6), HybNameError, "did you mean 'num_layers'"),
+        (dict(embed_dim=8, num_layers=0), HybOptionError, "positive"),
+        (dict(embed_dim=8, backbone="custom"), HybOptionError, "needs the function"),
+        (dict(embed_dim=8, num_heads=3, head_dim=None), HybOptionError, "heads"),
+    ],
+)
 def test_bad_hybrid_options(bad, err, words):
     with pytest.raises(err, match=words):
         edifice.build(**bad)
@@ -121,20 +168,37 @@ def test_seed_builder_examples_run_as_written():
     run(edifice.build_pattern("jamba_like", 6, embed_dim=287), 287, 256)
 
 
-@pytest.mark.parametrize("name", ["jamba_like", "zamba_like", "mamba_gla", "rwkv_attention", "full_hybrid",
-                                  "ssm_stack"])
+@pytest.mark.parametrize(
+    "name", ["jamba_like", "zamba_like", "mamba_gla", "rwkv_attention", "full_hybrid", "ssm_stack"]
+)
 def test_builder_param_count_exact_for_every_pattern(name):
-    opts = dict(embed_dim=20, hidden_size=64, rwkv_head_size=32, attention_num_heads=2, mamba_state_size=4,
-                gla_num_heads=2, kan_grid_size=3)
+    opts = dict(
+        embed_dim=20,
+        hidden_size=64,
+        rwkv_head_size=32,
+        attention_num_heads=2,
+        mamba_state_size=4,
+        gla_num_heads=2,
+        kan_grid_size=3,
+    )
     layers = edifice.pattern(name, 4)
     model = edifice.build(layers, **opts)
     assert edifice.param_count(layers, **opts) == n_params(model)
 
 
 def test_builder_prefixed_options_reach_layers():
-    g = edifice.build(["mamba", "attention", "gla", "rwkv", "kan"], embed_dim=8, hidden_size=64,
-                      mamba_state_size=8, mamba_expand_factor=1, attention_num_heads=8, attention_window_size=7,
-                      gla_num_heads=2, rwkv_head_size=16, kan_grid_size=4).graph
+    g = edifice.build(
+        ["mamba", "attention", "gla", "rwkv", "kan"],
+        embed_dim=8,
+        hidden_size=64,
+        mamba_state_size=8,
+        mamba_expand_factor=1,
+        attention_num_heads=8,
+        attention_window_size=7,
+        gla_num_heads=2,
+        rwkv_head_size=16,
+        kan_grid_size=4,
+    ).graph
     opts = {g[n]["kind"]: g[n]["opts"] for n in g.mixers() if g[n]["role"] == "main"}
     assert (opts["mamba"]["state"], opts["mamba"]["expand"]) == (8, 1)
     assert (opts["attention"]["heads"], opts["attention"]["window"]) == (8, 7)

@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 from hybriddsl import HybError, compile
 
 EXAMPLES_DIR = os.path.join(os.path.dirname(__file__), "..", "examples")
-SEEDS = [
-    open(os.path.join(EXAMPLES_DIR, f)).read() for f in sorted(os.listdir(EXAMPLES_DIR)) if f.endswith(".hyb")
-]
+SEEDS = [open(os.path.join(EXAMPLES_DIR, f)).read() for f in sorted(os.listdir(EXAMPLES_DIR)) if f.endswith(".hyb")]
 SEEDS += ["M M A M GLA FFN; shared attn@2,4,6", "(M A)*2 [M | A](mix=gate)", "M-M*-", "tie A@1,3", "x = 1"]
 
 TOKENS = [

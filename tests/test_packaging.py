@@ -11,8 +11,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_the_grammar_and_console_script(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("hybriddsl-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()

@@ -13,9 +13,7 @@ def names(items):
 
 
 def test_stack_settings_and_statements():
-    p = parse(
-        "hidden = 512, heads = 8\nM M A M GLA FFN; shared attn@2,4,6\ntie A@1,3\nblock local = A(window=64) FFN"
-    )
+    p = parse("hidden = 512, heads = 8\nM M A M GLA FFN; shared attn@2,4,6\ntie A@1,3\nblock local = A(window=64) FFN")
     assert [(s.name, s.value.value) for s in p.settings] == [("hidden", 512), ("heads", 8)]
     assert names(p.stack) == ["M", "M", "A", "M", "GLA", "FFN"]
     assert p.shared[0].item.name == "attn" and [x for x, _ in p.shared[0].positions] == [2, 4, 6]

@@ -51,9 +51,7 @@ def _case(device: str, quick: bool, norm: str) -> list[Timing]:
     # fwd: read x, res, write y, r; bwd: read dy, r (recompute stats), write dx, dres (dr is zeros)
     clone_fwd = _clone_ms(2 * rows * d, device, dtype)
     clone_fb = _clone_ms(4 * rows * d, device, dtype)
-    out.append(
-        Timing(SUITE, case, "clone (same bytes)", clone_fwd, clone_fb, "fwd 8 B/elem, fwd+bwd 16 B/elem")
-    )
+    out.append(Timing(SUITE, case, "clone (same bytes)", clone_fwd, clone_fb, "fwd 8 B/elem, fwd+bwd 16 B/elem"))
 
     if device == "cuda":
 

@@ -44,9 +44,7 @@ def run(device: str, quick: bool) -> list[Timing]:
     # bytes of the ideal kernels: fwd reads a, b, writes h; bwd reads a, h, dh, writes da, db
     clone_fwd = _clone_ms(3 * bsz * t * d // 2, device, dtype)
     clone_fb = _clone_ms(8 * bsz * t * d // 2, device, dtype)
-    out.append(
-        Timing(SUITE, case, "clone (same bytes)", clone_fwd, clone_fb, "fwd 6 B/elem, fwd+bwd 16 B/elem")
-    )
+    out.append(Timing(SUITE, case, "clone (same bytes)", clone_fwd, clone_fb, "fwd 6 B/elem, fwd+bwd 16 B/elem"))
 
     if device == "cuda":
 

@@ -22,9 +22,7 @@ def parser() -> argparse.ArgumentParser:
         description="Compile hybrid sequence-model patterns (.hyb) to PyTorch, or draw them.",
         epilog="Example: hybdsl compile examples/jamba.hyb -o jamba.pt",
     )
-    p.add_argument(
-        "--debug", action="store_true", help="show Python tracebacks and lint the IR after every pass"
-    )
+    p.add_argument("--debug", action="store_true", help="show Python tracebacks and lint the IR after every pass")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:

@@ -30,25 +30,19 @@ def add_parser(sub) -> None:
         "-o", "--output", help="write model.pt (weights+source), model.py (PyTorch source) or model.json (IR)"
     )
     p.add_argument("--dump-ir", action="store_true", help="print the graph after each pass")
-    p.add_argument(
-        "--seed", type=int, default=0, help="random seed for the weights written to .pt (default 0)"
-    )
+    p.add_argument("--seed", type=int, default=0, help="random seed for the weights written to .pt (default 0)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
-        raise HybFileError(
-            f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out))
-        )
+        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
 
     def dump(name: str, g: Graph) -> None:
         print(f"== after {name} ==\n{g}\n")
 
-    graph = api.compile(
-        source_arg(args), debug=args.debug, dump=dump if args.dump_ir else None, **overrides(args)
-    )
+    graph = api.compile(source_arg(args), debug=args.debug, dump=dump if args.dump_ir else None, **overrides(args))
     print(table(graph))
     if out is None:
         return 0
@@ -98,10 +92,7 @@ def table(graph: Graph) -> str:
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-        for r in rows
-    ]
+    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     t = graph.totals
     inp = f"tokens (vocab {s['vocab']})" if s["vocab"] else f"features [B, T, {s['embed_dim']}]"

@@ -12,8 +12,11 @@ from hybriddsl.settings import MODEL_SETTINGS
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("layers", help="list layer kinds, their aliases and options",
-                       description="List the layer kinds the compiler knows, from its one registry.")
+    p = sub.add_parser(
+        "layers",
+        help="list layer kinds, their aliases and options",
+        description="List the layer kinds the compiler knows, from its one registry.",
+    )
     p.add_argument("kind", nargs="?", help="show one kind (any alias)")
     p.add_argument("--markdown", action="store_true", help="print the Markdown reference (docs/layers.md)")
     p.set_defaults(func=run)
@@ -40,21 +43,40 @@ def _type(o: registry.Option) -> str:
 
 def markdown() -> str:
     """The layer and settings reference in Markdown."""
-    out = ["# Layer kinds and settings", "",
-           "Generated from the layer registry by `hybdsl layers --markdown`; do not edit by hand.", "",
-           "## Model settings", "", "| setting | type | default | meaning |", "|---|---|---|---|"]
+    out = [
+        "# Layer kinds and settings",
+        "",
+        "Generated from the layer registry by `hybdsl layers --markdown`; do not edit by hand.",
+        "",
+        "## Model settings",
+        "",
+        "| setting | type | default | meaning |",
+        "|---|---|---|---|",
+    ]
     out += [f"| `{o.name}` | {_type(o)} | {_default(o)} | {o.doc} |" for o in MODEL_SETTINGS]
-    out += ["", "Any layer option can also be a setting (the default for every kind that takes it, e.g. "
-            "`heads = 8`), or `kind.option` (the default for one kind, e.g. `mamba.state = 32`).", "",
-            "## Kinds", "", "| kind | names | letter | what it is |", "|---|---|---|---|"]
+    out += [
+        "",
+        "Any layer option can also be a setting (the default for every kind that takes it, e.g. "
+        "`heads = 8`), or `kind.option` (the default for one kind, e.g. `mamba.state = 32`).",
+        "",
+        "## Kinds",
+        "",
+        "| kind | names | letter | what it is |",
+        "|---|---|---|---|",
+    ]
     for s in registry.specs():
         if s.internal:
             continue
         names = ", ".join(f"`{n}`" for n in (s.name, *s.aliases, *s.edifice))
         out.append(f"| {s.name} | {names} | {s.letter} | {s.summary} |")
     for s in registry.specs():
-        out += ["", f"### {s.name}" + (" (internal: a sub-block of another kind)" if s.internal else ""), "",
-                s.summary, ""]
+        out += [
+            "",
+            f"### {s.name}" + (" (internal: a sub-block of another kind)" if s.internal else ""),
+            "",
+            s.summary,
+            "",
+        ]
         if s.options:
             out += ["| option | type | default | meaning |", "|---|---|---|---|"]
             out += [f"| `{o.name}` | {_type(o)} | {_default(o)} | {o.doc} |" for o in s.options]

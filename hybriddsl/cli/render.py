@@ -22,11 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = (
-        Path(args.output)
-        if args.output
-        else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
-    )
+    out = Path(args.output) if args.output else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
     graph = api.compile(source_arg(args), **overrides(args))
     written = api.render(graph, out)
     print(f"wrote {written}")

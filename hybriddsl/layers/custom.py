@@ -184,7 +184,11 @@ SPEC = LayerSpec(
     factory=Custom,
     options=(
         Option(
-            "fn", str, None, "factory as 'package.module:factory' (or a callable from Python)", optional=True,
+            "fn",
+            str,
+            None,
+            "factory as 'package.module:factory' (or a callable from Python)",
+            optional=True,
             callable_ok=True,
         ),
     ),

@@ -38,9 +38,7 @@ from hybriddsl.registry import LayerSpec, Option
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # the paper's Δ initialization range
 
 
-def dt_bias_init(
-    n: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX, floor: float = DT_FLOOR
-) -> torch.Tensor:
+def dt_bias_init(n: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX, floor: float = DT_FLOOR) -> torch.Tensor:
     """Bias whose softplus is a log-uniform sample in [dt_min, dt_max] (floored): [n] float32.
 
     The inverse of softplus is ``dt + log(-expm1(-dt))`` (= log(exp(dt) - 1), stable for small dt).
@@ -113,14 +111,10 @@ class Mamba(Mixer):
         u, z = self.in_proj(x).chunk(2, dim=-1)
         u = F.silu(self.conv1d(u))
         delta, B, C = self._ssm_inputs(u)
-        y, _ = selective_scan(
-            u, delta, self._A(), B, C, wide(self.D), z, wide(self.dt_proj.bias), delta_softplus=True
-        )
+        y, _ = selective_scan(u, delta, self._A(), B, C, wide(self.D), z, wide(self.dt_proj.bias), delta_softplus=True)
         return self.out_proj(y)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``conv``: [batch, D_in, conv-1] (input dtype); ``ssm``: [batch, D_in, N] float32 (float64 for
         float64 inputs)."""
         p = self._param()
@@ -179,9 +173,7 @@ SPEC = LayerSpec(
         Option("state", int, 16, "SSM state size N per channel", min=1),
         Option("expand", int, 2, "inner width D_in as a multiple of hidden", min=1),
         Option("conv", int, 4, "width of the causal depthwise conv", min=1),
-        Option(
-            "dt_rank", int, None, "rank of the Δ projection (default ceil(hidden / 16))", min=1, optional=True
-        ),
+        Option("dt_rank", int, None, "rank of the Δ projection (default ceil(hidden / 16))", min=1, optional=True),
         Option("bias", bool, False, "biases on the in/out projections"),
         Option("conv_bias", bool, True, "bias on the conv"),
     ),

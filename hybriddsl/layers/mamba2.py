@@ -118,17 +118,13 @@ class Mamba2(Mixer):
         o, _ = chunk_gla(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)
 
-    def init_state(
-        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
-    ) -> State:
+    def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """``conv``: [batch, D_in + 2 G N, conv-1] (input dtype); ``ssm``: [batch, H, N, P] float32."""
         p = self._param()
         device, dtype = device or p.device, dtype or p.dtype
         return {
             "conv": self.conv1d.init_state(batch, device=device, dtype=dtype),
-            "ssm": torch.zeros(
-                batch, self.heads, self.state, self.head_dim, device=device, dtype=torch.float32
-            ),
+            "ssm": torch.zeros(batch, self.heads, self.state, self.head_dim, device=device, dtype=torch.float32),
         }
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:

@@ -32,8 +32,7 @@ class Parallel(Mixer):
 
         self.mix = mix
         self.branches = nn.ModuleList(
-            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch)
-            for branch in branches
+            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch) for branch in branches
         )
         n = len(branches)
         if mix == "gate":

@@ -48,15 +48,12 @@ def expand(prog: Program) -> Graph:
     for name, block in prog.blocks.items():
         if registry.canonical(name) is not None:
             raise HybNameError(
-                f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; "
-                "choose another name",
+                f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; choose another name",
                 block.span,
             )
     entries = flatten(prog.stack, prog)
     if not entries:
-        raise HybSyntaxError(
-            "the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file)
-        )
+        raise HybSyntaxError("the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file))
     tail = proj
     for pos, entry in enumerate(entries, start=1):
         tail = g.add_block(tail, mixer={**entry, "layer": pos, "role": "main"}, norm={"layer": pos})
@@ -83,9 +80,7 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
         elif isinstance(item, Layer):
             out += _layer(item, prog, stack)
         if len(out) > MAX_LAYERS:
-            raise HybOptionError(
-                f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None)
-            )
+            raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None))
     return out
 
 
@@ -102,8 +97,7 @@ def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[dict[str,
         # "MM" in a Megatron string: one layer per letter
         s = item.span
         return [
-            {"name": ch, "written": {}, "span": Span(s.line, s.column + i, 1, s.file)}
-            for i, ch in enumerate(item.name)
+            {"name": ch, "written": {}, "span": Span(s.line, s.column + i, 1, s.file)} for i, ch in enumerate(item.name)
         ]
     if registry.canonical(item.name) is None and model_setting(item.name) is not None:
         raise HybSyntaxError(f"'{item.name}' is a setting: write '{item.name} = value'", item.span)

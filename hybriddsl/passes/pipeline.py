@@ -45,9 +45,7 @@ def run(
         raise e.with_source(program.source, program.file) from None
     except Exception as e:  # a bug in a pass: say where, keep the original as the cause
         name = passes[len(done) - 1].__name__ if len(done) - 1 < len(passes) else "expand"
-        raise IRError(
-            f"internal error in pass '{name}' (after {', '.join(done)}): {type(e).__name__}: {e}"
-        ) from e
+        raise IRError(f"internal error in pass '{name}' (after {', '.join(done)}): {type(e).__name__}: {e}") from e
     return g
 
 

@@ -54,9 +54,7 @@ def resolve(graph: Graph) -> Graph:
         g.connect(prev, head)
         g.connect(head, out)
     for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
-        g[nid].update(
-            kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm")
-        )
+        g[nid].update(kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm"))
     return g
 
 
@@ -106,10 +104,7 @@ def resolve_layer(
         opts[o.name] = o.coerce(opts[o.name])
     if spec.name == "parallel":
         opts["branches"] = [
-            [
-                dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden)))
-                for b in branch
-            ]
+            [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden))) for b in branch]
             for branch in node["branches"]
         ]
     if spec.validate is not None:
@@ -133,9 +128,7 @@ def _settings(stmts: list[Setting], g: Graph):
             opt = spec.option(st.name)
             if opt is None:
                 known = [o.name for o in spec.options]
-                raise HybNameError(
-                    f"layer '{spec.name}' has no option '{st.name}'" + suggest(st.name, known), st.span
-                )
+                raise HybNameError(f"layer '{spec.name}' has no option '{st.name}'" + suggest(st.name, known), st.span)
             msg = opt.check(val.value)
             if msg:
                 raise HybOptionError(f"{spec.name}: {msg}", val.span)

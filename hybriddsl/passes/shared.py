@@ -31,9 +31,7 @@ def insert_shared(graph: Graph) -> Graph:
                 sub = {"name": ck, "written": {}, "span": e["span"]}
                 resolved.append(
                     (
-                        *resolve_layer(
-                            sub, g.directives["layer_defaults"], g.directives["scoped"], hidden, preset=co
-                        ),
+                        *resolve_layer(sub, g.directives["layer_defaults"], g.directives["scoped"], hidden, preset=co),
                         e["span"],
                     )
                 )

@@ -54,9 +54,7 @@ def _configs() -> list[triton.Config]:
 
 @triton.autotune(configs=_configs(), key=["T", "D"])
 @triton.jit
-def _linear_scan_fwd_kernel(
-    A, B, H0, H, HT, T, D, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr
-):
+def _linear_scan_fwd_kernel(A, B, H0, H, HT, T, D, HAS_H0: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
     i_b = tl.program_id(0)
     offs_d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
@@ -150,9 +148,7 @@ def linear_scan_op(
     h = torch.empty_like(b)
     ht = torch.empty(bsz, d, device=a.device, dtype=torch.float32)
     h0 = None if initial_state is None else initial_state.contiguous().float()
-    _linear_scan_fwd_kernel[_grid(bsz, d)](
-        a, b, h0 if h0 is not None else ht, h, ht, t, d, HAS_H0=h0 is not None
-    )
+    _linear_scan_fwd_kernel[_grid(bsz, d)](a, b, h0 if h0 is not None else ht, h, ht, t, d, HAS_H0=h0 is not None)
     return h, ht
 
 

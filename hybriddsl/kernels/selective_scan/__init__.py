@@ -2,7 +2,8 @@
 
 :func:`selective_scan` runs the fused Triton kernels (discretization, D skip, z gate, softplus and
 bias inside the kernel) when :func:`hybriddsl.kernels.dispatch.use_triton` says so, else a PyTorch
-path from :mod:`.reference` (chunked for small states, the plain loop for large ones). :func:`selective_scan_step` advances one token.
+path from :mod:`.reference` (chunked for small states, the plain loop for large ones).
+:func:`selective_scan_step` advances one token.
 
 Example::
 
