@@ -26,15 +26,18 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.errors import HybOptionError
+from hybriddsl.kernels.dispatch import get_backend
 
 State = dict[str, Any]
 
@@ -112,6 +115,33 @@ def growing_state(model: nn.Module, batch: int = 1) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ Stream
+def _takes_inplace(step: Callable) -> bool:
+    """True when a layer's ``step`` accepts ``inplace=True`` (it then updates the state dict it is given)."""
+    try:
+        return "inplace" in inspect.signature(step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _cpu_add_norm(y: torch.Tensor, r: torch.Tensor, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(norm(r + y), r + y)`` for CPU tensors: what :func:`hybriddsl.kernels.add_norm.add_norm` computes
+    there (its reference path) for float32/float64, without its argument checks and dispatch (a few us per
+    call, 9 calls per frame in Edifice's model). Other dtypes, or a forced Triton backend, take that path."""
+    if y.dtype in (torch.float32, torch.float64) and r.dtype == y.dtype and get_backend() != "triton":
+        w = norm.weight
+        if w is None or w.dtype == y.dtype:
+            if isinstance(norm, nn.LayerNorm):
+                r = y + r
+                return F.layer_norm(r, norm.normalized_shape, w, norm.bias, norm.eps), r
+            if isinstance(norm, nn.RMSNorm):
+                r = y + r
+                eps = norm.eps if norm.eps is not None else torch.finfo(r.dtype).eps
+                return F.rms_norm(r, norm.normalized_shape, w, eps), r
+    from hybriddsl.lower import _add_norm
+
+    return _add_norm(y, r, norm)
+
+
 class Stream:
     """A batch of ``batch`` live streams through ``model`` (see the module docstring).
 
@@ -146,6 +176,7 @@ class Stream:
         self.names = [n for _, _, n in self._slots]
         self.frames = 0  # frames pushed since the last full reset
         self._prog = self._program()
+        self._cpu = self.device.type == "cpu"
         self._compiled = None
         self._graph: Any = None
         if compile or cuda_graph:
@@ -178,7 +209,10 @@ class Stream:
             elif st.op in ("norm", "add_norm"):
                 prog.append((st.op, mod, bool(st.arg)))
             elif st.op == "mixer":
-                prog.append(("mixer", mod.step, (st.arg == "y", self.state[st.node])))
+                if _takes_inplace(mod.step):  # the layer writes its new state into ours: no copies here
+                    prog.append(("mixer_", mod.step, (st.arg == "y", self.state[st.node])))
+                else:
+                    prog.append(("mixer", mod.step, (st.arg == "y", self.state[st.node])))
             elif st.op == "head":
                 prog.append(("head", m.head, None))
             elif st.op == "add":
@@ -194,7 +228,10 @@ class Stream:
 
         r = y = x
         for op, fn, arg in self._prog:
-            if op == "mixer":
+            if op == "mixer_":
+                read_y, st = arg
+                y = fn(y if read_y else r, st, inplace=True)[0]
+            elif op == "mixer":
                 read_y, st = arg
                 y, new = fn(y if read_y else r, st)
                 for k, buf in st.items():
@@ -211,7 +248,7 @@ class Stream:
                 if arg:
                     r = y
             elif op == "add_norm":
-                y, r = _add_norm(y, r, fn)
+                y, r = _cpu_add_norm(y, r, fn) if self._cpu else _add_norm(y, r, fn)
                 if arg:
                     r = y
             elif op == "in_proj":

@@ -207,12 +207,16 @@ class Attention(Mixer):
             "row_pos": torch.zeros(batch, device=device, dtype=torch.int64),
         }
 
-    def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+    def step(self, x: torch.Tensor, state: State, inplace: bool = False) -> tuple[torch.Tensor, State]:
         """One token x [batch, hidden] -> y [batch, hidden]; the cache gains it (a ring drops its oldest).
 
         A key is visible to row ``i`` when its age (tokens written after it) is at most ``row_pos[i]``, so a
         row whose state slices were zeroed (``row_pos[i] = 0``, a restarted stream) sees only its own tokens
         while the other rows of the batch go on: the same outputs as a fresh stream.
+
+        ``inplace=True`` (a :class:`hybriddsl.streaming.Stream`) writes the key and value into the ring slot
+        of ``state``'s own cache and advances its counters in place, then returns ``state`` (a cache without
+        a window grows, so it is replaced as before).
         """
         if not self.causal:
             raise RuntimeError("attention with causal=false cannot run token by token: it reads future tokens")
@@ -221,6 +225,8 @@ class Attention(Mixer):
         q = self.q_proj(x).view(b, self.heads, 1, d)
         k = self.k_proj(x).view(b, self.kv_heads, 1, d)
         v = self.v_proj(x).view(b, self.kv_heads, 1, d)
+        if inplace and self.window is not None and not self.rope and state["k"].dtype == x.dtype:
+            return self._step_ring_inplace(x, q, k, v, state)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
@@ -241,7 +247,38 @@ class Attention(Mixer):
         mask = (age[None, :] <= row[:, None])[:, None, None, :]  # [batch, 1, 1, keys]
         o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
         y = self.out_proj(o.reshape(b, self.heads * d))
+        if inplace:
+            if self.window is None:
+                state["k"], state["v"] = kc, vc
+            else:
+                state["k"].copy_(kc)
+                state["v"].copy_(vc)
+            pos.add_(1)
+            row.add_(1)
+            return y, state
         return y, {"k": kc, "v": vc, "pos": pos + 1, "row_pos": row + 1}
+
+    def _step_ring_inplace(self, x, q, k, v, state: State) -> tuple[torch.Tensor, State]:
+        """:meth:`step` with a window, no RoPE, cache in x's dtype: the same math in fewer ops. The new key
+        and value go into slot ``pos % window`` by ``index_copy_`` (no ``.item()``: no host sync), the QK
+        norms are one ``F.rms_norm`` each (float32/float64 inputs compute in their own dtype there too)."""
+        b, d = x.shape[0], self.head_dim
+        pos, row, kc, vc = state["pos"], state["row_pos"], state["k"], state["v"]
+        if self.q_norm is not None:
+            if q.dtype in (torch.float32, torch.float64) and self.q_norm.weight.dtype == q.dtype:
+                q = F.rms_norm(q, (d,), self.q_norm.weight, self.q_norm.eps)
+                k = F.rms_norm(k, (d,), self.k_norm.weight, self.k_norm.eps)
+            else:
+                q, k = self.q_norm(q), self.k_norm(k)
+        slot = torch.remainder(pos, self.window).view(1)
+        kc.index_copy_(2, slot, k)
+        vc.index_copy_(2, slot, v)
+        age = (pos - torch.arange(self.window, device=x.device)) % self.window  # 0: the slot just written
+        mask = (age[None, :] <= row[:, None])[:, None, None, :]  # [batch, 1, 1, keys]
+        o = self._sdpa(q, kc, vc, mask)
+        pos.add_(1)
+        row.add_(1)
+        return self.out_proj(o.reshape(b, self.heads * d)), state
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         """Bytes of K and V cached after ``seq_len`` tokens: ``2 kv_heads head_dim min(seq_len, window)``.

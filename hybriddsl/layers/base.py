@@ -56,12 +56,17 @@ class ShortConv(nn.Module):
         w = self.conv.weight
         return torch.zeros(batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype)
 
-    def step(self, x: torch.Tensor, buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first."""
+    def step(self, x: torch.Tensor, buf: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first.
+
+        ``inplace=True`` shifts ``buf`` in place (a streaming caller keeps its state tensors) and returns it.
+        """
         window = torch.cat([buf, x.unsqueeze(-1)], dim=-1)  # [batch, channels, size]
         y = (window * self.conv.weight.squeeze(1)).sum(-1)
         if self.conv.bias is not None:
             y = y + self.conv.bias
+        if inplace:  # window is a fresh tensor, so this copy never reads what it overwrites
+            return y, buf.copy_(window[..., 1:])
         return y, window[..., 1:]
 
 
