@@ -77,13 +77,6 @@ class Graph:
     def connect(self, u: str, v: str, port: int = RESIDUAL) -> None:
         self.g.add_edge(u, v, port=port)
 
-    def residual_tail(self) -> str:
-        """The last node of the residual stream: the one that feeds the final norm/head/output."""
-        for nid in self.order():
-            if self[nid]["op"] in (Op.FINAL_NORM, Op.HEAD, Op.OUTPUT):
-                return next(iter(self.g.predecessors(nid)))
-        raise IRError("graph has no output", None)
-
     def add_block(self, after: str, mixer: dict[str, Any], norm: dict[str, Any]) -> str:
         """Insert one residual block on the stream right after node ``after``; returns its output node.
 

@@ -7,7 +7,6 @@ stream, with a dashed edge to each place it is applied.
 
 from __future__ import annotations
 
-import html
 import os
 import shutil
 from pathlib import Path
@@ -202,4 +201,4 @@ def _write(path: Path, data: bytes) -> None:
         raise HybFileError(f"cannot write {path}: {e.strerror}", Span(0, 0, 1, str(path))) from None
 
 
-__all__ = ["DotNotFound", "render_graph", "svg", "to_dot", "html"]
+__all__ = ["DotNotFound", "render_graph", "svg", "to_dot"]
