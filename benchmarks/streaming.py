@@ -1,11 +1,12 @@
 """Streaming latency of Edifice's real-time Hybrid (``edifice.build(embed_dim, **recommended_defaults())``).
 
 Per-frame latency (p50, p99 over thousands of frames after warm-up) at batch 1 on 1 and 2 CPU threads for
-(a) ``model.stream()`` (one frame in, one output out, state kept in place), optionally through
-``torch.compile``, and (b) re-running the full 60-frame window every frame, as a last-position model must;
-plus frames per second at batch 64. Dropout 0, eval mode, no_grad / inference_mode.
+(a) ``model.stream()`` (one frame in, one output out, state kept in place), eager and compiled
+(``compile="aot"``: AOTInductor; ``compile="dynamo"``: torch.compile), and (b) re-running the full 60-frame
+window every frame, as a last-position model must; plus frames per second at batch 64. Dropout 0, eval mode,
+no_grad / inference_mode.
 
-    python -m benchmarks.streaming [--embed-dim 64] [--frames 3000] [--compile] [--device cpu]
+    python -m benchmarks.streaming [--embed-dim 64] [--frames 3000] [--compile aot,dynamo] [--device cpu]
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", type=int, default=3000)
     ap.add_argument("--rerun-frames", type=int, default=200)
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd step")
+    ap.add_argument(
+        "--compile",
+        default="aot,dynamo",
+        help="compiled streams to time beside the eager one, comma-separated: aot, dynamo ('' for none)",
+    )
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -47,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         threads=tuple(int(t) for t in a.threads.split(",")),
         frames=a.frames,
         rerun_frames=a.rerun_frames,
-        compile=a.compile,
+        compile=tuple(k for k in a.compile.split(",") if k),
     )
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else cpu_name()
     params = sum(p.numel() for p in model.parameters())

@@ -30,6 +30,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,22 @@ def flatten_state(state: State) -> tuple[list[str], list[torch.Tensor]]:
     return [n for _, _, n in slots], [d[k] for d, k, _ in slots]
 
 
+def flatten_like(template: State, state: State) -> list[torch.Tensor]:
+    """The tensors of ``state`` in ``template``'s :func:`state_slots` order, matched by key: a layer's
+    ``step`` may return its new state dict with the keys in another order than ``init_state``."""
+    out: list[torch.Tensor] = []
+
+    def walk(t: dict, d: dict) -> None:
+        for k, v in t.items():
+            if isinstance(v, dict):
+                walk(v, d[k])
+            else:
+                out.append(d[k])
+
+    walk(template, state)
+    return out
+
+
 def unflatten_state(template: State, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> State:
     """A state with ``template``'s structure holding ``tensors`` (in :func:`state_slots` order)."""
     it = iter(tensors)
@@ -82,18 +99,25 @@ class StepFunction(nn.Module):
     """``forward(x, *state) -> (y, *new_state)``: one position of ``model`` on flat state tensors.
 
     x: [batch, embed_dim] (or [batch] ids); state: the tensors of ``model.init_state(batch)`` in
-    :func:`flatten_state` order. A pure function (no mutation), as ``torch.export`` wants it.
+    :func:`flatten_state` order. A pure function (no mutation), as a portable ``torch.export`` wants it.
+    ``inplace=True``: ``forward(x, *state) -> y`` writes the new state into the given tensors instead (what
+    :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies).
     """
 
-    def __init__(self, model: nn.Module, template: State):
+    def __init__(self, model: nn.Module, template: State, inplace: bool = False):
         super().__init__()
         self.model = model
         self.template = {k: v for k, v in template.items()}  # structure only; tensors are never read
         self.names = flatten_state(template)[0]
+        self.inplace = inplace
 
-    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
         y, new = self.model.step(x, unflatten_state(self.template, state))
-        return (y, *flatten_state(new)[1])
+        if not self.inplace:
+            return (y, *flatten_like(self.template, new))
+        for buf, t in zip(state, flatten_like(self.template, new)):
+            buf.copy_(t)
+        return y
 
 
 def step_function(model: nn.Module, batch: int = 1) -> tuple[StepFunction, list[torch.Tensor]]:
@@ -111,7 +135,7 @@ def growing_state(model: nn.Module, batch: int = 1) -> list[str]:
     with torch.no_grad():
         _, new = model.step(x, state)
     names, before = flatten_state(state)
-    after = flatten_state(new)[1]
+    after = flatten_like(state, new)
     return [n for n, a, b in zip(names, before, after) if a.shape != b.shape]
 
 
@@ -159,13 +183,92 @@ def _cpu_add_norm(y: torch.Tensor, r: torch.Tensor, norm: nn.Module) -> tuple[to
     return _add_norm(y, r, norm)
 
 
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_kind(compile: bool | str | None) -> str | None:
+    """The stream's compile setting as one of None (eager), ``"aot"``, ``"dynamo"`` or a torch.compile mode."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "aot"
+    if isinstance(compile, str) and compile in ("aot", "dynamo", *TORCH_COMPILE_MODES):
+        return compile
+    raise HybOptionError(
+        f"compile takes True/'aot' (AOTInductor), 'dynamo' (torch.compile) or a torch.compile mode "
+        f"({', '.join(TORCH_COMPILE_MODES)}), got {compile!r}"
+    )
+
+
+def aot_step(
+    model: nn.Module, state: State, x: torch.Tensor
+) -> tuple[Callable[[list[torch.Tensor]], list[torch.Tensor]], dict[str, torch.Tensor]]:
+    """The step compiled ahead of time by AOTInductor, updating ``state``'s tensors in place.
+
+    Returns ``(run, weights)``: ``run([x, *state_tensors]) -> [y]`` (state in :func:`flatten_state` order,
+    every tensor contiguous, shapes as given) calls the compiled C++ directly, with no Python, guards or
+    dispatch per op in between; ``weights`` are the model's own parameter and buffer tensors the compiled
+    code reads (by pointer: the caller keeps them alive, and in-place updates such as ``load_state_dict`` or
+    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes ~15-30 s on 2 CPU
+    cores (inductor caches the result on disk for the same model and shapes).
+    """
+    import shutil
+    import tempfile
+
+    fn = StepFunction(model, state, inplace=True)
+    bufs = flatten_state(state)[1]
+    saved = [b.clone() for b in bufs]  # export runs on fake tensors, but keep the state safe regardless
+    tmp = tempfile.mkdtemp(prefix="hybdsl-aot-")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations, not the user's
+            ep = torch.export.export(fn, (x, *bufs), strict=False)
+            path = torch._inductor.aoti_compile_and_package(
+                ep,
+                package_path=os.path.join(tmp, "step.pt2"),
+                # weights stay the model's own tensors, read by pointer (no copy in the .so; updates are seen)
+                # and none is baked in: not as literals (inductor inlines 1-d tensors of <= 8 values) nor
+                # folded by its value (a norm weight of ones is "uniform" when compiled)
+                inductor_configs={
+                    "aot_inductor.package_constants_in_so": False,
+                    "always_keep_tensor_constants": True,
+                    "joint_graph_constant_folding": False,
+                },
+            )
+            runner = torch._inductor.aoti_load_package(path)
+    except Exception as e:  # export/compile failures: say which path failed and what else to use
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HybOptionError(
+            f"compile='aot' could not compile the step ({type(e).__name__}: {msg}); "
+            "try compile='dynamo' or the eager stream (compile=False)"
+        ) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with torch.no_grad():
+            for b, v in zip(bufs, saved):
+                b.copy_(v)
+    have = {**dict(fn.named_parameters(remove_duplicate=False)), **dict(fn.named_buffers(remove_duplicate=False))}
+    have.update(ep.constants)
+    need = runner.get_constant_fqns()
+    missing = [n for n in need if n not in have]
+    if missing:
+        raise HybOptionError(f"compile='aot': the compiled step wants tensors the model lacks: {', '.join(missing)}")
+    weights = {n: have[n] for n in need}
+    runner.load_constants(weights, check_full_update=True, user_managed=True)
+    loader = getattr(runner, "loader", None)
+    run = loader.run if loader is not None and hasattr(loader, "run") else (lambda args: list(runner(*args)))
+    return run, weights
+
+
 class Stream:
     """A batch of ``batch`` live streams through ``model`` (see the module docstring).
 
     ``push(frame)``: frame [batch, embed_dim] (or [batch] ids) -> the output at this position, [batch, hidden]
-    (or [batch, vocab] logits). ``compile=True`` (or a ``torch.compile`` mode string) runs the step through
-    ``torch.compile``; ``cuda_graph=True`` (CUDA only) captures one ``push`` into a CUDA graph and replays it.
-    Both need a fixed-shape state (every attention layer with a window).
+    (or [batch, vocab] logits). ``compile=True`` (= ``"aot"``) compiles the step ahead of time with
+    AOTInductor (:func:`aot_step`: the fastest per frame); ``compile="dynamo"`` (or a ``torch.compile`` mode
+    string) runs it through ``torch.compile``; ``cuda_graph=True`` (CUDA only) captures one eager ``push``
+    into a CUDA graph and replays it. All of them need a fixed-shape state (every attention layer with a
+    window).
     """
 
     def __init__(
@@ -195,8 +298,10 @@ class Stream:
         self._prog = self._program()
         self._cpu = self.device.type == "cpu"
         self._compiled = None
+        self._aot: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
         self._graph: Any = None
-        if compile or cuda_graph:
+        self.compile = kind = compile_kind(compile)
+        if kind or cuda_graph:
             grow = growing_state(model, 1)
             if grow:
                 raise HybOptionError(
@@ -204,13 +309,14 @@ class Stream:
                     + ", ".join(grow)
                     + " (give attention a window, or use the eager stream)"
                 )
-        if compile:
-            if isinstance(compile, str):  # a torch.compile mode: torch.compile takes a mode or options, not both
-                self._compiled = torch.compile(self._functional_push, mode=compile, dynamic=False)
-            else:
-                self._compiled = torch.compile(
-                    self._functional_push, dynamic=False, options=_compile_options(self.device)
-                )
+        if kind == "aot":
+            run, self._aot_weights = aot_step(model, self.state, self._example_frame())
+            self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
+            self._aot = run
+        elif kind == "dynamo":
+            self._compiled = torch.compile(self._functional_push, dynamic=False, options=_compile_options(self.device))
+        elif kind:  # a torch.compile mode: torch.compile takes a mode or options, not both
+            self._compiled = torch.compile(self._functional_push, mode=kind, dynamic=False)
         if cuda_graph:
             if not torch.cuda.is_available() or self.device.type != "cuda":
                 raise HybOptionError("cuda_graph=True needs the model on a CUDA device")
@@ -286,18 +392,14 @@ class Stream:
     def _functional_push(self, x: torch.Tensor, *bufs: torch.Tensor) -> torch.Tensor:
         """The step on flat state with in-place write-back: what torch.compile traces."""
         y, new = self.model.step(x, unflatten_state(self.state, bufs))
-        for buf, t in zip(bufs, flatten_state(new)[1]):
+        for buf, t in zip(bufs, flatten_like(self.state, new)):
             buf.copy_(t)
         return y
 
     def _capture(self) -> None:
         """Capture one push into a CUDA graph over static input and state buffers (state restored after)."""
         snap = self.snapshot()
-        p = next(self.model.parameters())
-        if self.model.vocab:
-            self._static_x = torch.zeros(self.batch, dtype=torch.long, device=self.device)
-        else:
-            self._static_x = torch.zeros(self.batch, self.model.embed_dim, device=self.device, dtype=p.dtype)
+        self._static_x = self._example_frame()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), torch.no_grad():  # warm-up: lazy inits, autotuning, allocator
@@ -309,6 +411,12 @@ class Stream:
             self._static_y = self._run(self._static_x)
         self._graph = graph
         self.restore(snap)
+
+    def _example_frame(self) -> torch.Tensor:
+        if self.model.vocab:
+            return torch.zeros(self.batch, dtype=torch.long, device=self.device)
+        p = next(self.model.parameters())
+        return torch.zeros(self.batch, self.model.embed_dim, device=self.device, dtype=p.dtype)
 
     # ---- public API ------------------------------------------------------------------------------------
     def _check(self, frame: torch.Tensor) -> torch.Tensor:
@@ -330,7 +438,11 @@ class Stream:
         """Feed one position; returns the model's output there ([batch, hidden], or [batch, vocab] logits)."""
         x = self._check(frame)
         with torch.no_grad():
-            if self._graph is not None:
+            if self._aot is not None:  # compiled code reads x by its traced (contiguous) strides
+                args = self._aot_args
+                args[0] = x.contiguous()
+                y = self._aot(args)[0]
+            elif self._graph is not None:
                 self._static_x.copy_(x)
                 self._graph.replay()
                 y = self._static_y.clone()  # the static output buffer is overwritten by the next replay
@@ -385,7 +497,7 @@ class Stream:
                 src = saved[n]
                 if d[k].shape == src.shape:
                     d[k].copy_(src)
-                elif self._graph is not None or self._compiled is not None:
+                elif self._graph is not None or self._compiled is not None or self._aot is not None:
                     raise HybOptionError(f"snapshot state '{n}' has shape {list(src.shape)}, want {list(d[k].shape)}")
                 else:
                     d[k] = src.clone().to(d[k].device)
@@ -434,12 +546,14 @@ def latency_table(
     frames: int = 3000,
     rerun_frames: int = 200,
     warmup: int = 200,
-    compile: bool = False,
+    compile: tuple[str, ...] = (),
     fps_batch: int = 64,
 ) -> list[dict[str, Any]]:
     """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
-    and frames per second at ``fps_batch``. One dict per row: threads, batch, mode, p50_ms, p99_ms, fps, and
-    for streams ``state_in_place`` (same data_ptrs after every frame) and ``rss_growth_mb``."""
+    and frames per second at ``fps_batch``. ``compile``: compiled streams to time beside the eager one
+    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``). One dict per row: threads, batch, mode,
+    p50_ms, p99_ms, fps, and for streams ``state_in_place`` (same data_ptrs after every frame) and
+    ``rss_growth_mb``."""
     model.eval()
     p = next(model.parameters())
     dev = p.device
@@ -455,9 +569,9 @@ def latency_table(
 
     rows: list[dict[str, Any]] = []
     old_threads = torch.get_num_threads()
-    streams = {"stream": Stream(model, 1)}
-    if compile:
-        streams["stream-compiled"] = Stream(model, 1, compile=True)
+    kinds = [compile_kind(k) for k in compile]
+    streams = {"stream": Stream(model, 1), **{f"stream-{k}": Stream(model, 1, compile=k) for k in kinds}}
+    big = {"stream": Stream(model, fps_batch), **{f"stream-{k}": Stream(model, fps_batch, compile=k) for k in kinds}}
     try:
         for nt in threads:
             torch.set_num_threads(nt)
@@ -502,20 +616,20 @@ def latency_table(
                 }
             )
             # throughput at a large batch: frames (rows x pushes) per second
-            s = Stream(model, fps_batch)
             xb = inputs(fps_batch, 100)
-            lat = frame_latencies(lambda f, s=s: (s.push(f), sync()), xb, 10)
-            rows.append(
-                {
-                    "threads": nt,
-                    "batch": fps_batch,
-                    "mode": "stream",
-                    "frames": 100,
-                    "p50_ms": percentile(lat, 0.5) * 1e3,
-                    "p99_ms": percentile(lat, 0.99) * 1e3,
-                    "fps": fps_batch / percentile(lat, 0.5),
-                }
-            )
+            for mode, s in big.items():
+                lat = frame_latencies(lambda f, s=s: (s.push(f), sync()), xb, 10)
+                rows.append(
+                    {
+                        "threads": nt,
+                        "batch": fps_batch,
+                        "mode": mode,
+                        "frames": 100,
+                        "p50_ms": percentile(lat, 0.5) * 1e3,
+                        "p99_ms": percentile(lat, 0.99) * 1e3,
+                        "fps": fps_batch / percentile(lat, 0.5),
+                    }
+                )
             wb = inputs(fps_batch, window).transpose(0, 1).contiguous()
             with torch.inference_mode():
                 lat = frame_latencies(lambda f, wb=wb: (model(wb), sync()), xb[:3], 1)

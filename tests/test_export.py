@@ -16,12 +16,20 @@ from hybriddsl.export import META, initial_state, load_step, save_forward, save_
 SRC = "hidden = 32, heads = 4, embed_dim = 12, mamba.state = 4, seq_len = 8\nM A(window=3, rope=true) GLA\n"
 
 
-def test_exported_step_streams_like_the_model(tmp_path):
+# delta_net's step returns its state keys in another order than init_state: the flat state must follow
+# init_state's order all the same; moe's sparse dispatch has data-dependent shapes (dense when traced)
+SRC_MORE = (
+    "hidden = 32, heads = 4, embed_dim = 12, mamba.state = 4\nD GD E(experts=4) M2(head_dim=16) R(head_size=16) L\n"
+)
+
+
+@pytest.mark.parametrize("src", [SRC, SRC_MORE], ids=["mamba-rope-gla", "delta-moe-mamba2-rwkv-griffin"])
+def test_exported_step_streams_like_the_model(tmp_path, src):
     torch.manual_seed(0)
-    model = parse_and_build(SRC, output="sequence").eval()
+    model = parse_and_build(src, output="sequence").eval()
     path = save_step(model, tmp_path / "m.pt2", batch=2)
     ep, meta = load_step(path)
-    assert meta["batch"] == 2 and meta["input"]["shape"] == [2, 12] and meta["source"] == SRC
+    assert meta["batch"] == 2 and meta["input"]["shape"] == [2, 12] and meta["source"] == src
     step = ep.module()
     x = torch.randn(2, 9, 12)  # longer than the window
     state = initial_state(meta)

@@ -35,7 +35,13 @@ def add_parser(sub) -> None:
     p.add_argument("--stream", action="store_true", help="per-frame streaming latency table (see hybriddsl.streaming)")
     p.add_argument("--frames", type=int, default=2000, help="--stream: timed frames per row (default 2000)")
     p.add_argument("--threads", default="1,2", help="--stream: CPU thread counts, comma separated (default 1,2)")
-    p.add_argument("--compile", action="store_true", help="--stream: also time the torch.compile'd step")
+    p.add_argument(
+        "--compile",
+        nargs="?",
+        const="aot",
+        choices=["aot", "dynamo"],
+        help="--stream: also time the compiled step: aot (AOTInductor, the default) or dynamo (torch.compile)",
+    )
     p.set_defaults(func=run)
 
 
@@ -123,7 +129,7 @@ def run_stream(args: argparse.Namespace, model) -> int:
         frames=args.frames,
         rerun_frames=min(args.frames, 100),
         warmup=min(args.frames, 200),
-        compile=args.compile,
+        compile=(args.compile,) if args.compile else (),
         fps_batch=args.batch,
     )
     print(f"model: {model.graph.totals['params']:,} parameters, re-run window {window} frames, {args.dtype}")

@@ -86,6 +86,19 @@ class MoE(Mixer):
         self.aux_loss = self._balance_loss(probs, idx)
         return y.reshape(shape)
 
+    def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        """One token per row: x [batch, hidden] -> y [batch, hidden] (stateless).
+
+        Traced (torch.export, torch.compile, a compiled stream) it runs every expert on every row and weights
+        them by a dense gate that is zero outside the top-k: the same sum, with static shapes (the sparse
+        dispatch of :meth:`forward` has data-dependent ones). Eager, it dispatches sparsely."""
+        if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            return self.forward(x.unsqueeze(1)).squeeze(1), state
+        probs, idx, w = self.route(x)
+        gate = torch.zeros_like(probs).scatter(-1, idx, w)  # [batch, experts]
+        ys = torch.stack([expert(x) for expert in self.experts], 1)  # [batch, experts, hidden]
+        return (ys * gate.to(ys.dtype).unsqueeze(-1)).sum(1), state
+
     def _balance_loss(self, probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         counts = torch.zeros(self.n_experts, device=probs.device, dtype=probs.dtype)
         counts.scatter_add_(0, idx.reshape(-1), torch.ones_like(idx.reshape(-1), dtype=probs.dtype))
