@@ -88,19 +88,48 @@ def export_forward(model: nn.Module, batch: int = 1, seq: int | None = None) -> 
             return torch.export.export(model, (x,), strict=False)
 
 
-def save_step(model: nn.Module, path: str | Path, batch: int = 1) -> Path:
-    """Write the exported step to ``path`` (.pt2, atomically) with :data:`META` inside; returns the path."""
+def save_step(model: nn.Module, path: str | Path, batch: int = 1, aot: bool = False) -> Path:
+    """Write the exported step to ``path`` (.pt2, atomically) with :data:`META` inside; returns the path.
+
+    ``aot=True`` also compiles the step with AOTInductor (weights inside) into the same file: the program still
+    loads with ``torch.export.load``, and the compiled one with ``torch._inductor.aoti_load_package`` (Python)
+    or ``torch::inductor::AOTIModelPackageLoader`` (C++, no Python at all)."""
     ep = export_step(model, batch)
+    meta = json.dumps(step_metadata(model, batch))
+    files = _aoti_files(ep) if aot else None
     with atomic_path(path) as tmp:
-        torch.export.save(ep, tmp, extra_files={META: json.dumps(step_metadata(model, batch))})
+        with open(tmp, "wb") as f:  # a file object: the temporary name does not end in .pt2
+            if files is None:
+                torch.export.save(ep, f, extra_files={META: meta})
+            else:
+                from torch.export.pt2_archive._package import package_pt2
+
+                package_pt2(f, exported_programs={"model": ep}, aoti_files={"model": files}, extra_files={META: meta})
     return Path(path)
+
+
+def _aoti_files(ep: torch.export.ExportedProgram) -> list:
+    """AOTInductor's compiled files for an exported step (what ``package_pt2`` bundles)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations
+            return torch._inductor.aot_compile(
+                ep.module(), tuple(ep.example_inputs[0]), options={"aot_inductor.package": True}
+            )
+    except Exception as e:  # a compiler missing or failing: the plain export still works without --aot
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HybOptionError(
+            f"AOTInductor could not compile the step ({type(e).__name__}: {msg}); export without --aot"
+        ) from e
 
 
 def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | None = None) -> Path:
     """Write the exported parallel forward to ``path`` (.pt2, atomically)."""
     ep = export_forward(model, batch, seq)
-    with atomic_path(path) as tmp:
-        torch.export.save(ep, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.export.save(ep, f)
     return Path(path)
 
 

@@ -113,8 +113,8 @@ class StepFunction(nn.Module):
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
         y, new = self.model.step(x, unflatten_state(self.template, state))
-        if not self.inplace:
-            return (y, *flatten_like(self.template, new))
+        if not self.inplace:  # contiguous: compiled runners read a state fed back by the strides it was traced with
+            return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
         for buf, t in zip(state, flatten_like(self.template, new)):
             buf.copy_(t)
         return y

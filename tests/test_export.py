@@ -59,7 +59,8 @@ def test_cli_export_with_forward_and_weights(tmp_path, capsys):
     trained = parse_and_build(SRC).eval()
     api.save(trained, tmp_path / "w.pt")
     out = tmp_path / "m.pt2"
-    assert main(["export", str(hyb), "-o", str(out), "--forward", "--weights", str(tmp_path / "w.pt")]) == 0
+    args = ["export", str(hyb), "-o", str(out), "--forward", "--aot", "--weights", str(tmp_path / "w.pt")]
+    assert main(args) == 0
     assert out.is_file() and (tmp_path / "m.forward.pt2").is_file()
     x = torch.randn(1, 8, 12)
     fwd = torch.export.load(tmp_path / "m.forward.pt2").module()
@@ -72,6 +73,11 @@ def test_cli_export_with_forward_and_weights(tmp_path, capsys):
         torch.testing.assert_close(fwd(x), want, rtol=1e-5, atol=1e-5)
         for t in range(8):
             y, *state = step(x[:, t], *state)
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+        compiled = torch._inductor.aoti_load_package(str(out))  # --aot: the compiled step, same file
+        state = initial_state(meta)
+        for t in range(8):
+            y, *state = compiled(x[:, t].contiguous(), *state)
     torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
 
 

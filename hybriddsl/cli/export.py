@@ -1,8 +1,9 @@
 """``hybdsl export FILE -o model.pt2``: the streaming step through ``torch.export`` (state in, state out).
 
 The step is ``(x, *state) -> (y, *new_state)`` over flat tensors; the file carries ``hybriddsl.json`` with the
-state layout (see :mod:`hybriddsl.export`). ``--forward`` also writes the parallel forward to
-``<name>.forward.pt2``. Weights are random (``--seed``) unless ``--weights model.pt`` (from ``hybdsl compile
+state layout (see :mod:`hybriddsl.export`). ``--aot`` also puts the step compiled by AOTInductor in the same
+file (load it with ``torch._inductor.aoti_load_package``, or from C++). ``--forward`` also writes the parallel
+forward to ``<name>.forward.pt2``. Weights are random (``--seed``) unless ``--weights model.pt`` (from ``hybdsl compile
 -o model.pt`` or ``hybriddsl.save``) supplies trained ones.
 """
 
@@ -26,6 +27,12 @@ def add_parser(sub) -> None:
     add_file(p)
     p.add_argument("-o", "--output", required=True, help="the .pt2 file for the step")
     p.add_argument("--forward", action="store_true", help="also write the parallel forward to NAME.forward.pt2")
+    p.add_argument(
+        "--aot",
+        action="store_true",
+        help="also compile the step with AOTInductor into the same .pt2 (torch._inductor.aoti_load_package, "
+        "or C++ AOTIModelPackageLoader)",
+    )
     p.add_argument("--batch", type=int, default=1, help="streams per step call (default 1)")
     p.add_argument("--seq", type=int, default=None, help="example length for --forward (default seq_len)")
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
@@ -47,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     model = api.parse_and_build(source_arg(args), **overrides(args)).eval()
     if args.weights:
         _load_weights(model, args.weights)
-    save_step(model, out, args.batch)
-    print(f"wrote {out} (step: x, *state -> y, *new_state; batch {args.batch})")
+    save_step(model, out, args.batch, aot=args.aot)
+    compiled = ", AOTInductor-compiled inside" if args.aot else ""
+    print(f"wrote {out} (step: x, *state -> y, *new_state; batch {args.batch}{compiled})")
     if args.forward:
         fwd = out.with_name(out.stem + ".forward.pt2")
         save_forward(model, fwd, args.batch, args.seq)
