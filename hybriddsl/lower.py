@@ -72,12 +72,46 @@ class SinusoidalEncoding(nn.Module):
 
 
 def _add_norm(y: torch.Tensor, r: torch.Tensor, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """(norm(r + y), r + y) through the fused kernel family."""
-    from hybriddsl.kernels.add_norm import add_norm
+    """(norm(r + y), r + y) through the fused kernel family. y, r: [..., hidden].
 
+    float32/float64 CPU tensors on the PyTorch backend take ``F.layer_norm`` / ``F.rms_norm`` directly: what the
+    family's reference path computes there, without its argument checks and dispatch (a few us a call, which
+    adds up when streaming one frame at a time)."""
+    from hybriddsl.kernels.add_norm import add_norm
+    from hybriddsl.kernels.dispatch import get_backend
+
+    w = norm.weight
+    if (
+        y.device.type == "cpu"
+        and y.dtype in (torch.float32, torch.float64)
+        and r.dtype == y.dtype
+        and (w is None or w.dtype == y.dtype)
+        and get_backend() != "triton"
+    ):
+        if isinstance(norm, nn.LayerNorm):
+            r = y + r
+            return F.layer_norm(r, norm.normalized_shape, w, norm.bias, norm.eps), r
+        if isinstance(norm, nn.RMSNorm):
+            r = y + r
+            eps = norm.eps if norm.eps is not None else torch.finfo(r.dtype).eps
+            return F.rms_norm(r, norm.normalized_shape, w, eps), r
     kind = "rms" if isinstance(norm, nn.RMSNorm) else "layer"
     eps = norm.eps if norm.eps is not None else torch.finfo(r.dtype).eps
     return add_norm(y, r, norm.weight, getattr(norm, "bias", None), eps=eps, norm=kind)
+
+
+def _write_state(state: State, new: State) -> None:
+    """Put a layer's new state into its state dict's own tensors (replacing those whose shape changed)."""
+    for k, t in new.items():
+        buf = state[k]
+        if t is buf:
+            continue
+        if isinstance(t, dict):
+            _write_state(buf, t)
+        elif t.shape == buf.shape:
+            buf.copy_(t)
+        else:  # a growing cache (attention without a window): it cannot stay in place
+            state[k] = t
 
 
 class HybridModel(nn.Module):
@@ -138,10 +172,15 @@ class HybridModel(nn.Module):
                 self.plan.append(Step("output", "", nid, self.output_mode))
 
     # ------------------------------------------------------------------------------------------ running the plan
-    def _run(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State | None]:
-        """Interpret the plan over a sequence (``state`` None: the parallel form) or one position (``step``)."""
+    def _run(self, x: torch.Tensor, state: State | None, inplace: bool = False) -> tuple[torch.Tensor, State | None]:
+        """Interpret the plan over a sequence (``state`` None: the parallel form) or one position (``step``).
+
+        ``inplace`` (one position, what :class:`hybriddsl.streaming.Stream` runs): the new state goes into
+        ``state``'s own tensors, which is returned. Layers with ``inplace_step`` write it there themselves; the
+        others' new state is copied in (a tensor whose shape changed, a KV cache without a window, replaces
+        the old one)."""
         stepping = state is not None
-        new: State | None = {"pos": state["pos"] + 1} if stepping else None
+        new: State | None = state if inplace else ({"pos": state["pos"] + 1} if stepping else None)
         r = y = x
         for st in self.plan:
             if st.op == "in_proj":
@@ -154,12 +193,17 @@ class HybridModel(nn.Module):
                     r = y
             elif st.op == "mixer":
                 inp = y if st.arg == "y" else r
-                if stepping:
-                    y, new[st.node] = self.blocks[st.key].step(inp, state[st.node])
-                else:
+                if not stepping:
                     y = self.blocks[st.key](inp)
                     if self.dropout and self.training:
                         y = F.dropout(y, self.dropout, True)
+                elif not inplace:
+                    y, new[st.node] = self.blocks[st.key].step(inp, state[st.node])
+                elif getattr(self.blocks[st.key], "inplace_step", False):
+                    y = self.blocks[st.key].step(inp, state[st.node], inplace=True)[0]
+                else:
+                    y, out = self.blocks[st.key].step(inp, state[st.node])
+                    _write_state(state[st.node], out)
             elif st.op == "add":
                 r = r + y
             elif st.op == "add_norm":
@@ -172,6 +216,8 @@ class HybridModel(nn.Module):
                 if not stepping and st.arg == "last":
                     y = y[:, -1]
                 break
+        if inplace:
+            state["pos"].add_(1)
         return y, new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,6 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import warnings
@@ -35,11 +34,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.errors import HybOptionError
-from hybriddsl.kernels.dispatch import get_backend
 
 State = dict[str, Any]
 
@@ -156,33 +153,6 @@ def _compile_options(device: torch.device) -> dict[str, Any]:
     return opts
 
 
-def _takes_inplace(step: Callable) -> bool:
-    """True when a layer's ``step`` accepts ``inplace=True`` (it then updates the state dict it is given)."""
-    try:
-        return "inplace" in inspect.signature(step).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _cpu_add_norm(y: torch.Tensor, r: torch.Tensor, norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(norm(r + y), r + y)`` for CPU tensors: what :func:`hybriddsl.kernels.add_norm.add_norm` computes
-    there (its reference path) for float32/float64, without its argument checks and dispatch (a few us per
-    call, 9 calls per frame in Edifice's model). Other dtypes, or a forced Triton backend, take that path."""
-    if y.dtype in (torch.float32, torch.float64) and r.dtype == y.dtype and get_backend() != "triton":
-        w = norm.weight
-        if w is None or w.dtype == y.dtype:
-            if isinstance(norm, nn.LayerNorm):
-                r = y + r
-                return F.layer_norm(r, norm.normalized_shape, w, norm.bias, norm.eps), r
-            if isinstance(norm, nn.RMSNorm):
-                r = y + r
-                eps = norm.eps if norm.eps is not None else torch.finfo(r.dtype).eps
-                return F.rms_norm(r, norm.normalized_shape, w, eps), r
-    from hybriddsl.lower import _add_norm
-
-    return _add_norm(y, r, norm)
-
-
 TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -295,8 +265,6 @@ class Stream:
         self._slots = state_slots(self.state)
         self.names = [n for _, _, n in self._slots]
         self.frames = 0  # frames pushed since the last full reset
-        self._prog = self._program()
-        self._cpu = self.device.type == "cpu"
         self._compiled = None
         self._aot: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
         self._graph: Any = None
@@ -322,72 +290,10 @@ class Stream:
                 raise HybOptionError("cuda_graph=True needs the model on a CUDA device")
             self._capture()
 
-    # ---- the per-frame program --------------------------------------------------------------------------
-    def _program(self) -> list[tuple]:
-        """The model's plan with modules, flags and state dicts looked up once."""
-        m = self.model
-        prog: list[tuple] = []
-        for st in m.plan:
-            mod = m.blocks[st.key] if st.key else None
-            if st.op == "in_proj":
-                prog.append(("in_proj", m.embed, None))
-            elif st.op == "pos":
-                prog.append(("pos", m.pos, self.state["pos"]))
-            elif st.op in ("norm", "add_norm"):
-                prog.append((st.op, mod, bool(st.arg)))
-            elif st.op == "mixer":
-                if _takes_inplace(mod.step):  # the layer writes its new state into ours: no copies here
-                    prog.append(("mixer_", mod.step, (st.arg == "y", self.state[st.node])))
-                else:
-                    prog.append(("mixer", mod.step, (st.arg == "y", self.state[st.node])))
-            elif st.op == "head":
-                prog.append(("head", m.head, None))
-            elif st.op == "add":
-                prog.append(("add", None, None))
-            elif st.op == "output":
-                prog.append(("output", None, None))
-                break
-        return prog
-
+    # ---- the per-frame step -----------------------------------------------------------------------------
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """One position, eager: one call per plan step; new state copied into the state tensors."""
-        from hybriddsl.lower import _add_norm
-
-        r = y = x
-        for op, fn, arg in self._prog:
-            if op == "mixer_":
-                read_y, st = arg
-                y = fn(y if read_y else r, st, inplace=True)[0]
-            elif op == "mixer":
-                read_y, st = arg
-                y, new = fn(y if read_y else r, st)
-                for k, buf in st.items():
-                    t = new[k]
-                    if t is not buf:
-                        if t.shape == buf.shape:
-                            buf.copy_(t)
-                        else:  # a growing cache (attention without a window): it cannot stay in place
-                            st[k] = t
-            elif op == "add":
-                r = r + y
-            elif op == "norm":
-                y = fn(r)
-                if arg:
-                    r = y
-            elif op == "add_norm":
-                y, r = _cpu_add_norm(y, r, fn) if self._cpu else _add_norm(y, r, fn)
-                if arg:
-                    r = y
-            elif op == "in_proj":
-                r = y = fn(x)
-            elif op == "pos":
-                r = r + fn.table(arg, r.dtype)
-            elif op == "head":
-                y = fn(y)
-            else:  # output
-                break
-        self.state["pos"].add_(1)
-        return y
+        """One position, eager: the model's own plan interpreter, writing the new state into ours."""
+        return self.model._run(x, self.state, inplace=True)[0]
 
     def _functional_push(self, x: torch.Tensor, *bufs: torch.Tensor) -> torch.Tensor:
         """The step on flat state with in-place write-back: what torch.compile traces."""

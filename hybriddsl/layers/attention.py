@@ -92,6 +92,8 @@ class Attention(Mixer):
     ``heads*head_dim -> hidden``.
     """
 
+    inplace_step = True
+
     def __init__(
         self,
         hidden_size: int,

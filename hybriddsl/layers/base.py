@@ -17,7 +17,11 @@ class Mixer(nn.Module):
     """Base class of layer modules: the streaming contract with sensible defaults.
 
     Stateless kinds (ffn, kan, moe) need only ``forward``: their ``step`` calls forward on one token.
+    A kind whose ``step`` also takes ``inplace=True`` (then writes its new state into the state tensors it was
+    given, for :class:`hybriddsl.streaming.Stream`) says so with ``inplace_step = True``.
     """
+
+    inplace_step: bool = False
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """State before the first token; empty for stateless kinds."""

@@ -66,6 +66,8 @@ class Mamba(Mixer):
     ``out_proj`` D_in -> hidden.
     """
 
+    inplace_step = True
+
     def __init__(
         self,
         hidden_size: int,
