@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.errors import HybOptionError
@@ -457,9 +458,10 @@ def latency_table(
 ) -> list[dict[str, Any]]:
     """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
     and frames per second at ``fps_batch``. ``compile``: compiled streams to time beside the eager one
-    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``). One dict per row: threads, batch, mode,
-    p50_ms, p99_ms, fps, and for streams ``state_in_place`` (same data_ptrs after every frame) and
-    ``rss_growth_mb``."""
+    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``); row ``matvec-floor`` times just one
+    matrix-vector product per weight matrix of the model (no step can be faster). One dict per row: threads,
+    batch, mode, p50_ms, p99_ms, fps, and for streams ``state_in_place`` (same data_ptrs after every frame)
+    and ``rss_growth_mb``."""
     model.eval()
     p = next(model.parameters())
     dev = p.device
@@ -475,6 +477,16 @@ def latency_table(
 
     rows: list[dict[str, Any]] = []
     old_threads = torch.get_num_threads()
+    # the floor of any step in the model's dtype: one matrix-vector product per weight matrix, nothing else
+    mats = [w for w in model.parameters() if w.dim() == 2]
+    vecs = [w.new_ones(1, w.shape[1]) for w in mats]
+
+    def matvecs(_frame: torch.Tensor) -> None:
+        with torch.no_grad():
+            for w, v in zip(mats, vecs):
+                F.linear(v, w)
+        sync()
+
     kinds = [compile_kind(k) for k in compile]
     streams = {"stream": Stream(model, 1), **{f"stream-{k}": Stream(model, 1, compile=k) for k in kinds}}
     big = {"stream": Stream(model, fps_batch), **{f"stream-{k}": Stream(model, fps_batch, compile=k) for k in kinds}}
@@ -521,6 +533,18 @@ def latency_table(
                     "fps": 1 / percentile(lat, 0.5),
                 }
             )
+            lat = frame_latencies(matvecs, xs, warmup)
+            rows.append(
+                {
+                    "threads": nt,
+                    "batch": 1,
+                    "mode": "matvec-floor",
+                    "frames": frames,
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "fps": 1 / percentile(lat, 0.5),
+                }
+            )
             # throughput at a large batch: frames (rows x pushes) per second
             xb = inputs(fps_batch, 100)
             for mode, s in big.items():
@@ -558,13 +582,14 @@ def latency_table(
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`latency_table` rows, with the speed-up of streaming over the re-run."""
     ref = {(r["threads"], r["batch"]): r for r in rows if r["mode"].startswith("rerun")}
+    base_modes = ("rerun", "matvec-floor")
     lines = [
         "| threads | batch | mode | p50 ms/frame | p99 ms/frame | frames/s | vs re-run (p50) | state in place |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         base = ref.get((r["threads"], r["batch"]))
-        speed = f"{base['p50_ms'] / r['p50_ms']:.1f}x" if base and not r["mode"].startswith("rerun") else ""
+        speed = f"{base['p50_ms'] / r['p50_ms']:.1f}x" if base and not r["mode"].startswith(base_modes) else ""
         place = r.get("state_in_place")
         place = "" if place is None else ("yes" if place else "NO")
         if place and r["batch"] == 1:

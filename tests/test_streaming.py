@@ -289,4 +289,5 @@ def test_cli_bench_stream_prints_the_table_and_rejects_bad_input(tmp_path, capsy
     assert main(base) == 0
     out = capsys.readouterr().out
     assert "| 1 | 1 | stream |" in out and "| 1 | 1 | rerun-6 |" in out and "| 1 | 2 | stream |" in out
+    assert "| 1 | 1 | matvec-floor |" in out
     assert main([*base[:-1], "one"]) == 2 and "--threads" in capsys.readouterr().err
