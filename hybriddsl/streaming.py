@@ -430,6 +430,24 @@ def frame_latencies(push: Callable[[torch.Tensor], Any], frames: torch.Tensor, w
     return out
 
 
+def interleaved_latencies(
+    fns: dict[str, Callable[[torch.Tensor], Any]], frames: torch.Tensor
+) -> dict[str, list[float]]:
+    """Seconds per call of each function on every frame of ``frames`` [n, ...], the functions taking turns on
+    each frame (in an order that rotates from frame to frame), so that all see the same machine load."""
+    names = list(fns)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    clock = time.perf_counter
+    for i in range(frames.shape[0]):
+        f = frames[i]
+        for j in range(len(names)):
+            n = names[(i + j) % len(names)]
+            t0 = clock()
+            fns[n](f)
+            out[n].append(clock() - t0)
+    return out
+
+
 def percentile(xs: list[float], q: float) -> float:
     """The q-quantile (0..1) of xs, nearest rank."""
     s = sorted(xs)
@@ -494,24 +512,28 @@ def latency_table(
         for nt in threads:
             torch.set_num_threads(nt)
             xs = inputs(1, frames)
-            for mode, s in streams.items():
-                push = lambda f, s=s: (s.push(f), sync())  # noqa: E731
-                frame_latencies(push, xs[:warmup], 0)  # warm-up first: allocator and caches settle
-                ptrs, rss0 = s.data_ptrs(), rss_bytes()
-                lat = frame_latencies(push, xs, 0)
-                rows.append(
-                    {
-                        "threads": nt,
-                        "batch": 1,
-                        "mode": mode,
-                        "frames": frames,
-                        "p50_ms": percentile(lat, 0.5) * 1e3,
-                        "p99_ms": percentile(lat, 0.99) * 1e3,
-                        "fps": 1 / percentile(lat, 0.5),
-                        "state_in_place": s.data_ptrs() == ptrs,
-                        "rss_growth_mb": (rss_bytes() - rss0) / 2**20,
-                    }
-                )
+            # batch 1: the streams and the matvec floor take turns frame by frame, so that all of them see the
+            # same moments of a shared machine (its load moves the timings by 2x within minutes)
+            fns = {mode: (lambda f, s=s: (s.push(f), sync())) for mode, s in streams.items()}
+            fns["matvec-floor"] = matvecs
+            ptrs = {mode: s.data_ptrs() for mode, s in streams.items()}
+            interleaved_latencies(fns, xs[:warmup])  # warm-up first: allocator and caches settle
+            rss0 = rss_bytes()
+            lats = interleaved_latencies(fns, xs)
+            grown = (rss_bytes() - rss0) / 2**20
+            for mode, lat in lats.items():
+                row = {
+                    "threads": nt,
+                    "batch": 1,
+                    "mode": mode,
+                    "frames": frames,
+                    "p50_ms": percentile(lat, 0.5) * 1e3,
+                    "p99_ms": percentile(lat, 0.99) * 1e3,
+                    "fps": 1 / percentile(lat, 0.5),
+                }
+                if mode in streams:
+                    row.update(state_in_place=streams[mode].data_ptrs() == ptrs[mode], rss_growth_mb=grown)
+                rows.append(row)
             buf = inputs(1, window).transpose(0, 1).contiguous()  # [1, window, ...]
 
             def rerun(f: torch.Tensor) -> None:
@@ -528,18 +550,6 @@ def latency_table(
                     "batch": 1,
                     "mode": f"rerun-{window}",
                     "frames": rerun_frames,
-                    "p50_ms": percentile(lat, 0.5) * 1e3,
-                    "p99_ms": percentile(lat, 0.99) * 1e3,
-                    "fps": 1 / percentile(lat, 0.5),
-                }
-            )
-            lat = frame_latencies(matvecs, xs, warmup)
-            rows.append(
-                {
-                    "threads": nt,
-                    "batch": 1,
-                    "mode": "matvec-floor",
-                    "frames": frames,
                     "p50_ms": percentile(lat, 0.5) * 1e3,
                     "p99_ms": percentile(lat, 0.99) * 1e3,
                     "fps": 1 / percentile(lat, 0.5),
