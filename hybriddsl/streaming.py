@@ -431,20 +431,21 @@ def frame_latencies(push: Callable[[torch.Tensor], Any], frames: torch.Tensor, w
 
 
 def interleaved_latencies(
-    fns: dict[str, Callable[[torch.Tensor], Any]], frames: torch.Tensor
+    fns: dict[str, Callable[[torch.Tensor], Any]], frames: torch.Tensor, block: int = 100
 ) -> dict[str, list[float]]:
-    """Seconds per call of each function on every frame of ``frames`` [n, ...], the functions taking turns on
-    each frame (in an order that rotates from frame to frame), so that all see the same machine load."""
-    names = list(fns)
-    out: dict[str, list[float]] = {n: [] for n in names}
+    """Seconds per call of each function on every frame of ``frames`` [n, ...]. The functions take turns in
+    blocks of ``block`` consecutive frames (each block as a deployed stream runs: warm caches), so that all
+    of them see the same stretches of a shared machine's load."""
+    out: dict[str, list[float]] = {n: [] for n in fns}
     clock = time.perf_counter
-    for i in range(frames.shape[0]):
-        f = frames[i]
-        for j in range(len(names)):
-            n = names[(i + j) % len(names)]
-            t0 = clock()
-            fns[n](f)
-            out[n].append(clock() - t0)
+    n = frames.shape[0]
+    for start in range(0, n, block):
+        for name, fn in fns.items():
+            lat = out[name]
+            for i in range(start, min(start + block, n)):
+                t0 = clock()
+                fn(frames[i])
+                lat.append(clock() - t0)
     return out
 
 
@@ -512,8 +513,8 @@ def latency_table(
         for nt in threads:
             torch.set_num_threads(nt)
             xs = inputs(1, frames)
-            # batch 1: the streams and the matvec floor take turns frame by frame, so that all of them see the
-            # same moments of a shared machine (its load moves the timings by 2x within minutes)
+            # batch 1: the streams and the matvec floor take turns every 100 frames, so that all of them see the
+            # same stretches of a shared machine's load (it moves the timings by 2x within minutes)
             fns = {mode: (lambda f, s=s: (s.push(f), sync())) for mode, s in streams.items()}
             fns["matvec-floor"] = matvecs
             ptrs = {mode: s.data_ptrs() for mode, s in streams.items()}
