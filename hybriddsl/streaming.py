@@ -477,10 +477,10 @@ def latency_table(
 ) -> list[dict[str, Any]]:
     """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
     and frames per second at ``fps_batch``. ``compile``: compiled streams to time beside the eager one
-    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``); row ``matvec-floor`` times just one
-    matrix-vector product per weight matrix of the model (no step can be faster). One dict per row: threads,
-    batch, mode, p50_ms, p99_ms, fps, and for streams ``state_in_place`` (same data_ptrs after every frame)
-    and ``rss_growth_mb``."""
+    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``; on CUDA also ``stream-cudagraph``); row
+    ``matvec-floor`` times just one matrix-vector product per weight matrix of the model (no step can be
+    faster). One dict per row: threads, batch, mode, p50_ms, p99_ms, fps, and for streams ``state_in_place``
+    (same data_ptrs after every frame) and ``rss_growth_mb``."""
     model.eval()
     p = next(model.parameters())
     dev = p.device
@@ -509,6 +509,9 @@ def latency_table(
     kinds = [compile_kind(k) for k in compile]
     streams = {"stream": Stream(model, 1), **{f"stream-{k}": Stream(model, 1, compile=k) for k in kinds}}
     big = {"stream": Stream(model, fps_batch), **{f"stream-{k}": Stream(model, fps_batch, compile=k) for k in kinds}}
+    if dev.type == "cuda":  # one eager push captured and replayed: no launch overhead per kernel
+        streams["stream-cudagraph"] = Stream(model, 1, cuda_graph=True)
+        big["stream-cudagraph"] = Stream(model, fps_batch, cuda_graph=True)
     try:
         for nt in threads:
             torch.set_num_threads(nt)
