@@ -248,6 +248,22 @@ def test_aot_compiled_stream_for_every_kind():
     torch.testing.assert_close(stream_all(s, x), want, rtol=1e-4, atol=1e-4)
 
 
+def test_eager_stream_sees_weights_loaded_in_place():
+    """The eager fast paths cache what they derive from weights (Mamba's A = -exp(A_log)) only as long as the
+    weights are unchanged: after load_state_dict the stream gives the new model's outputs."""
+    model, x = build("M A(window=3) M", (2, 6))
+    s = model.stream(batch=2)
+    stream_all(s, x)
+    other, _ = build("M A(window=3) M")
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        want = other(x)
+    model.load_state_dict(other.state_dict())
+    s.reset()
+    torch.testing.assert_close(stream_all(s, x), want, rtol=1e-4, atol=1e-4)
+
+
 def test_compile_setting_is_checked():
     model, _ = build("M")
     with pytest.raises(HybOptionError, match="compile takes"):

@@ -98,6 +98,7 @@ class Mamba(Mixer):
         a = torch.arange(1, state + 1, dtype=torch.float32).repeat(self.d_inner, 1)  # S4D-real
         self.A_log = nn.Parameter(torch.log(a))
         self.D = nn.Parameter(torch.ones(self.d_inner))
+        self._A_cache: tuple[tuple[int, int], torch.Tensor] | None = None
 
     def _ssm_inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u [..., D_in] (after conv + silu) -> delta [..., D_in] (before bias/softplus), B, C [..., N]."""
@@ -106,6 +107,15 @@ class Mamba(Mixer):
 
     def _A(self) -> torch.Tensor:
         return -torch.exp(wide(self.A_log))
+
+    def _A_frozen(self) -> torch.Tensor:
+        """``-exp(A_log)`` for the streaming fast path (no grad), recomputed only when ``A_log`` changed: its
+        storage or its version counter, which every in-place update (optimizer step, ``load_state_dict``)
+        advances. Saves two ops over [D_in, N] a frame."""
+        key = (self.A_log.data_ptr(), self.A_log._version)
+        if self._A_cache is None or self._A_cache[0] != key:
+            self._A_cache = (key, -torch.exp(self.A_log.detach()))  # a plain attribute: not in the state_dict
+        return self._A_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.selective_scan import selective_scan
@@ -148,7 +158,7 @@ class Mamba(Mixer):
             dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.state, self.state], dim=-1)
             dt = F.softplus(F.linear(dt_low, self.dt_proj.weight) + self.dt_proj.bias)  # [b, D_in]
             # h = exp(dt A) h + (dt u) B^T, A = -exp(A_log); the same formula as selective_scan_step
-            h.mul_(torch.exp(dt.unsqueeze(-1) * -torch.exp(self.A_log)))
+            h.mul_(torch.exp(dt.unsqueeze(-1) * self._A_frozen()))
             h.addcmul_((dt * u).unsqueeze(-1), B.unsqueeze(1))
             y = torch.matmul(h, C.unsqueeze(-1)).squeeze(-1)  # h C: [b, D_in]
             y = torch.addcmul(y, self.D, u) * F.silu(z)
