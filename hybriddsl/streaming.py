@@ -11,10 +11,11 @@ frame instead of re-running the whole window:
         y = s.push(frame)           # the model's output at this position: [batch, hidden] (or logits)
 
 State lives in preallocated tensors (``Stream.state``, the nested dict of ``HybridModel.init_state``) that
-every ``push`` updates in place (layers whose ``step`` takes ``inplace=True`` write into them themselves,
-the others' new state is ``copy_``'d in): no new state tensors per frame, so their ``data_ptr``s stay
-put, which is also what a CUDA graph needs (``cuda_graph=True`` replays one captured ``push``). The Python work
-per frame is one call per plan step (one ``step`` per layer), nothing rebuilt.
+every ``push`` updates in place (layers with ``inplace_step`` write into them themselves, the model's
+interpreter ``copy_``'s the others' new state in; ``compile=True`` code writes them directly): no new state
+tensors per frame, so their ``data_ptr``s stay put, which is also what a CUDA graph needs (``cuda_graph=True``
+replays one captured ``push``). The Python work per frame is one call per plan step (one ``step`` per layer)
+eager, one call in all compiled.
 
 ``reset(i)`` restarts row ``i`` of the batch (its state slices back to the initial state; per-row position
 counters make attention and sinusoidal positions restart too), ``snapshot()`` / ``restore(snap)`` copy the
