@@ -465,6 +465,23 @@ def rss_bytes() -> int:
         return 0
 
 
+def matvec_floor(model: nn.Module) -> Callable[[Any], None]:
+    """A function doing one matrix-vector product per weight matrix of ``model`` (in its dtype) and nothing
+    else: the floor of any batch-1 step of that model, which reads every weight once per frame."""
+    mats = [w for w in model.parameters() if w.dim() == 2]
+    vecs = [w.new_ones(1, w.shape[1]) for w in mats]
+    cuda = bool(mats) and mats[0].is_cuda
+
+    def matvecs(_frame: Any = None) -> None:
+        with torch.no_grad():
+            for w, v in zip(mats, vecs):
+                F.linear(v, w)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return matvecs
+
+
 def latency_table(
     model: nn.Module,
     *,
@@ -475,13 +492,15 @@ def latency_table(
     warmup: int = 200,
     compile: tuple[str, ...] = (),
     fps_batch: int = 64,
+    extra: dict[str, Callable[[torch.Tensor], Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
     and frames per second at ``fps_batch``. ``compile``: compiled streams to time beside the eager one
     (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``; on CUDA also ``stream-cudagraph``); row
     ``matvec-floor`` times just one matrix-vector product per weight matrix of the model (no step can be
     faster). One dict per row: threads, batch, mode, p50_ms, p99_ms, fps, and for streams ``state_in_place``
-    (same data_ptrs after every frame) and ``rss_growth_mb``."""
+    (same data_ptrs after every frame) and ``rss_growth_mb``. ``extra``: more batch-1 rows, name -> a function of
+    one frame [1, ...] (another model's stream, say), timed in the same interleaving."""
     model.eval()
     p = next(model.parameters())
     dev = p.device
@@ -497,16 +516,7 @@ def latency_table(
 
     rows: list[dict[str, Any]] = []
     old_threads = torch.get_num_threads()
-    # the floor of any step in the model's dtype: one matrix-vector product per weight matrix, nothing else
-    mats = [w for w in model.parameters() if w.dim() == 2]
-    vecs = [w.new_ones(1, w.shape[1]) for w in mats]
-
-    def matvecs(_frame: torch.Tensor) -> None:
-        with torch.no_grad():
-            for w, v in zip(mats, vecs):
-                F.linear(v, w)
-        sync()
-
+    matvecs = matvec_floor(model)
     kinds = [compile_kind(k) for k in compile]
     streams = {"stream": Stream(model, 1), **{f"stream-{k}": Stream(model, 1, compile=k) for k in kinds}}
     big = {"stream": Stream(model, fps_batch), **{f"stream-{k}": Stream(model, fps_batch, compile=k) for k in kinds}}
@@ -521,6 +531,7 @@ def latency_table(
             # same stretches of a shared machine's load (it moves the timings by 2x within minutes)
             fns = {mode: (lambda f, s=s: (s.push(f), sync())) for mode, s in streams.items()}
             fns["matvec-floor"] = matvecs
+            fns.update(extra or {})
             ptrs = {mode: s.data_ptrs() for mode, s in streams.items()}
             interleaved_latencies(fns, xs[:warmup])  # warm-up first: allocator and caches settle
             rss0 = rss_bytes()
