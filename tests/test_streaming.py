@@ -248,6 +248,15 @@ def test_aot_compiled_stream_for_every_kind():
     torch.testing.assert_close(stream_all(s, x), want, rtol=1e-4, atol=1e-4)
 
 
+def test_aot_compiled_stream_of_a_token_model_with_post_norm_and_positions():
+    """The plan's other steps compiled too: token embedding, sinusoidal positions, post-norm, RoPE, logits."""
+    model, x = build("vocab = 13\npre_norm = false\npos = sinusoidal\nM A(window=3, rope=true) GLA", (2, 7))
+    s = model.stream(batch=2, compile=True)
+    with torch.no_grad():
+        full = model(x)
+    torch.testing.assert_close(stream_all(s, x), full, rtol=1e-4, atol=1e-4)
+
+
 def test_eager_stream_sees_weights_loaded_in_place():
     """The eager fast paths cache what they derive from weights (Mamba's A = -exp(A_log)) only as long as the
     weights are unchanged: after load_state_dict the stream gives the new model's outputs."""
