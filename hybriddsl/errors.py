@@ -104,3 +104,9 @@ def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:
     lowered = {k.lower(): k for k in known}
     best = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
     return f" - did you mean '{lowered[best[0]]}'?" if best else ""
+
+
+def first_line(e: BaseException) -> str:
+    """``"Type: first line of its message"``: how a wrapped library error (export, compile) is quoted."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybriddsl.errors import HybOptionError
+from hybriddsl.errors import HybOptionError, first_line
 from hybriddsl.fileio import atomic_path
 from hybriddsl.streaming import flatten_state, growing_state, step_function
 
@@ -119,10 +119,7 @@ def _aoti_files(ep: torch.export.ExportedProgram) -> list:
                 ep.module(), tuple(ep.example_inputs[0]), options={"aot_inductor.package": True}
             )
     except Exception as e:  # a compiler missing or failing: the plain export still works without --aot
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise HybOptionError(
-            f"AOTInductor could not compile the step ({type(e).__name__}: {msg}); export without --aot"
-        ) from e
+        raise HybOptionError(f"AOTInductor could not compile the step ({first_line(e)}); export without --aot") from e
 
 
 def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | None = None) -> Path:

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.errors import HybOptionError
+from hybriddsl.errors import HybOptionError, first_line
 
 State = dict[str, Any]
 
@@ -209,9 +209,8 @@ def aot_step(
             )
             runner = torch._inductor.aoti_load_package(path)
     except Exception as e:  # export/compile failures: say which path failed and what else to use
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HybOptionError(
-            f"compile='aot' could not compile the step ({type(e).__name__}: {msg}); "
+            f"compile='aot' could not compile the step ({first_line(e)}); "
             "try compile='dynamo' or the eager stream (compile=False)"
         ) from e
     finally:
@@ -283,10 +282,11 @@ class Stream:
             run, self._aot_weights = aot_step(model, self.state, self._example_frame())
             self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
             self._aot = run
-        elif kind == "dynamo":
-            self._compiled = torch.compile(self._functional_push, dynamic=False, options=_compile_options(self.device))
+        elif kind == "dynamo":  # the in-place step on flat state, as aot_step exports it
+            step = StepFunction(model, self.state, inplace=True)
+            self._compiled = torch.compile(step, dynamic=False, options=_compile_options(self.device))
         elif kind:  # a torch.compile mode: torch.compile takes a mode or options, not both
-            self._compiled = torch.compile(self._functional_push, mode=kind, dynamic=False)
+            self._compiled = torch.compile(StepFunction(model, self.state, inplace=True), mode=kind, dynamic=False)
         if cuda_graph:
             if not torch.cuda.is_available() or self.device.type != "cuda":
                 raise HybOptionError("cuda_graph=True needs the model on a CUDA device")
@@ -296,13 +296,6 @@ class Stream:
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """One position, eager: the model's own plan interpreter, writing the new state into ours."""
         return self.model._run(x, self.state, inplace=True)[0]
-
-    def _functional_push(self, x: torch.Tensor, *bufs: torch.Tensor) -> torch.Tensor:
-        """The step on flat state with in-place write-back: what torch.compile traces."""
-        y, new = self.model.step(x, unflatten_state(self.state, bufs))
-        for buf, t in zip(bufs, flatten_like(self.state, new)):
-            buf.copy_(t)
-        return y
 
     def _capture(self) -> None:
         """Capture one push into a CUDA graph over static input and state buffers (state restored after)."""
