@@ -3,6 +3,7 @@
 gelu:   y = W2 gelu(W1 x + b1) + b2,              inner = mult * hidden
 swiglu: y = W2 (silu(W1 x) * (W3 x)),             inner = mult * hidden (LLaMA uses 8/3 to keep 2-matrix cost)
 geglu:  y = W2 (gelu(W1 x) * (W3 x))              (Griffin's gated MLP block, De et al. 2024)
+relu2:  y = W2 relu(W1 x + b1)^2 + b2             (squared ReLU, So et al. 2021 "Primer"; Nemotron-H's MLP)
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from torch import nn
 
 from hybriddsl.layers.base import Mixer
 from hybriddsl.registry import LayerSpec, Option
+
+GATED = ("swiglu", "geglu")  # activations that gate one half of ``up`` with the other
+ACTS = ("gelu", "swiglu", "geglu", "relu2")
 
 
 class FFN(Mixer):
@@ -31,14 +35,16 @@ class FFN(Mixer):
         super().__init__()
         inner = inner or int(math.ceil(hidden_size * mult))
         self.act = act
-        self.up = nn.Linear(hidden_size, inner * (1 if act == "gelu" else 2), bias=bias)
+        self.up = nn.Linear(hidden_size, inner * (2 if act in GATED else 1), bias=bias)
         self.down = nn.Linear(inner, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
-        if self.act != "gelu":  # gated variants: activation of one half times the other half
+        if self.act in GATED:  # gated variants: activation of one half times the other half
             a, b = h.chunk(2, dim=-1)
             h = (F.silu(a) if self.act == "swiglu" else F.gelu(a)) * b
+        elif self.act == "relu2":
+            h = torch.square(F.relu(h))
         else:
             h = F.gelu(h)
         return self.down(h)
@@ -48,12 +54,12 @@ SPEC = LayerSpec(
     name="ffn",
     aliases=("F", "mlp", "-"),
     letter="F",
-    summary="feed-forward MLP (GELU or SwiGLU)",
+    summary="feed-forward MLP (GELU, SwiGLU, GeGLU or squared ReLU)",
     factory=FFN,
     options=(
         Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
         Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation", choices=("gelu", "swiglu", "geglu")),
+        Option("act", str, "gelu", "activation (relu2: squared ReLU, ungated)", choices=ACTS),
         Option("bias", bool, True, "biases on the projections"),
     ),
     color="#f5e6c8",
