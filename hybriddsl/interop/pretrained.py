@@ -12,6 +12,7 @@ checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -44,13 +45,42 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPE_NAMES[dtype]
 
 
+@contextlib.contextmanager
+def _no_init():
+    """Skip ``torch.nn.init``'s fills while building on the meta device: there is nothing to fill, and a meta
+    ``normal_`` goes through torch's decompositions, whose first use imports torch._dynamo (seconds)."""
+    saved = {n: getattr(torch.nn.init, n) for n in INIT_FNS}
+    for n in INIT_FNS:
+        setattr(torch.nn.init, n, lambda t, *a, **k: t)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
+INIT_FNS = (
+    "normal_",
+    "uniform_",
+    "trunc_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "zeros_",
+    "ones_",
+    "constant_",
+    "orthogonal_",
+)
+
+
 def build_meta(text: str, file: str) -> HybridModel:
     """The model for .hyb text, its parameters on the meta device (allocated by the load)."""
     from hybriddsl import api
 
     graph = api.compile(text)
     graph.file = file
-    with torch.device("meta"):
+    with torch.device("meta"), _no_init():
         model = HybridModel(graph)
     model.graph = graph
     model.hyb_file = file
