@@ -119,7 +119,8 @@ def from_pretrained(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ConvertError(f"the {key} importer left {left[0]} unset (a bug in hybriddsl/interop/{key}.py)")
-    model._checkpoint = ck  # the memory maps live as long as the model
+    # no reference to ck is kept: each memory map stays open as long as a tensor made from it (torch.frombuffer
+    # holds a reference), and nothing here ever closes one
     if device is not None:
         model = model.to(device)
     return model.eval()

@@ -143,3 +143,18 @@ def test_save_pretrained_needs_vocab(tmp_path):
     with pytest.raises(HybError, match="vocab"):
         hybriddsl.save_pretrained(m, tmp_path / "x", family="mamba")
     assert not (tmp_path / "x").exists()
+
+
+def test_weights_are_copy_on_write_views_and_dtype_casts(copy):
+    before = (copy / "model.safetensors").read_bytes()
+    m = hybriddsl.from_pretrained(copy)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)  # an optimizer step writes in place: the file must not change
+    del m
+    assert (copy / "model.safetensors").read_bytes() == before
+    m16 = hybriddsl.from_pretrained(copy, dtype="bfloat16")
+    assert {p.dtype for p in m16.parameters()} == {torch.bfloat16}
+    assert m16.head.weight is m16.embed.weight  # tied again after the load
+    with pytest.raises(ConvertError, match="dtype must be one of"):
+        hybriddsl.from_pretrained(copy, dtype="float8")
