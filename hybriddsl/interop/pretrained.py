@@ -37,6 +37,14 @@ def _family(cfg: dict[str, Any], family: str | None) -> tuple[str, Any]:
     return key, FAMILIES[key]
 
 
+def _has_weights(key: str, mod: Any) -> None:
+    if not hasattr(mod, "weight_rules"):
+        raise ConvertError(
+            f"Hugging Face {key}: only its config converts so far (hybdsl convert config.json --from hf), "
+            "not its weights"
+        )
+
+
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -108,6 +116,7 @@ def from_pretrained(
             f"{folder} is a file: give the model folder (config.json and weights)", Span(0, 0, 1, str(folder))
         )
     key, mod = _family(cfg, family)
+    _has_weights(key, mod)
     text = mod.from_config(cfg)
     ck = Checkpoint(folder)
     model = build_meta(text, str(folder))
@@ -205,6 +214,7 @@ def save_pretrained(
 
     key = family_name(family)
     mod = FAMILIES[key]
+    _has_weights(key, mod)
     graph = getattr(model, "graph", None)
     if graph is None:
         from hybriddsl import api

@@ -87,7 +87,7 @@ def test_wrong_dtype_is_named(copy):
         hybriddsl.from_pretrained(copy)
 
 
-def test_shard_index_naming_a_missing_file(copy):
+def test_shard_index_naming_a_missing_file(folder, copy):
     t = load_file(copy / "model.safetensors")
     names = sorted(t)
     half = len(names) // 2
@@ -98,8 +98,8 @@ def test_shard_index_naming_a_missing_file(copy):
     (copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wmap}))
     # the sharded folder loads and equals the single-file one
     ids = torch.randint(0, 32, (1, 5))
-    single = hybriddsl.from_pretrained(copy.parent.parent / copy.parent.name / "copy")
-    assert torch.equal(single(ids), hybriddsl.from_pretrained(copy)(ids))
+    with torch.no_grad():
+        assert torch.equal(hybriddsl.from_pretrained(folder)(ids), hybriddsl.from_pretrained(copy)(ids))
     (copy / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(HybFileError, match="model-00002-of-00002.safetensors.*does not exist"):
         hybriddsl.from_pretrained(copy)
