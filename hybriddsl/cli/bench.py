@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import time
 
-from hybriddsl import api
 from hybriddsl.cli.common import add_file, overrides, source_arg
 from hybriddsl.errors import HybOptionError
 
@@ -48,6 +47,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hybriddsl import api
     from hybriddsl.kernels import backend
 
     if args.batch < 1 or args.seq < 1 or args.iters < 1:

@@ -56,3 +56,14 @@ def parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw.strip("\"'")
+
+
+def require(module: str, what: str, install: str) -> None:
+    """Raise HybOptionError now, before any work, when ``module`` (needed by ``what``) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise HybOptionError(
+            f"{what} needs the '{module}' package, which is not installed: {install}",
+            Span(0, 0, 1, "<command line>"),
+        )

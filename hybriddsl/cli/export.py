@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl import api
 from hybriddsl.cli.common import add_file, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
@@ -43,6 +42,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from hybriddsl import api
     from hybriddsl.export import save_forward, save_step
 
     out = Path(args.output)

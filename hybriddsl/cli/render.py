@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl import api
 from hybriddsl.cli.common import add_file, overrides, source_arg
 
 
@@ -22,6 +21,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hybriddsl import api
+
     out = Path(args.output) if args.output else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
     graph = api.compile(source_arg(args), **overrides(args))
     written = api.render(graph, out)
