@@ -16,7 +16,7 @@ import sys
 import traceback
 
 from hybriddsl import __version__
-from hybriddsl.errors import HybError
+from hybriddsl.errors import HybError, Span
 
 # command -> the line `hybdsl --help` shows for it (its module's own parser has the details)
 COMMANDS = {
@@ -95,22 +95,47 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HybError as e:
-        print(str(e), file=sys.stderr)
+        print(str(_named_for_cli(e)), file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"error: out of memory: {_OOM_HINT}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError (OutOfMemoryError on CUDA)
+        if type(e).__name__ != "OutOfMemoryError" and "can't allocate memory" not in str(e):
+            return _internal(e, args.debug)
+        print(f"error: out of memory ({str(e).splitlines()[0][:200]}): {_OOM_HINT}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:  # a bug, not a user mistake: say so plainly
-        if args.debug:
-            traceback.print_exc()
-        else:
-            print(
-                f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback, and please report it)",
-                file=sys.stderr,
-            )
-        return 1
+    except Exception as e:
+        return _internal(e, args.debug)
+
+
+_OOM_HINT = "the model or batch is too large for this machine; try a smaller hidden, fewer layers or a smaller --batch"
+
+
+def _internal(e: Exception, debug: bool) -> int:
+    """A bug, not a user mistake: say so plainly (exit 1)."""
+    if debug:
+        traceback.print_exc()
+    else:
+        print(
+            f"internal error: {type(e).__name__}: {e}\n(run with --debug for a traceback, and please report it)",
+            file=sys.stderr,
+        )
+    return 1
+
+
+def _named_for_cli(e: HybError) -> HybError:
+    """Errors about ``--set`` values name the flag, not the Python API's keyword argument."""
+    sp = e.span
+    prefix = "<keyword argument "
+    if sp is not None and sp.file.startswith(prefix):
+        e.span = Span(sp.line, sp.column, sp.length, "--set " + sp.file[len(prefix) : -1])
+    return e
 
 
 if __name__ == "__main__":
