@@ -25,7 +25,7 @@ from torch import nn
 
 from hybriddsl.errors import HybOptionError, first_line
 from hybriddsl.fileio import atomic_path
-from hybriddsl.streaming import flatten_state, growing_state, step_function
+from hybriddsl.streaming import flatten_state, growing_state, state_labels, step_function
 
 META = "hybriddsl.json"
 
@@ -59,7 +59,7 @@ def export_step(model: nn.Module, batch: int = 1) -> torch.export.ExportedProgra
     if grow:
         raise HybOptionError(
             "the step cannot be exported: these state tensors grow every frame: "
-            + ", ".join(grow)
+            + ", ".join(state_labels(model, grow))
             + " (give every attention layer a window, e.g. attention.window = 60)"
         )
     fn, state = step_function(model.eval(), batch)

@@ -62,6 +62,25 @@ def state_slots(state: State) -> list[tuple[dict, str, str]]:
     return out
 
 
+def state_labels(model: nn.Module, names: list[str]) -> list[str]:
+    """User-facing names of state entries: ``n8.k`` -> ``layer 2 (attention) k`` (the graph's node ids are
+    internal); names the model's graph does not know stay as they are."""
+    graph = getattr(model, "graph", None)
+    out = []
+    for name in names:
+        nid, _, rest = name.partition(".")
+        try:
+            d = graph[nid] if graph is not None else None
+        except Exception:  # not a node id
+            d = None
+        if not d or "layer" not in d or "kind" not in d:
+            out.append(name)
+            continue
+        tag = {"companion": "+", "shared": " shared"}.get(d.get("role"), "")
+        out.append(f"layer {d['layer']}{tag} ({d['kind']}) {rest}".rstrip())
+    return out
+
+
 def flatten_state(state: State) -> tuple[list[str], list[torch.Tensor]]:
     """(names, tensors) of a model state, in :func:`state_slots` order."""
     slots = state_slots(state)
@@ -275,7 +294,7 @@ class Stream:
             if grow:
                 raise HybOptionError(
                     "compile/cuda_graph streaming needs a fixed-shape state, but these grow every frame: "
-                    + ", ".join(grow)
+                    + ", ".join(state_labels(model, grow))
                     + " (give attention a window, or use the eager stream)"
                 )
         if kind == "aot":

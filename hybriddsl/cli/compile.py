@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybriddsl import registry
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import write_text
 
@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
         raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
+    check_output_dir(out)
 
     from hybriddsl import api
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".pt2":
         raise HybFileError(f"export writes a .pt2 file, got '{out.name}'", Span(0, 0, 1, str(out)))
+    check_output_dir(out)
     if args.batch < 1 or (args.seq is not None and args.seq < 1):
         raise HybOptionError("--batch and --seq must be at least 1")
     torch.manual_seed(args.seed)
