@@ -29,6 +29,7 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -298,7 +299,16 @@ class Stream:
                     + " (give attention a window, or use the eager stream)"
                 )
         if kind == "aot":
+            # minutes of silence otherwise: say what is happening (stderr, so piped output stays clean)
+            print(
+                "hybriddsl: compiling the streaming step with AOTInductor (once per model and batch; ~0.5-3 min "
+                "on 2 CPU cores) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            t0 = time.perf_counter()
             run, self._aot_weights = aot_step(model, self.state, self._example_frame())
+            print(f"hybriddsl: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
             self._aot = run
         elif kind == "dynamo":  # the in-place step on flat state, as aot_step exports it
