@@ -268,7 +268,10 @@ class HybridModel(nn.Module):
         from hybriddsl.ir import _layers_summary
 
         keys = [st.key for st in self.plan if st.op == "mixer"]  # weight keys: kind_i, or sharedN_kind
-        kinds = [k.split("_", 1)[1] + " (shared)" if k.startswith("shared") else k.rsplit("_", 1)[0] for k in keys]
+        kinds = [
+            k.split("_", 1)[1].rsplit("_", 1)[0] + " (shared)" if k.startswith("shared") else k.rsplit("_", 1)[0]
+            for k in keys
+        ]
         n = sum(p.numel() for p in self.parameters())
         blocks = _layers_summary(kinds).replace("layer", "block", 1)  # companions (attention's FFN) count too
         return f"HybridModel({blocks}; {n:,} params; hidden {self.hidden}, output {self.output_mode})"
