@@ -220,7 +220,10 @@ def save_pretrained(
         from hybriddsl import api
 
         graph = api.compile(model.hyb_source, **model.hyb_overrides)
-    cfg = mod.to_config(graph)
+    from hybriddsl.interop.common import collect_problems
+
+    with collect_problems():  # every problem of the model in one error
+        cfg = mod.to_config(graph)
     if model.vocab is None:
         raise ConvertError(f"a Hugging Face {key} checkpoint is a language model: the model needs 'vocab = N'")
     rules = mod.weight_rules(cfg, model)
