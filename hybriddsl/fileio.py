@@ -11,17 +11,61 @@ from pathlib import Path
 from hybriddsl.errors import HybFileError, Span
 
 
+class SourceText(str):
+    """A string that is .hyb source text, never a path (standard input, a payload's stored source)."""
+
+    file: str = "<string>"
+
+    def __new__(cls, text: str, file: str = "<string>") -> SourceText:
+        obj = super().__new__(cls, text)
+        obj.file = file
+        return obj
+
+
+def is_path(src_or_path: object) -> bool:
+    """The project's one rule for "is this a path or source text?".
+
+    A path is an ``os.PathLike``, or a plain ``str`` of one line that ends in ``.hyb``. :class:`SourceText` (what
+    the CLI makes of standard input) and every other string are source text."""
+    if isinstance(src_or_path, SourceText):
+        return False
+    if isinstance(src_or_path, os.PathLike):
+        return True
+    return isinstance(src_or_path, str) and "\n" not in src_or_path and src_or_path.strip().endswith(".hyb")
+
+
+def source_of(src_or_path: str | os.PathLike) -> tuple[str, str]:
+    """(text, file name) of a path or a source text, by :func:`is_path`."""
+    if is_path(src_or_path):
+        path = Path(src_or_path)
+        return read_source(path), str(path)
+    if not isinstance(src_or_path, str):
+        raise HybFileError(
+            f"expected .hyb source text or a path, got {type(src_or_path).__name__}", Span(0, 0, 1, "<argument>")
+        )
+    return str(src_or_path), getattr(src_or_path, "file", "<string>")
+
+
 def read_source(path: str | os.PathLike) -> str:
     """The text of a .hyb file, or HybFileError naming the file and what went wrong."""
+    from hybriddsl import limits
+
     p = Path(path)
+    cap = limits.current().max_source_bytes
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:  # never read more than the limit allows (a path could name a huge file)
+            data = f.read(cap + 1)
     except FileNotFoundError:
         raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p))) from None
     except IsADirectoryError:
         raise HybFileError(f"{p} is a directory, not a .hyb file", Span(0, 0, 1, str(p))) from None
     except OSError as e:
         raise HybFileError(f"cannot read {p}: {e.strerror}", Span(0, 0, 1, str(p))) from None
+    if len(data) > cap:
+        size = p.stat().st_size
+        raise limits.exceeded(
+            f"{p} is too large: its size in bytes", size, "max_source_bytes", cap, Span(0, 0, 1, str(p))
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -62,6 +106,6 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write text atomically."""
     try:
         with atomic_path(path) as tmp:
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8")
     except OSError as e:
         raise HybFileError(f"cannot write {path}: {e.strerror}", Span(0, 0, 1, str(path))) from None

@@ -265,7 +265,14 @@ class HybridModel(nn.Module):
 
 
 def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
-    """Build the PyTorch module for a graph that went through the pipeline."""
+    """Build the PyTorch module for a graph that went through the pipeline.
+
+    Refuses (before any tensor exists) a graph that names custom code it was not trusted with, or whose
+    parameters exceed the current limits (:mod:`hybriddsl.trust`, :mod:`hybriddsl.limits`)."""
+    from hybriddsl import limits, trust
+
+    trust.require_trust(graph)
+    limits.check_budget(graph, device, dtype)
     if device is None or torch.device(device).type == "cpu":
         model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x
     else:

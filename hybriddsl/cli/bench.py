@@ -10,7 +10,7 @@ import argparse
 import time
 
 from hybriddsl import api
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_build, add_file, overrides, source_arg
 from hybriddsl.errors import HybOptionError
 
 
@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
         description="Build the model with random weights and time it on random inputs.",
     )
     add_file(p)
+    add_build(p)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq", type=int, default=512)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))

@@ -21,5 +21,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     g = api.compile(source_arg(args), debug=True, **overrides(args))
     n = sum(1 for m in g.mixers() if g[m]["role"] == "main")
-    print(f"{args.file}: ok ({n} layers, {g.totals['params']:,} parameters)")
+    unknown = f" + {g.totals['unknown']} custom layer(s)" if g.totals.get("unknown") else ""
+    print(f"{args.file}: ok ({n} layers, {g.totals['params']:,} parameters{unknown})")
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl.cli.common import overrides
+from hybriddsl.cli.common import add_build, overrides
 from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
 from hybriddsl.errors import HybOptionError, Span
 
@@ -27,6 +27,7 @@ def add_parser(sub) -> None:
         "-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting in every file"
     )
     add_task_options(p)
+    add_build(p)
     p.add_argument("--seq-lens", help="comma-separated sequence lengths, e.g. 64,128,256 (default: the task's)")
     p.add_argument("-o", "--output", help="write the numbers: results.csv or results.json")
     p.add_argument("--plot", help="write a PNG plot of accuracy")

@@ -35,6 +35,21 @@ def _show(fn: str | Callable[..., Any]) -> str:
     return fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
 
 
+def importable_name(fn: Callable[..., Any]) -> str | None:
+    """``"module:qualname"`` when importing that name gives back ``fn`` itself (so it can be written into a file
+    and found again), else None (a lambda, a closure, a function defined in ``__main__``)."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(mod, str) or not isinstance(qual, str) or "<" in qual or mod == "__main__":
+        return None
+    import sys
+
+    obj: Any = sys.modules.get(mod)  # only an already imported module: naming must not run code
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    name = f"{mod}:{qual}"
+    return name if obj is fn and _TARGET.match(name) else None
+
+
 def load_factory(fn: str | Callable[..., Any]) -> Callable[..., Any]:
     """The callable named by ``"pkg.mod:attr"`` (``attr`` may be dotted), or ``fn`` itself when callable.
 
