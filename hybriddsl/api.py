@@ -89,6 +89,7 @@ def render(src_or_path: str | os.PathLike | Graph, path: str | os.PathLike, **se
     return render_graph(graph, path)
 
 
+_RESERVED = frozenset({"src_or_path", "debug", "dump", "passes", "trust_custom", "limits", "device", "dtype"})
 PAYLOAD_KEYS = frozenset({"format", "source", "source_sha256", "file", "overrides", "state_dict"})
 
 
@@ -180,7 +181,7 @@ def _check_payload(payload: Any, p: Path) -> None:
             if scope
             else model_setting(name) is not None or name in option_names
         )
-        if not known:
+        if not known or k in _RESERVED:  # a compile() keyword would be taken as an argument, not a setting
             raise bad(f"override '{k}' is not a setting name")
         if not isinstance(v, (int, float, str, bool)) and v is not None:
             raise bad(f"override '{k}' has a {type(v).__name__} value")

@@ -37,7 +37,7 @@ class Limits:
     max_mixers: int = 10_000  # layers built in all: stack, parallel branches, shared uses, macro expansion
     max_experts: int = 4096  # experts of one mixture-of-experts layer
     max_params: int = 10_000_000_000  # parameters allocated by one build or load (a 7B model fits)
-    max_bytes: int | None = None  # bytes of those parameters; None: the memory available when building on CPU
+    max_bytes: int | None = None  # bytes of those parameters; None: half the memory available (CPU builds)
 
     def replace(self, **changes: Any) -> Limits:
         """A copy with some limits changed (unknown names raise HybOptionError)."""
@@ -121,14 +121,15 @@ def check_budget(graph: Any, device: Any = None, dtype: Any = None) -> None:
     need = params * itemsize
     cap = lim.max_bytes
     if cap is None and (device is None or torch.device(device).type == "cpu"):
+        # half: loading a checkpoint holds the weights twice, training holds them and two Adam moments
         free = available_memory()
-        cap = free if free is not None else None
-        if cap is not None and need > cap:
+        if free is not None and need > free // 2:
             raise HybOptionError(
-                f"the model's {params:,} parameters need {need / 2**30:.1f} GiB, more than the "
-                f"{cap / 2**30:.1f} GiB of memory available",
+                f"the model's {params:,} parameters need {need / 2**30:.1f} GiB, more than half of the "
+                f"{free / 2**30:.1f} GiB of memory available",
                 span,
-                hint="build it on a machine with more memory, in a smaller dtype, or set the limit max_bytes",
+                hint="build it on a machine with more memory, in a smaller dtype, or raise the limit max_bytes "
+                "(Python limits=Limits(max_bytes=...), the CLI --limit max_bytes=N)",
             )
         return
     if cap is not None and need > cap:

@@ -124,6 +124,9 @@ class HybridModel(nn.Module):
 
     def __init__(self, graph: Graph):
         super().__init__()
+        from hybriddsl.trust import require_trust
+
+        require_trust(graph)  # before any factory runs: custom code named in text needs trust_custom=True
         s = graph.settings
         self.hidden, self.vocab, self.output_mode = s["hidden"], s["vocab"], s["output"]
         self.embed_dim = s["embed_dim"]
@@ -269,9 +272,8 @@ def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.d
 
     Refuses (before any tensor exists) a graph that names custom code it was not trusted with, or whose
     parameters exceed the current limits (:mod:`hybriddsl.trust`, :mod:`hybriddsl.limits`)."""
-    from hybriddsl import limits, trust
+    from hybriddsl import limits
 
-    trust.require_trust(graph)
     limits.check_budget(graph, device, dtype)
     if device is None or torch.device(device).type == "cpu":
         model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x

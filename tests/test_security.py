@@ -153,10 +153,19 @@ def test_load_refuses_a_factory_in_the_stored_source(tmp_path, marker):
         ({"state_dict": [1, 2]}, "not a mapping of names to tensors"),
         ({"overrides": {"device": "cuda"}}, "'device' is not a setting name"),
         ({"overrides": {"src_or_path": "/etc/passwd.hyb"}}, "'src_or_path' is not a setting name"),
+        ({"overrides": {"trust_custom": True}}, "'trust_custom' is not a setting name"),
         ({"overrides": ["hidden"]}, "not a mapping"),
         ({"source": b"M"}, "not text"),
     ],
-    ids=["unknown-key", "state-dict-list", "override-device", "override-src", "overrides-list", "source-bytes"],
+    ids=[
+        "unknown-key",
+        "state-dict-list",
+        "override-device",
+        "override-src",
+        "override-trust",
+        "overrides-list",
+        "source-bytes",
+    ],
 )
 def test_load_reports_a_malformed_payload_as_a_file_error(tmp_path, change, message):
     with pytest.raises(HybFileError, match=message):
@@ -322,6 +331,16 @@ def test_a_limit_is_raised_by_the_caller_never_by_the_file():
         hybriddsl.compile(f"{SMALL}max_mixers = 100000\nGRU")
     with pytest.raises(HybOptionError, match="unknown limit 'max_mixer'"):
         Limits().replace(max_mixer=3)
+
+
+def test_limits_from_the_command_line(tmp_path, capsys):
+    src = tmp_path / "m.hyb"
+    src.write_text(f"{SMALL}GRU*20\n")
+    rc, _, err = cli(capsys, "check", str(src), "--limit", "max_mixers=10")
+    assert rc == 2 and "m.hyb:2:4" in err and "max_mixers = 10" in err
+    rc, _, err = cli(capsys, "check", str(src), "--limit", "max_mixers=lots")
+    assert rc == 2 and "--limit takes NAME=N" in err
+    assert cli(capsys, "check", str(src))[0] == 0
 
 
 def test_the_parameter_budget_is_checked_before_allocation(tmp_path, capsys):
