@@ -525,3 +525,16 @@ def test_fuzz_compile_debug_mutating_options_and_macros(text):
     except HybError as e:
         assert e.span is not None and e.span.line > 0, f"no position for {e.message!r} from {text!r}"
         str(e)
+
+
+def test_counting_a_built_model_does_not_call_its_factories_again(tmp_path):
+    calls = []
+
+    def counted(hidden_size: int) -> nn.Module:
+        calls.append(hidden_size)
+        return nn.Linear(hidden_size, hidden_size)
+
+    model = hybriddsl.parse_and_build(f"{SMALL}[GRU | custom] custom", **{"custom.fn": counted})
+    assert len(calls) == 2  # one per layer, once each: counting never built them
+    assert model.graph.totals["unknown"] == 0
+    assert model.graph.totals["params"] == sum(p.numel() for p in model.parameters())

@@ -89,7 +89,8 @@ def fill_built(graph: Graph, model: torch.nn.Module) -> None:
         module = model.blocks[node["weights"]]
         params = sum(p.numel() for p in module.parameters())
         node["params"] = params
-        node["flops"] = registry.get(node["kind"]).flops(node["opts"], s["hidden"], params, s["seq_len"])
+        # the kind's own formula may count sub-layers by building them (parallel): 2 FLOPs per weight instead
+        node["flops"] = registry.matmul_flops(node["opts"], s["hidden"], params, s["seq_len"])
         node["state_bytes"] = int(module.state_bytes(s["seq_len"], dtype_bytes=2))
         if node["weights"] not in seen and not node["shared_use"]:
             graph.totals["params"] += params

@@ -144,11 +144,12 @@ def _check_size(prog: Program) -> None:
             raise limits.exceeded("the layers this expands to", n, "max_mixers", lim.max_mixers, item.span)
         return n
 
-    total = size(prog.stack, 0, ())
+    total = 0
+    for item in prog.stack:  # item by item, so that the error points where the total crosses the limit
+        total += one(item, 0, ())
+        if total > lim.max_mixers:
+            raise limits.exceeded("the stack's number of layers", total, "max_mixers", lim.max_mixers, item.span)
     for st in prog.shared:
         total += one(st.item, 0, ()) * len(st.positions)
         if total > lim.max_mixers:
             raise limits.exceeded("the layers built with shared blocks", total, "max_mixers", lim.max_mixers, st.span)
-    if total > lim.max_mixers:
-        span = prog.stack[0].span if prog.stack else None
-        raise limits.exceeded("the stack's number of layers", total, "max_mixers", lim.max_mixers, span)
