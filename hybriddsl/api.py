@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hybriddsl import limits as _limits
 from hybriddsl import syntax
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import SourceText, atomic_path, source_of
 from hybriddsl.ir import Graph
-from hybriddsl.lower import HybridModel, lower
 from hybriddsl.passes import run
+
+if TYPE_CHECKING:  # torch and the lowering are imported by the functions that build modules
+    import torch
+
+    from hybriddsl.lower import HybridModel
 
 FORMAT = "hybriddsl-model/1"
 
@@ -71,6 +73,7 @@ def parse_and_build(
     ``trust_custom=True`` allows ``custom(fn="mod:attr")`` strings in the text to be imported and called (only for
     text you trust; a callable passed in ``settings`` needs no switch). The parameter count is checked against
     ``max_params`` (and the memory available) before any tensor is allocated."""
+    from hybriddsl.lower import lower
     from hybriddsl.passes.count import fill_built
 
     lim = _limits.resolve(limits, max_params=max_params)
@@ -102,7 +105,7 @@ def source_hash(source: str) -> str:
 
 def _saveable_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     """Overrides as plain values: a callable (custom's fn) becomes its importable ``"module:qualname"``."""
-    from hybriddsl.layers.custom import importable_name
+    from hybriddsl.specs.custom import importable_name
 
     out = {}
     for k, v in overrides.items():
@@ -124,6 +127,8 @@ def _saveable_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
 def save(model: HybridModel, path: str | os.PathLike) -> None:
     """Write weights + .hyb source (+ overrides, + the source's SHA-256) to ``path`` atomically; ``load`` rebuilds
     the model. A callable passed as an override is stored as its ``"module:qualname"``."""
+    import torch
+
     payload = {
         "format": FORMAT,
         "source": model.hyb_source,
@@ -142,6 +147,8 @@ def save(model: HybridModel, path: str | os.PathLike) -> None:
 def _check_payload(payload: Any, p: Path) -> None:
     """Raise HybFileError unless ``payload`` is a well-formed model payload (types only; the source is compiled
     later as text)."""
+    import torch
+
     from hybriddsl import registry
     from hybriddsl.settings import model_setting
 
@@ -199,6 +206,10 @@ def load(
     The file is read with ``weights_only=True`` (no pickled code), its stored source is compiled as text (never
     read as a path), custom factories named in it need ``trust_custom=True``, and the model's size is checked
     against the limits (and against the weights in the file) before anything is allocated."""
+    import torch
+
+    from hybriddsl.lower import lower
+
     p = Path(path)
     if not p.exists():
         raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p)))

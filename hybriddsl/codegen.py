@@ -35,7 +35,7 @@ def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[str, str]:
 def _literal(kind: str, name: str, value: Any) -> str:
     """A Python literal for an option value; a callable (custom's fn) as its importable "module:qualname"."""
     if callable(value):
-        from hybriddsl.layers.custom import importable_name
+        from hybriddsl.specs.custom import importable_name
 
         ref = importable_name(value)
         if ref is None:

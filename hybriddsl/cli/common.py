@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from hybriddsl.errors import HybOptionError, Span
+from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
 def add_file(p: argparse.ArgumentParser) -> None:
@@ -40,8 +41,6 @@ def add_build(p: argparse.ArgumentParser) -> None:
 def source_arg(args: argparse.Namespace):
     """The FILE argument as something api.compile accepts: a Path, or standard input as source text (never a
     path, whatever it says)."""
-    from pathlib import Path
-
     from hybriddsl.fileio import SourceText
 
     if args.file == "-":
@@ -90,3 +89,23 @@ def parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw.strip("\"'")
+
+
+def require(module: str, what: str, install: str) -> None:
+    """Raise HybOptionError now, before any work, when ``module`` (needed by ``what``) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise HybOptionError(
+            f"{what} needs the '{module}' package, which is not installed: {install}",
+            Span(0, 0, 1, "<command line>"),
+        )
+
+
+def check_output_dir(path: str | Path | None) -> None:
+    """HybFileError now, before any work, when the folder of an output file does not exist."""
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise HybFileError(f"cannot write {path}: folder {parent} does not exist", Span(0, 0, 1, str(path)))

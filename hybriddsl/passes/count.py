@@ -15,12 +15,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
-
 from hybriddsl import registry, trust
 from hybriddsl.errors import HybError
 from hybriddsl.ir import Graph, Op, _freeze
-from hybriddsl.lower import build_module
 
 
 def count(graph: Graph) -> Graph:
@@ -76,7 +73,7 @@ def count(graph: Graph) -> Graph:
     return g
 
 
-def fill_built(graph: Graph, model: torch.nn.Module) -> None:
+def fill_built(graph: Graph, model: Any) -> None:
     """Fill in (in place) the counts of layers left unknown by ``count``, from the built model's modules."""
     if not graph.totals.get("unknown"):
         return
@@ -120,6 +117,10 @@ class _Opts:
 
 @functools.lru_cache(maxsize=4096)
 def _cost(kind: str, frozen: Any, hidden: int, seq_len: int, opts: _Opts) -> tuple[int, int]:
+    import torch  # here, not at the top: parsing and checking never need it
+
+    from hybriddsl.lower import build_module
+
     with torch.device("meta"):
         module = build_module(kind, opts.opts, hidden)
     params = sum(p.numel() for p in module.parameters())
