@@ -20,6 +20,7 @@ from hybriddsl.errors import (
     HybSyntaxError,
     IRError,
     LoweringError,
+    UntrustedCodeError,
 )
 
 __version__ = "0.1.0"
@@ -32,10 +33,12 @@ _LAZY = {
     "parse_and_build": "hybriddsl.api",
     "render": "hybriddsl.api",
     "save": "hybriddsl.api",
+    "Limits": "hybriddsl.limits",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
     from hybriddsl.api import compile, load, parse, parse_and_build, render, save  # noqa: F401
+    from hybriddsl.limits import Limits  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -53,11 +56,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "HybError",
     "HybFileError",
+    "Limits",
     "HybNameError",
     "HybOptionError",
     "HybSyntaxError",
     "IRError",
     "LoweringError",
+    "UntrustedCodeError",
     "__version__",
     "compile",
     "load",
