@@ -538,3 +538,31 @@ def test_counting_a_built_model_does_not_call_its_factories_again(tmp_path):
     assert len(calls) == 2  # one per layer, once each: counting never built them
     assert model.graph.totals["unknown"] == 0
     assert model.graph.totals["params"] == sum(p.numel() for p in model.parameters())
+
+
+_GRAPH = None
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=40), st.sampled_from(['"""', "'''", "\\", "\r", "\x0c", "\u2028", "\x00", "\n#"])),
+        max_size=6,
+    ).map("".join)
+)
+def test_fuzz_generated_module_header_is_only_comments(source):
+    import ast
+
+    from hybriddsl.codegen import generate
+
+    global _GRAPH
+    if _GRAPH is None:
+        _GRAPH = hybriddsl.compile(f"{SMALL}GRU")
+    g = _GRAPH.copy()
+    g.source, g.file = source, source[:20]
+    code = generate(g)
+    tree = ast.parse(code)  # it is Python (no NUL, no stray quote) ...
+    kinds = {type(node) for node in tree.body}
+    assert kinds <= {ast.Import, ast.ImportFrom, ast.ClassDef}, kinds  # ... that only imports and defines a class
+    header = code[: code.index("\nimport ")]
+    assert all(line.startswith("#") for line in header.splitlines() if line)
