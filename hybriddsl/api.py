@@ -194,6 +194,24 @@ def _check_payload(payload: Any, p: Path) -> None:
             raise bad(f"override '{k}' has a {type(v).__name__} value")
 
 
+def _check_unpacked_size(p: Path, lim: _limits.Limits) -> None:
+    """A ``torch.save`` file is a zip: refuse one whose entries unpack to more than the memory limits allow (a
+    small compressed file can declare gigabytes), before ``torch.load`` reads any of it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            unpacked = sum(i.file_size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # not a zip: torch.load reports it
+    cap = lim.max_bytes
+    if cap is None:
+        free = _limits.available_memory()
+        cap = free // 2 if free is not None else None
+    if cap is not None and unpacked > cap:
+        raise _limits.exceeded(f"{p} unpacks to too many bytes", unpacked, "max_bytes", cap, Span(0, 0, 1, str(p)))
+
+
 def load(
     path: str | os.PathLike,
     device: torch.device | str | None = None,
@@ -213,12 +231,13 @@ def load(
     p = Path(path)
     if not p.exists():
         raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p)))
+    lim = _limits.resolve(limits, max_params=max_params)
+    _check_unpacked_size(p, lim)
     try:
         payload = torch.load(p, map_location="cpu" if device is None else device, weights_only=True)
     except Exception as e:
         raise HybFileError(f"{p} is not a hybriddsl model file ({type(e).__name__}: {e})") from None
     _check_payload(payload, p)
-    lim = _limits.resolve(limits, max_params=max_params)
     file = payload.get("file") or str(p)
     graph = compile(
         SourceText(payload["source"], file), trust_custom=trust_custom, limits=lim, **payload.get("overrides", {})

@@ -566,3 +566,13 @@ def test_fuzz_generated_module_header_is_only_comments(source):
     assert kinds <= {ast.Import, ast.ImportFrom, ast.ClassDef}, kinds  # ... that only imports and defines a class
     header = code[: code.index("\nimport ")]
     assert all(line.startswith("#") for line in header.splitlines() if line)
+
+
+def test_load_refuses_a_file_that_unpacks_to_more_than_the_limit(tmp_path):
+    path = tmp_path / "m.pt"
+    hybriddsl.save(hybriddsl.parse_and_build(f"{SMALL}GRU"), path)
+    with zipfile.ZipFile(path) as z:
+        unpacked = sum(i.file_size for i in z.infolist())
+    with pytest.raises(HybOptionError, match="max_bytes"):
+        hybriddsl.load(path, limits=Limits(max_bytes=unpacked - 1))
+    assert hybriddsl.load(path, limits=Limits(max_bytes=unpacked)).graph.totals["params"] > 0
