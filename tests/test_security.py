@@ -576,3 +576,11 @@ def test_load_refuses_a_file_that_unpacks_to_more_than_the_limit(tmp_path):
     with pytest.raises(HybOptionError, match="max_bytes"):
         hybriddsl.load(path, limits=Limits(max_bytes=unpacked - 1))
     assert hybriddsl.load(path, limits=Limits(max_bytes=unpacked)).graph.totals["params"] > 0
+
+
+def test_cli_exits_2_on_a_585kb_file_without_reading_it_all(tmp_path, capsys):
+    src = tmp_path / "big.hyb"
+    src.write_text("M " * 292_000)
+    t = time.perf_counter()
+    rc, _, err = cli(capsys, "check", str(src))
+    assert rc == 2 and "max_source_bytes" in err and str(src) in err and time.perf_counter() - t < 2
