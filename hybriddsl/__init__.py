@@ -19,6 +19,7 @@ from hybriddsl.errors import (
     HybOptionError,
     HybSyntaxError,
     IRError,
+    LimitError,
     LoweringError,
     UntrustedCodeError,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "HybOptionError",
     "HybSyntaxError",
     "IRError",
+    "LimitError",
     "LoweringError",
     "UntrustedCodeError",
     "__version__",

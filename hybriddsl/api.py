@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from hybriddsl import limits as _limits
 from hybriddsl import syntax
-from hybriddsl.errors import HybFileError, Span
+from hybriddsl.errors import HybError, HybFileError, LimitError, Span, UntrustedCodeError
 from hybriddsl.fileio import SourceText, atomic_path, source_of
 from hybriddsl.ir import Graph
 from hybriddsl.passes import run
@@ -239,9 +239,19 @@ def load(
         raise HybFileError(f"{p} is not a hybriddsl model file ({type(e).__name__}: {e})") from None
     _check_payload(payload, p)
     file = payload.get("file") or str(p)
-    graph = compile(
-        SourceText(payload["source"], file), trust_custom=trust_custom, limits=lim, **payload.get("overrides", {})
-    )
+    try:
+        graph = compile(
+            SourceText(payload["source"], file), trust_custom=trust_custom, limits=lim, **payload.get("overrides", {})
+        )
+    except (LimitError, UntrustedCodeError):
+        raise  # refusals by policy, not a broken file
+    except HybError as e:  # the stored source does not compile: the file is malformed
+        raise HybFileError(
+            f"{p} is not a valid hybriddsl model file: its stored source does not compile ({e.kind}: {e.message})",
+            e.span,
+            e.source,
+            e.hint,
+        ) from None
     stored = sum(t.numel() for t in payload["state_dict"].values())
     if not graph.totals.get("unknown") and stored < graph.totals["params"]:
         raise HybFileError(

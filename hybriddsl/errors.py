@@ -116,3 +116,9 @@ class UntrustedCodeError(HybError):
     """Source text names Python code to run (``custom(fn="mod:attr")``) and the caller did not opt in."""
 
     kind = "untrusted code"
+
+
+class LimitError(HybOptionError):
+    """The input asks for more than a safety limit allows (:mod:`hybriddsl.limits`); the caller may raise it."""
+
+    kind = "limit error"

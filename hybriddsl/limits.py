@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hybriddsl.errors import HybOptionError, Span
+from hybriddsl.errors import HybOptionError, LimitError, Span
 
 
 @dataclass(frozen=True)
@@ -84,9 +84,9 @@ def resolve(limits: Limits | None = None, **changes: Any) -> Limits:
     return base.replace(**changes) if changes else base
 
 
-def exceeded(what: str, value: int, name: str, limit: int, span: Span | None, hint: str = "") -> HybOptionError:
+def exceeded(what: str, value: int, name: str, limit: int, span: Span | None, hint: str = "") -> LimitError:
     """The error for one limit: what was asked, the limit's name and value, and how to raise it."""
-    return HybOptionError(
+    return LimitError(
         f"{what} ({value:,}) exceeds the limit {name} = {limit:,}",
         span,
         hint=hint
@@ -124,7 +124,7 @@ def check_budget(graph: Any, device: Any = None, dtype: Any = None) -> None:
         # half: loading a checkpoint holds the weights twice, training holds them and two Adam moments
         free = available_memory()
         if free is not None and need > free // 2:
-            raise HybOptionError(
+            raise LimitError(
                 f"the model's {params:,} parameters need {need / 2**30:.1f} GiB, more than half of the "
                 f"{free / 2**30:.1f} GiB of memory available",
                 span,
