@@ -34,6 +34,13 @@ def build_module(kind: str, opts: dict[str, Any], hidden: int) -> nn.Module:
     except HybError:
         raise
     except Exception as e:  # a factory bug or a user's custom factory failing: say which layer
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):  # a size mistake, not a bug
+            asked = str(e).partition("you tried to allocate ")[2].partition(" bytes")[0]
+            size = f" ({int(asked) / 2**30:,.0f} GiB for one tensor)" if asked.isdigit() else ""
+            raise LoweringError(
+                f"out of memory building a {kind} layer{size}: the model is too large for this machine "
+                "(a smaller hidden, fewer or narrower layers?)"
+            ) from None
         raise LoweringError(f"building a {kind} layer failed: {type(e).__name__}: {e}") from e
 
 

@@ -201,8 +201,8 @@ def aot_step(
     every tensor contiguous, shapes as given) calls the compiled C++ directly, with no Python, guards or
     dispatch per op in between; ``weights`` are the model's own parameter and buffer tensors the compiled
     code reads (by pointer: the caller keeps them alive, and in-place updates such as ``load_state_dict`` or
-    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes ~15-30 s on 2 CPU
-    cores (inductor caches the result on disk for the same model and shapes).
+    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes from ~15 s on a quiet
+    2-core machine to minutes on a loaded one (inductor caches the result on disk for the same model and shapes).
     """
     import shutil
     import tempfile

@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     png = check_output(args.plot, (".png",))
     if png is not None:  # before any training, not after it
         require("matplotlib", "--plot", "pip install 'hybriddsl[plot]' (or pip install matplotlib)")
+    seen = {}
+    for f in args.files:  # results and plot lines are keyed by file name
+        if f in seen:
+            raise HybOptionError(f"'{f}' is given twice: compare different files", Span(0, 0, 1, "<command line>"))
+        seen[f] = True
     lengths = parse_lengths(args.seq_lens)
     tasks = {n: make_task_from(args, n) for n in lengths}  # every bad task option before any training
     cfg = config_from(args)

@@ -198,7 +198,8 @@ def train(
     evals = _eval_data(task, cfg)
     lb = cfg.batch // world
     history: list[dict[str, float]] = []
-    bar = tqdm(range(cfg.steps), desc=name, disable=not cfg.progress or rank != 0, leave=False, dynamic_ncols=True)
+    off = True if not cfg.progress or rank != 0 else None  # None: tqdm shows the bar only on a terminal
+    bar = tqdm(range(cfg.steps), desc=name, disable=off, leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
     loss_v = float("nan")
     net.train()
