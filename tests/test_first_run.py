@@ -151,9 +151,10 @@ def _err(capsys) -> str:
     return out.err
 
 
-def test_deep_nesting_is_a_syntax_error(hyb, capsys):
+def test_deep_nesting_is_a_positioned_limit_error(hyb, capsys):
     assert main(["check", hyb("(" * 200 + "M" + ")" * 200)]) == 2
-    assert "nested more than 64 levels" in _err(capsys)
+    err = _err(capsys)
+    assert ":1:65: limit error: bracket nesting" in err and "max_depth" in err
     assert main(["check", hyb("(" * 64 + "M" + ")" * 64)]) == 0  # the limit itself is fine
 
 
@@ -165,7 +166,11 @@ def test_huge_integer_option(hyb, capsys):
 
 def test_out_of_memory_is_a_user_error(hyb, capsys):
     # 2**20 wide: the first weight alone is terabytes, so the allocation fails at once (nothing is touched)
-    assert main(["train", hyb("M"), "--set", f"hidden={2**20}", "--steps", "1"]) == 2
+    big = [hyb("M"), "--set", f"hidden={2**20}", "--steps", "1"]
+    assert main(["train", *big]) == 2  # refused by the parameter budget before any allocation
+    assert "max_params" in _err(capsys)
+    # with the limits raised, the allocation itself fails: still a user error, not an internal one
+    assert main(["train", *big, "--max-params", str(10**15), "--limit", f"max_bytes={10**16}"]) == 2
     assert "out of memory" in _err(capsys)
 
 
