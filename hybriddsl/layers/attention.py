@@ -13,6 +13,11 @@ where ``S(t) = {0..t}`` (full causal), ``{t-window+1..t}`` (sliding window: it C
 - ``qk_norm``: RMSNorm over ``head_dim`` of every q and k head (Dehghani et al. 2023; as OLMo-2 / Qwen3).
   Edifice's ``qk_layernorm`` uses LayerNorm; we take RMSNorm (no mean subtraction, one learned scale of size
   ``head_dim`` shared by the heads).
+- ``rope_dim``: partial RoPE: only the first ``rope_dim`` channels of each head turn (rotate-half within them),
+  the rest pass through (RecurrentGemma: half the head, Qwen3-Next: a quarter).
+- ``out_gate``: ``o_t^h * sigmoid(W_g^h x_t)`` before ``W_o`` (Qwen3-Next's gated attention output); ``gate_proj``
+  ``hidden -> heads*head_dim``.
+- ``out_bias``: a bias on ``W_o`` alone (RecurrentGemma: q/k/v without, output with); default follows ``bias``.
 - ``chunk``: evaluates queries in blocks of ``chunk`` positions, each against only the keys its block can see
   (bounded by the window): same result, peak memory ``O(chunk * (chunk + window))`` instead of ``O(T^2)``.
 - ``dropout``: on the attention probabilities, in training only.
@@ -67,7 +72,12 @@ def rope_angles(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [..., n, head_dim] by cos/sin [n, head_dim] (rotate-half layout, computed in cos's dtype)."""
+    """Rotate x [..., n, head_dim] by cos/sin [n, rope_dim] (rotate-half layout, computed in cos's dtype).
+
+    With ``rope_dim < head_dim`` (partial RoPE) only the first ``rope_dim`` channels turn."""
+    if cos.shape[-1] < x.shape[-1]:
+        r = cos.shape[-1]
+        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     xf = x.to(cos.dtype)
     half = xf.shape[-1] // 2
     rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
@@ -109,6 +119,9 @@ class Attention(Mixer):
         chunk: int | None = None,
         ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
         causal: bool = True,
+        rope_dim: int | None = None,
+        out_gate: bool = False,
+        out_bias: bool | None = None,
     ):
         super().__init__()
         msg = validate(
@@ -119,6 +132,7 @@ class Attention(Mixer):
                 "window": window,
                 "causal": causal,
                 "rope": rope,
+                "rope_dim": rope_dim,
             },
             hidden_size,
         )
@@ -130,16 +144,20 @@ class Attention(Mixer):
         self.head_dim = head_dim or hidden_size // heads
         self.window, self.causal, self.chunk = window, causal, chunk
         self.rope, self.rope_theta = rope, rope_theta
+        self.rope_dim = rope_dim or self.head_dim
         self.dropout = dropout
         d = self.head_dim
         self.q_proj = nn.Linear(hidden_size, heads * d, bias=bias)
         self.k_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
         self.v_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
-        self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias)
+        self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias if out_bias is None else out_bias)
+        self.gate_proj = nn.Linear(hidden_size, heads * d, bias=bias) if out_gate else None
         self.q_norm = HeadRMSNorm(d) if qk_norm else None
         self.k_norm = HeadRMSNorm(d) if qk_norm else None
         # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
-        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
+            if lin is None:
+                continue
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
@@ -154,7 +172,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
-            cos, sin = rope_angles(pos, self.head_dim, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -176,7 +194,13 @@ class Attention(Mixer):
                 o = self._sdpa(q, k, v, attention_mask(pos, pos, self.causal, self.window))
         else:
             o = self._chunked(q, k, v, pos)
-        return self.out_proj(o.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        return self._out(o.transpose(1, 2).reshape(b, t, self.heads * self.head_dim), x)
+
+    def _out(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Heads o [..., heads*head_dim] -> y [..., hidden]: ``out_proj``, after the output gate with ``out_gate``."""
+        if self.gate_proj is not None:
+            o = o * torch.sigmoid(self.gate_proj(x))
+        return self.out_proj(o)
 
     def _chunked(self, q, k, v, pos: torch.Tensor) -> torch.Tensor:
         """Queries in blocks of ``chunk``; each block sees keys from its first visible one to its last."""
@@ -232,7 +256,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
-            cos, sin = rope_angles(row, d, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
             cos, sin = cos[:, None, None], sin[:, None, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.window is None:
@@ -248,7 +272,7 @@ class Attention(Mixer):
             age = (pos - slots) % self.window  # 0 for the slot just written; unwritten slots are masked by row
         mask = (age[None, :] <= row[:, None])[:, None, None, :]  # [batch, 1, 1, keys]
         o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
-        y = self.out_proj(o.reshape(b, self.heads * d))
+        y = self._out(o.reshape(b, self.heads * d), x)
         if inplace:
             if self.window is None:
                 state["k"], state["v"] = kc, vc
@@ -280,7 +304,7 @@ class Attention(Mixer):
         o = self._sdpa(q, kc, vc, mask)
         pos.add_(1)
         row.add_(1)
-        return self.out_proj(o.reshape(b, self.heads * d)), state
+        return self._out(o.reshape(b, self.heads * d), x), state
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         """Bytes of K and V cached after ``seq_len`` tokens: ``2 kv_heads head_dim min(seq_len, window)``.
@@ -303,6 +327,9 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     d = hd if hd is not None else hidden // heads
     if opts.get("rope") and d % 2:
         return f"rope needs an even head_dim, got {d}"
+    rd = opts.get("rope_dim")
+    if rd is not None and (rd % 2 or rd > d or rd < 2):
+        return f"rope_dim must be even and between 2 and head_dim ({d}), got {rd}"
     if opts.get("window") is not None and not opts.get("causal", True):
         return "window needs causal attention (causal = true)"
     return None
@@ -346,6 +373,16 @@ SPEC = LayerSpec(
         Option("chunk", int, None, "evaluate queries in blocks of this size (memory)", min=1, optional=True),
         Option("ffn", bool, True, "attach an FFN residual block after attention (Edifice)"),
         Option("causal", bool, True, "causal mask"),
+        Option(
+            "rope_dim",
+            int,
+            None,
+            "channels of a head RoPE turns (partial RoPE; default head_dim)",
+            min=2,
+            optional=True,
+        ),
+        Option("out_gate", bool, False, "sigmoid gate on the heads' output from the input (Qwen3-Next)"),
+        Option("out_bias", bool, None, "bias on the output projection (default: as bias)", optional=True),
     ),
     validate=validate,
     flops=attention_flops,

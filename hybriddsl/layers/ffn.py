@@ -3,6 +3,9 @@
 gelu:   y = W2 gelu(W1 x + b1) + b2,              inner = mult * hidden
 swiglu: y = W2 (silu(W1 x) * (W3 x)),             inner = mult * hidden (LLaMA uses 8/3 to keep 2-matrix cost)
 geglu:  y = W2 (gelu(W1 x) * (W3 x))              (Griffin's gated MLP block, De et al. 2024)
+geglu_tanh: geglu with the tanh approximation of GELU (RecurrentGemma's ``gelu_pytorch_tanh``)
+
+``up`` holds W1 and W3 stacked (W1's rows first); ``bias`` puts biases on every projection.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ class FFN(Mixer):
         h = self.up(x)
         if self.act != "gelu":  # gated variants: activation of one half times the other half
             a, b = h.chunk(2, dim=-1)
-            h = (F.silu(a) if self.act == "swiglu" else F.gelu(a)) * b
+            if self.act == "swiglu":
+                a = F.silu(a)
+            else:
+                a = F.gelu(a, approximate="tanh" if self.act == "geglu_tanh" else "none")
+            h = a * b
         else:
             h = F.gelu(h)
         return self.down(h)
@@ -53,7 +60,7 @@ SPEC = LayerSpec(
     options=(
         Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
         Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation", choices=("gelu", "swiglu", "geglu")),
+        Option("act", str, "gelu", "activation", choices=("gelu", "swiglu", "geglu", "geglu_tanh")),
         Option("bias", bool, True, "biases on the projections"),
     ),
     color="#f5e6c8",
