@@ -113,7 +113,7 @@ def value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return f"{v:g}" if v != int(v) else f"{int(v)}.0"
+        return repr(v) if v != int(v) else f"{int(v)}.0"  # repr: the shortest text that reads back exactly
     if isinstance(v, str) and not v.isidentifier():
         return f'"{v}"'
     return str(v)
