@@ -27,3 +27,14 @@ def test_scaled_embedding_and_capped_logits_against_plain_model():
     torch.testing.assert_close(got, ref)
     torch.testing.assert_close(torch.stack(steps, 1), ref, atol=1e-5, rtol=1e-5)
     assert got.abs().max() < 3.0
+
+
+def test_parallel_sum_is_twice_the_mean():
+    """mix=sum (Falcon-H1 adds its attention and Mamba-2 outputs) against mix=mean with the same weights."""
+    mean = hybriddsl.parse_and_build("hidden = 32, output = sequence\n[M2(head_dim=16) | A](mix=mean)").eval()
+    summed = hybriddsl.parse_and_build("hidden = 32, output = sequence\n[M2(head_dim=16) | A](mix=sum)").eval()
+    summed.load_state_dict(mean.state_dict())
+    pm, ps = (next(b for b in m.blocks.values() if hasattr(b, "branches")) for m in (mean, summed))
+    x = torch.randn(2, 9, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ps(x), 2 * pm(x))
