@@ -1,7 +1,8 @@
 """Hugging Face Zamba2 configs (``Zamba2Config``, model_type ``zamba2``; Zyphra 2024).
 
 A backbone of Mamba-2 layers (``mamba_d_state``, ``mamba_d_conv``, ``mamba_expand``, ``mamba_ngroups``,
-``n_mamba_heads``). ``layers_block_type[i]`` is ``"mamba"`` or ``"hybrid"``; a hybrid layer first applies a
+``n_mamba_heads``). ``layers_block_type[i]`` is ``"mamba"`` (written ``"linear_attention"`` by transformers 5)
+or ``"hybrid"``; a hybrid layer first applies a
 *shared* transformer block (attention ``num_attention_heads``/``num_key_value_heads`` + gated MLP
 ``intermediate_size``) and then its Mamba layer. ``hybrid_layer_ids`` lists the hybrid layers; there are
 ``num_mem_blocks`` shared blocks, used in turn. In .hyb a hybrid layer ``i`` (0-based) is a ``shared`` block
@@ -31,6 +32,7 @@ from hybriddsl.ir import Graph
 
 MODEL_TYPE = "zamba2"
 TARGET = "Hugging Face Zamba2"
+LEGACY = {"linear_attention": "mamba"}  # transformers 5 writes the Mamba layers as linear_attention
 
 
 def detect(cfg: dict[str, Any]) -> bool:
@@ -48,10 +50,11 @@ def layer_types(cfg: dict[str, Any]) -> list[str]:
         types = ["hybrid" if i in ids else "mamba" for i in range(n)]
     if len(types) != n:
         raise ConvertError(f"num_hidden_layers is {n} but layers_block_type has {len(types)} entries")
+    types = [LEGACY.get(t, t) for t in types]
     bad = [t for t in types if t not in ("mamba", "hybrid")]
     if bad:
-        raise ConvertError(f"layer type {bad[0]!r}: Zamba2 layers are mamba or hybrid")
-    return list(types)
+        raise ConvertError(f"layer type {bad[0]!r}: Zamba2 layers are mamba (linear_attention) or hybrid")
+    return types
 
 
 def from_config(cfg: dict[str, Any]) -> str:
@@ -138,6 +141,10 @@ def to_config(graph: Graph) -> dict[str, Any]:
         mamba_expand=m["expand"],
         mamba_ngroups=m["groups"],
         n_mamba_heads=m["expand"] * hidden // m["head_dim"],
+        # our shared blocks have no LoRA adapters; Zamba2's MLP always builds them, rank 0 builds none
+        use_shared_attention_adapter=False,
+        adapter_rank=0,
+        add_bias_linear=False,
     )
     if a:
         cfg.update(
