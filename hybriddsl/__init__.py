@@ -15,6 +15,21 @@ from hybriddsl.errors import (
     LoweringError,
 )
 
+
+def from_pretrained(path, dtype=None, family=None, device=None):
+    """A local Hugging Face model folder -> HybridModel (see :func:`hybriddsl.interop.pretrained.from_pretrained`)."""
+    from hybriddsl.interop.pretrained import from_pretrained as _impl
+
+    return _impl(path, dtype=dtype, family=family, device=device)
+
+
+def save_pretrained(model, path, family, dtype=None):
+    """Write a Hugging Face model folder (see :func:`hybriddsl.interop.pretrained.save_pretrained`)."""
+    from hybriddsl.interop.pretrained import save_pretrained as _impl
+
+    return _impl(model, path, family=family, dtype=dtype)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -26,9 +41,11 @@ __all__ = [
     "IRError",
     "LoweringError",
     "compile",
+    "from_pretrained",
     "load",
     "parse",
     "parse_and_build",
     "render",
     "save",
+    "save_pretrained",
 ]

@@ -303,7 +303,7 @@ def test_nemotron_relu2_is_noted_not_hidden():
         ("norm=rmsnorm; hidden=32; M2 M2; shared A(ffn=false)@2", "hf-zamba2", "none follows"),
         ("norm=rmsnorm; hidden=32; M2 G", "hf-zamba2", "Mamba-2 layers only"),
         ("norm=rmsnorm; hidden=32; [A | M2](mix=gate) FFN(act=swiglu)", "hf-falcon-h1", "mix=mean"),
-        ("norm=rmsnorm; hidden=32; M F", "hf-llama", "unknown Hugging Face family"),
+        ("norm=rmsnorm; hidden=32; M F", "hf-lama", "unknown Hugging Face family .* did you mean .hf-llama."),
     ],
 )
 def test_to_hf_says_why_it_cannot(src, family, reason):
@@ -312,8 +312,8 @@ def test_to_hf_says_why_it_cannot(src, family, reason):
 
 
 def test_from_hf_unknown_family():
-    with pytest.raises(ConvertError, match="model_type 'llama'"):
-        from_hf({"model_type": "llama", "hidden_size": 64})
+    with pytest.raises(ConvertError, match="model_type 'lama' - did you mean 'llama'"):
+        from_hf({"model_type": "lama", "hidden_size": 64})
     with pytest.raises(ConvertError, match="num_hidden_layers"):
         from_hf({"model_type": "jamba", "hidden_size": 64})
 

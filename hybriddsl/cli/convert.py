@@ -5,8 +5,11 @@
     hybdsl convert model.hyb --to megatron              .hyb -> Megatron letters
     hybdsl convert model.hyb --to hf-jamba -o c.json    .hyb -> HF config JSON
     hybdsl convert config.json --from hf --to megatron  both: through .hyb
+    hybdsl convert DIR --from hf -o model.pt            HF model folder (config + safetensors) -> weights + source
+    hybdsl convert model.pt --to hf-mamba -o DIR        our weights -> an HF model folder transformers loads
 
-Families: hf-jamba, hf-zamba2, hf-nemotron-h, hf-qwen3-next, hf-recurrentgemma, hf-falcon-h1. With --from,
+Families: hf-mamba, hf-mamba2, hf-llama, hf-mistral, hf-qwen3, hf-jamba, hf-zamba2, hf-nemotron-h, hf-qwen3-next,
+hf-recurrentgemma, hf-falcon-h1. With --from,
 ``--set KEY=VALUE`` is written into the .hyb as a setting; with --to it overrides the file's settings.
 Output goes to stdout, or atomically to ``-o FILE``.
 """
@@ -22,6 +25,7 @@ from hybriddsl.cli.common import overrides
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import read_source, write_text
 from hybriddsl.interop import from_hf, from_megatron, to_hf, to_megatron
+from hybriddsl.interop.checkpoint import read_config
 from hybriddsl.interop.common import ConvertError, value
 from hybriddsl.interop.hf import DISPLAY
 
@@ -35,7 +39,11 @@ def add_parser(sub) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("source", help="a .hyb file, a Megatron pattern (with --from megatron), a config.json, or '-'")
+    p.add_argument(
+        "source",
+        help="a .hyb file, a Megatron pattern (with --from megatron), a config.json or HF model folder, "
+        "a model.pt (with --to hf-FAMILY), or '-'",
+    )
     p.add_argument(
         "--from",
         dest="src_format",
@@ -81,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if args.src_format == "hyb" and dst == "hyb":
         raise ConvertError("nothing to convert: give --from megatron|hf or --to megatron|hf-FAMILY")
     settings = overrides(args)
+    out_path = Path(args.output) if args.output else None
+    if args.src_format == "hf" and out_path is not None and out_path.suffix == ".pt":
+        return _checkpoint_in(args, out_path, dst, settings)
+    if args.src_format == "hyb" and args.source.endswith(".pt"):
+        return _checkpoint_out(args, out_path, dst, settings)
     # 1. SOURCE -> .hyb text
     if args.src_format == "megatron":
         path = Path(args.source)
@@ -88,11 +101,16 @@ def run(args: argparse.Namespace) -> int:
         text = from_megatron(pattern, mamba=args.mamba, **settings)
         settings = {}  # already written into the text
     elif args.src_format == "hf":
-        raw = _read(args.source)
-        try:
-            config = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise HybFileError(f"{args.source} is not JSON: {e.msg}", Span(e.lineno, e.colno, 1, args.source)) from None
+        if args.source == "-":
+            raw = sys.stdin.read()
+            try:
+                config = json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise HybFileError(
+                    f"<stdin> is not JSON: {e.msg}", Span(e.lineno, e.colno, 1, "<stdin>"), raw
+                ) from None
+        else:  # a config.json or a model folder; NaN fields and JSON mistakes are named with file:line:col
+            config = read_config(args.source)
         text = from_hf(config)
         if settings:  # settings are declarative: a later line wins over the converted one
             text += "".join(f"{k} = {value(v)}\n" for k, v in settings.items())
@@ -111,4 +129,35 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(out)
+    return 0
+
+
+def _checkpoint_in(args: argparse.Namespace, out: Path, dst: str, settings: dict) -> int:
+    """``DIR --from hf -o model.pt``: the checkpoint's weights and its .hyb source, as ``hybriddsl.save`` writes."""
+    from hybriddsl.api import save
+    from hybriddsl.interop.pretrained import from_pretrained
+
+    if dst != "hyb":
+        raise ConvertError(f"-o {out} writes our model file; --to {args.dst_format} cannot go with it")
+    if settings:
+        raise ConvertError("--set cannot change a checkpoint's model (its weights fix the sizes)")
+    model = from_pretrained(args.source)
+    save(model, out)
+    print(f"wrote {out} ({sum(p.numel() for p in model.parameters()):,} parameters)", file=sys.stderr)
+    return 0
+
+
+def _checkpoint_out(args: argparse.Namespace, out: Path | None, dst: str, settings: dict) -> int:
+    """``model.pt --to hf-FAMILY -o DIR``: a Hugging Face model folder (config.json + model.safetensors)."""
+    from hybriddsl.api import load
+    from hybriddsl.interop.pretrained import save_pretrained
+
+    if not dst.startswith("hf-"):
+        raise ConvertError(f"a model file converts to a Hugging Face folder (--to hf-FAMILY), not --to {dst}")
+    if out is None:
+        raise ConvertError("--to hf-FAMILY from a model file needs -o DIR (the folder to write)")
+    if settings:
+        raise ConvertError("--set cannot change a saved model (its weights fix the sizes)")
+    save_pretrained(load(args.source), out, family=dst)
+    print(f"wrote {out}/config.json and {out}/model.safetensors", file=sys.stderr)
     return 0

@@ -12,11 +12,17 @@ from types import ModuleType
 from typing import Any
 
 from hybriddsl.errors import suggest
-from hybriddsl.interop import falcon_h1, jamba, nemotron_h, qwen3_next, recurrent_gemma, zamba2
+from hybriddsl.interop import falcon_h1, jamba, llama, mamba, mamba2, nemotron_h, qwen3_next, recurrent_gemma, zamba2
 from hybriddsl.interop.common import ConvertError, compile_source
 from hybriddsl.ir import Graph
 
-FAMILIES: dict[str, ModuleType] = {
+# model_type -> the module (or object) with detect, from_config, to_config and weight_rules
+FAMILIES: dict[str, ModuleType | Any] = {
+    "mamba": mamba,
+    "mamba2": mamba2,
+    "llama": llama.LLAMA,
+    "mistral": llama.MISTRAL,
+    "qwen3": llama.QWEN3,
     "jamba": jamba,
     "zamba2": zamba2,
     "nemotron_h": nemotron_h,
@@ -54,7 +60,8 @@ def detect(config: dict[str, Any]) -> str:
                 return key
     known = ", ".join(FAMILIES)
     what = f"model_type '{mt}'" if mt else "a config without model_type whose fields match no known family"
-    raise ConvertError(f"cannot convert {what}: known hybrid families are {known}")
+    near = suggest(str(mt), list(FAMILIES)) if isinstance(mt, str) else ""
+    raise ConvertError(f"cannot convert {what}{near}: known families are {known}")
 
 
 def from_hf(config: dict[str, Any], family: str | None = None) -> str:

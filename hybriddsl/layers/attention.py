@@ -119,6 +119,7 @@ class Attention(Mixer):
         chunk: int | None = None,
         ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
         causal: bool = True,
+        qk_eps: float = 1e-6,
         rope_dim: int | None = None,
         out_gate: bool = False,
         out_bias: bool | None = None,
@@ -152,8 +153,8 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
         self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias if out_bias is None else out_bias)
         self.gate_proj = nn.Linear(hidden_size, heads * d, bias=bias) if out_gate else None
-        self.q_norm = HeadRMSNorm(d) if qk_norm else None
-        self.k_norm = HeadRMSNorm(d) if qk_norm else None
+        self.q_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
+        self.k_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
         # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
             if lin is None:
@@ -373,6 +374,7 @@ SPEC = LayerSpec(
         Option("chunk", int, None, "evaluate queries in blocks of this size (memory)", min=1, optional=True),
         Option("ffn", bool, True, "attach an FFN residual block after attention (Edifice)"),
         Option("causal", bool, True, "causal mask"),
+        Option("qk_eps", float, 1e-6, "epsilon of the q/k RMSNorms (qk_norm)", min=0.0),
         Option(
             "rope_dim",
             int,

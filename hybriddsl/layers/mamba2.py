@@ -57,9 +57,11 @@ class Mamba2(Mixer):
         chunk: int = 64,
         bias: bool = False,
         conv_bias: bool = True,
+        inner: int | None = None,
+        gate_eps: float = 1e-5,
     ):
         super().__init__()
-        opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk)
+        opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk, inner=inner)
         msg = validate(opts, hidden_size)
         if msg:
             raise ValueError(msg)
@@ -70,7 +72,7 @@ class Mamba2(Mixer):
             groups,
             chunk,
         )
-        self.d_inner = expand * hidden_size
+        self.d_inner = inner or expand * hidden_size
         self.heads = self.d_inner // head_dim
         self.conv_dim = self.d_inner + 2 * groups * state
         self.in_proj = nn.Linear(hidden_size, self.d_inner + self.conv_dim + self.heads, bias=bias)
@@ -79,7 +81,7 @@ class Mamba2(Mixer):
         self.A_log = nn.Parameter(torch.log(a))
         self.dt_bias = nn.Parameter(dt_bias_init(self.heads))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=1e-5)
+        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps)
         self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
 
     def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,22 +121,28 @@ class Mamba2(Mixer):
         return self._finish(o, xh, z)
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        """``conv``: [batch, D_in + 2 G N, conv-1] (input dtype); ``ssm``: [batch, H, N, P] float32."""
+        """``conv``: [batch, D_in + 2 G N, conv-1] (input dtype); ``ssm``: [batch, H, N, P] float32 (float64
+        for a float64 model, as Mamba-1)."""
         p = self._param()
         device, dtype = device or p.device, dtype or p.dtype
+        wide_dtype = torch.promote_types(dtype, torch.float32)
         return {
             "conv": self.conv1d.init_state(batch, device=device, dtype=dtype),
-            "ssm": torch.zeros(batch, self.heads, self.state, self.head_dim, device=device, dtype=torch.float32),
+            "ssm": torch.zeros(batch, self.heads, self.state, self.head_dim, device=device, dtype=wide_dtype),
         }
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
-        from hybriddsl.kernels.gla import gla_step
+        """One token x [batch, hidden] -> y [batch, hidden] and the advanced state.
 
+        The recurrence ``h = exp(g) h + k v^T``, ``o = h^T q`` (what ``gla_step`` computes) runs here in the
+        state's dtype, so a float64 model steps in float64 like its parallel form."""
         z, xBC, dt = self._split(self.in_proj(x))
         xBC, conv = self.conv1d.step(xBC, state["conv"])
         q, k, xh, v, g = self._heads(F.silu(xBC), dt)
-        o, h = gla_step(q, k, v, g, scale=1.0, state=state["ssm"])
+        h0 = state["ssm"]
+        w = h0.dtype
+        h = torch.exp(g.to(w))[..., None, None] * h0 + k.to(w)[..., :, None] * v.to(w)[..., None, :]
+        o = torch.einsum("bhk,bhkv->bhv", q.to(w), h).to(x.dtype)
         return self._finish(o, xh, z), {"conv": conv, "ssm": h}
 
 
@@ -146,9 +154,9 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
             return f"{name} must be >= 1, got {v}"
     if head_dim < 1 or groups < 1:
         return f"head_dim and groups must be >= 1, got head_dim={head_dim}, groups={groups}"
-    d_inner = expand * hidden
+    d_inner = opts.get("inner") or expand * hidden
     if d_inner % head_dim:
-        width = f"expand * hidden = {expand} * {hidden} = {d_inner}"
+        width = f"inner = {d_inner}" if opts.get("inner") else f"expand * hidden = {expand} * {hidden} = {d_inner}"
         return f"head_dim ({head_dim}) must divide the inner width {width}"
     heads = d_inner // head_dim
     if heads % groups:
@@ -161,7 +169,8 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
 def mamba2_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: projections ``2 params`` plus the recurrence, ``4 N P`` per head (decay and
     ``B (Δ x)^T`` into the state, ``h^T C`` out), i.e. ``4 D_in N``."""
-    return int(2 * params + 4 * opts.get("expand", 2) * hidden * opts.get("state", 64))
+    d_inner = opts.get("inner") or opts.get("expand", 2) * hidden
+    return int(2 * params + 4 * d_inner * opts.get("state", 64))
 
 
 SPEC = LayerSpec(
@@ -179,6 +188,15 @@ SPEC = LayerSpec(
         Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
         Option("bias", bool, False, "biases on the in/out projections"),
         Option("conv_bias", bool, True, "bias on the conv"),
+        Option(
+            "inner",
+            int,
+            None,
+            "inner width D_in (overrides expand; Nemotron-H: heads x head_dim)",
+            min=1,
+            optional=True,
+        ),
+        Option("gate_eps", float, 1e-5, "epsilon of the gated RMSNorm before out_proj", min=0.0),
     ),
     validate=validate,
     flops=mamba2_flops,

@@ -1,0 +1,215 @@
+"""Hugging Face checkpoints in and out: :func:`from_pretrained` and :func:`save_pretrained`.
+
+Import reads a local model folder (nothing is downloaded): ``config.json`` becomes .hyb text through the family
+module's ``from_config``, the model is built on the meta device (no memory, no init), and every weight is a
+memory-mapped view of the safetensors file put in place with ``load_state_dict(assign=True)``; only tensors that
+must change layout or dtype are copied. Peak memory is about one copy of the checkpoint.
+
+A family module provides ``from_config(cfg) -> str``, ``to_config(graph) -> dict`` and
+``weight_rules(cfg, model) -> list[Rule]`` (see :mod:`hybriddsl.interop.weights`); ``IGNORED`` (optional) lists
+checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotary tables).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hybriddsl.errors import HybError, HybFileError, Span
+from hybriddsl.fileio import atomic_path
+from hybriddsl.interop.checkpoint import CONFIG, INDEX, SINGLE, Checkpoint, read_config
+from hybriddsl.interop.common import ConvertError
+from hybriddsl.interop.weights import Rule
+from hybriddsl.lower import HybridModel
+
+DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _family(cfg: dict[str, Any], family: str | None) -> tuple[str, Any]:
+    from hybriddsl.interop.hf import FAMILIES, detect, family_name
+
+    key = family_name(family) if family else detect(cfg)
+    return key, FAMILIES[key]
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPE_NAMES:
+        raise ConvertError(f"dtype must be one of {', '.join(DTYPE_NAMES)}, got {dtype!r}")
+    return DTYPE_NAMES[dtype]
+
+
+def build_meta(text: str, file: str) -> HybridModel:
+    """The model for .hyb text, its parameters on the meta device (allocated by the load)."""
+    from hybriddsl import api
+
+    graph = api.compile(text)
+    graph.file = file
+    with torch.device("meta"):
+        model = HybridModel(graph)
+    model.graph = graph
+    model.hyb_file = file
+    return model
+
+
+def from_pretrained(
+    path: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    family: str | None = None,
+    device: torch.device | str | None = None,
+) -> HybridModel:
+    """A local Hugging Face model folder -> a :class:`HybridModel` with the checkpoint's weights.
+
+    ``path`` holds ``config.json`` and ``model.safetensors`` (or a sharded ``model.safetensors.index.json``).
+    The family comes from ``model_type`` unless ``family`` is given. ``dtype``: the parameters' dtype (default:
+    the checkpoint's, from its embedding). The model takes token ids ``[batch, seq]`` and returns logits
+    ``[batch, seq, vocab]``; it is in eval mode. Raises HybFileError / ConvertError naming the file and the
+    field or tensor at fault.
+    """
+    folder = Path(path)
+    cfg = read_config(folder)
+    if not folder.is_dir():
+        raise HybFileError(
+            f"{folder} is a file: give the model folder (config.json and weights)", Span(0, 0, 1, str(folder))
+        )
+    key, mod = _family(cfg, family)
+    text = mod.from_config(cfg)
+    ck = Checkpoint(folder)
+    model = build_meta(text, str(folder))
+    rules = mod.weight_rules(cfg, model)
+    sd = load_tensors(ck, rules, model, _dtype(dtype), getattr(mod, "IGNORED", ()), key)
+    model.load_state_dict(sd, strict=True, assign=True)
+    if model.head is not None and model.graph.settings["tie_embeddings"]:
+        model.head.weight = model.embed.weight  # assign=True replaced both: tie them again
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ConvertError(f"the {key} importer left {left[0]} unset (a bug in hybriddsl/interop/{key}.py)")
+    model._checkpoint = ck  # the memory maps live as long as the model
+    if device is not None:
+        model = model.to(device)
+    return model.eval()
+
+
+def load_tensors(
+    ck: Checkpoint,
+    rules: list[Rule],
+    model: HybridModel,
+    dtype: torch.dtype | None,
+    ignored: tuple[str, ...],
+    family: str,
+) -> dict[str, torch.Tensor]:
+    """Our state_dict from the checkpoint through ``rules``: names, shapes and dtypes checked first."""
+    where = ck.folder / (INDEX if (ck.folder / INDEX).is_file() else SINGLE)
+    ours = model.state_dict(keep_vars=True)
+    by_key = {r.ours: r for r in rules}
+    unmapped = [k for k in ours if k not in by_key]
+    if unmapped:
+        raise ConvertError(f"the {family} importer has no rule for our tensor '{unmapped[0]}' (a bug)")
+    used = {n for r in rules for n in r.theirs}
+    missing = [n for r in rules for n in r.theirs if n not in ck.infos]
+    if missing:
+        raise HybFileError(
+            f"{where}: tensor '{missing[0]}' is missing"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            + "; the config describes a model that needs it",
+            Span(0, 0, 1, str(where)),
+        )
+    extra = [n for n in ck.infos if n not in used and not n.endswith(tuple(ignored))]
+    if extra:
+        raise HybFileError(
+            f"{ck.infos[extra[0]].file}: tensor '{extra[0]}' is not part of the model the config describes"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+            Span(0, 0, 1, str(ck.infos[extra[0]].file)),
+        )
+    for n in used:
+        info = ck.infos[n]
+        if not info.dtype.is_floating_point:
+            name = str(info.dtype).removeprefix("torch.")
+            raise HybFileError(
+                f"{info.file}: tensor '{n}' has dtype {name}; weights are floating point",
+                Span(0, 0, 1, str(info.file)),
+            )
+    if dtype is None:
+        dtype = ck.infos[by_key["embed.weight"].theirs[0]].dtype if "embed.weight" in by_key else torch.float32
+    out = {}
+    for r in rules:
+        target = ours[r.ours]
+        expected = r.transform.save(torch.empty(target.shape, device="meta"))
+        for n, e in zip(r.theirs, expected):
+            info = ck.infos[n]
+            if tuple(info.shape) != tuple(e.shape):
+                raise HybFileError(
+                    f"{info.file}: tensor '{n}' has shape {list(info.shape)}, the config says {list(e.shape)}",
+                    Span(0, 0, 1, str(info.file)),
+                )
+        t = r.transform.load(*(ck.tensor(n) for n in r.theirs))
+        want = dtype if target.dtype.is_floating_point else target.dtype
+        copied = r.transform.copies
+        if t.dtype != want:
+            t = t.to(want)
+            copied = True
+        if copied:
+            for n in r.theirs:
+                ck.release(n)
+        out[r.ours] = t
+    return out
+
+
+def save_pretrained(
+    model: HybridModel, path: str | os.PathLike, family: str, dtype: torch.dtype | str | None = None
+) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` for ``family`` ('mamba', 'hf-jamba', ...) into folder
+    ``path`` (created if needed); ``transformers.AutoModelForCausalLM.from_pretrained(path)`` loads it.
+
+    ``dtype``: the dtype written (default: the model's). Everything is computed before anything is written and
+    each file is written atomically. Raises ConvertError naming the layer when the family cannot express the
+    model. Returns the folder.
+    """
+    from hybriddsl.interop.hf import FAMILIES, family_name
+
+    key = family_name(family)
+    mod = FAMILIES[key]
+    graph = getattr(model, "graph", None)
+    if graph is None:
+        from hybriddsl import api
+
+        graph = api.compile(model.hyb_source, **model.hyb_overrides)
+    cfg = mod.to_config(graph)
+    if model.vocab is None:
+        raise ConvertError(f"a Hugging Face {key} checkpoint is a language model: the model needs 'vocab = N'")
+    rules = mod.weight_rules(cfg, model)
+    sd = model.state_dict()
+    missing = [k for k in sd if k not in {r.ours for r in rules}]
+    if missing:
+        raise ConvertError(f"Hugging Face {key} has no place for our tensor '{missing[0]}'")
+    want = _dtype(dtype) or next(model.parameters()).dtype
+    out: dict[str, torch.Tensor] = {}
+    for r in rules:
+        for n, t in zip(r.theirs, r.transform.save(sd[r.ours].detach())):
+            out[n] = t.to("cpu", want if t.dtype.is_floating_point else t.dtype).clone().contiguous()
+    cfg.setdefault("dtype", str(want).removeprefix("torch."))
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise HybFileError(f"{folder} is a file: save_pretrained writes a folder", Span(0, 0, 1, str(folder)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        from safetensors.torch import save_file
+
+        with atomic_path(folder / SINGLE) as tmp:
+            save_file(out, str(tmp), metadata={"format": "pt"})
+        with atomic_path(folder / CONFIG) as tmp:
+            tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+    except OSError as e:
+        raise HybFileError(f"cannot write {folder}: {e.strerror}", Span(0, 0, 1, str(folder))) from None
+    stale = folder / INDEX  # a sharded index left by an earlier save would shadow the new single file
+    if stale.exists():
+        stale.unlink()
+    return folder
+
+
+__all__ = ["HybError", "from_pretrained", "save_pretrained"]

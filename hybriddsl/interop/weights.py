@@ -1,0 +1,136 @@
+"""How checkpoint tensors become our state_dict entries and back: one :class:`Rule` per tensor of ours.
+
+A family module (``hybriddsl/interop/<family>.py``) describes its weights as a list of rules, usually built from
+a declarative table per layer kind::
+
+    MAMBA = {"in_proj.weight": "in_proj.weight", "conv1d.conv.weight": "conv1d.weight", ...}
+    rules += table(MAMBA, ours=f"blocks.{mixer}.", theirs=f"backbone.layers.{i}.mixer.")
+
+and uses a named transform where the layouts differ (``gated_up``: our SwiGLU ``up`` is HF's ``gate_proj`` and
+``up_proj`` stacked; ``unsqueeze``/``squeeze`` for a conv weight stored without its channel axis). Each transform
+is a pair of functions: ``load(*theirs) -> ours`` and ``save(ours) -> theirs`` (a tuple in the rule's order), so
+the same rules serve import and export.
+
+:func:`layer_keys` walks a built model's plan: for every mixer use, in stream order, the key of the norm
+in front of it and of the mixer module (``blocks.<key>``); :func:`final_norm` the norm before the head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from hybriddsl.lower import HybridModel
+
+
+@dataclass(frozen=True)
+class Transform:
+    """``load(*their tensors) -> our tensor`` and its inverse ``save(ours) -> tuple of theirs``."""
+
+    name: str
+    load: Callable[..., torch.Tensor]
+    save: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
+    copies: bool = True  # load makes a new tensor (so the source pages can be released)
+
+
+SAME = Transform("same", lambda t: t, lambda t: (t,), copies=False)
+
+
+def cat0(n: int = 2) -> Transform:
+    """Our tensor is ``n`` of theirs stacked along dim 0 (equal parts): gate/up projections, q/k/v."""
+    return Transform(f"cat0x{n}", lambda *ts: torch.cat(ts, 0), lambda t: tuple(t.chunk(n, 0)))
+
+
+GATED_UP = cat0(2)  # our gated FFN's ``up`` = [gate_proj; up_proj] (layers/ffn.py: act(first half) * second)
+
+
+def reshape(ours: tuple[int, ...], theirs: tuple[int, ...]) -> Transform:
+    """Same data, another shape (e.g. a conv weight [C, 1, K] stored as [C, K])."""
+    return Transform(
+        f"reshape{theirs}->{ours}",
+        lambda t: t.reshape(ours),
+        lambda t: (t.reshape(theirs),),
+        copies=False,
+    )
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One tensor of ours (``ours``, a state_dict key) from the checkpoint tensors ``theirs``."""
+
+    ours: str
+    theirs: tuple[str, ...]
+    transform: Transform = SAME
+
+    def __post_init__(self):
+        if isinstance(self.theirs, str):
+            object.__setattr__(self, "theirs", (self.theirs,))
+
+
+def table(mapping: dict[str, Any], ours: str, theirs: str, skip: tuple[str, ...] = ()) -> list[Rule]:
+    """Rules from ``{our suffix: their suffix | (their suffixes, Transform)}`` under two prefixes."""
+    out = []
+    for o, t in mapping.items():
+        if o in skip:
+            continue
+        if isinstance(t, tuple):
+            names, tr = t
+            names = (names,) if isinstance(names, str) else names
+            out.append(Rule(ours + o, tuple(theirs + n for n in names), tr))
+        else:
+            out.append(Rule(ours + o, (theirs + t,)))
+    return out
+
+
+def present(rules: list[Rule], model: HybridModel) -> list[Rule]:
+    """The rules whose tensor the model has (optional biases, norms): a table may list more than a layer uses."""
+    keys = model.state_dict(keep_vars=True).keys()
+    return [r for r in rules if r.ours in keys]
+
+
+@dataclass(frozen=True)
+class LayerKeys:
+    """One mixer use: the norm before it and the mixer module (keys in ``model.blocks``)."""
+
+    norm: str | None
+    mixer: str
+    kind: str
+
+
+def layer_keys(model: HybridModel) -> list[LayerKeys]:
+    """Every mixer use in stream order with the norm that feeds it (shared blocks once per use)."""
+    from hybriddsl import registry
+
+    out, norm = [], None
+    graph = getattr(model, "graph", None)
+    for st in model.plan:
+        if st.op in ("norm", "add_norm"):
+            norm = st.key
+        elif st.op == "mixer":
+            kind = graph[st.node]["kind"] if graph is not None else type(model.blocks[st.key]).__name__.lower()
+            out.append(LayerKeys(norm, st.key, registry.canonical(kind) or kind))
+            norm = None
+    return out
+
+
+def final_norm(model: HybridModel) -> str | None:
+    """The key of the norm after the last mixer (before the head), or None."""
+    norm = None
+    for st in model.plan:
+        if st.op in ("norm", "add_norm"):
+            norm = st.key
+        elif st.op == "mixer":
+            norm = None
+    return norm
+
+
+def embed_head(model: HybridModel, embed: str, head: str | None) -> list[Rule]:
+    """The embedding and the LM head; a tied head reads the embedding (HF checkpoints then omit ``head``)."""
+    out = [Rule("embed.weight", embed)]
+    if model.head is not None:
+        tied = model.head.weight is model.embed.weight
+        out.append(Rule("head.weight", embed if tied or head is None else head))
+    return out
