@@ -217,7 +217,12 @@ def _scale_rows(sizes: list[int], factors: list[float]):
         v = torch.cat([torch.full((n,), f, dtype=torch.float64) for n, f in zip(sizes, factors)])
         return v.to(t.dtype).reshape(-1, *([1] * (t.dim() - 1)))
 
-    return Transform(f"rows*{factors}", lambda t: t * vec(t), lambda t: (t / vec(t),))
+    # in float64, rounded once to the model's dtype by the loader
+    return Transform(
+        f"rows*{factors}",
+        lambda t: t.double() * vec(t.double()),
+        lambda t: ((t.double() / vec(t.double())).to(t.dtype),),
+    )
 
 
 def weight_rules(cfg: dict[str, Any], model) -> list:
@@ -233,7 +238,9 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     in_sizes = [inner, inner, gn, gn, heads]
 
     def const(c: float):
-        return SAME if c == 1.0 else Transform(f"*{c}", lambda t: t * c, lambda t: (t / c,))
+        if c == 1.0:
+            return SAME
+        return Transform(f"*{c}", lambda t: t.double() * c, lambda t: ((t.double() / c).to(t.dtype),))
 
     ai, ko, ao = f["attention_in_multiplier"], f["key_multiplier"], f["attention_out_multiplier"]
     rules = embed_head(model, "model.embed_tokens.weight", "lm_head.weight")
@@ -288,6 +295,6 @@ def _gated_up_scaled(c: float, n: int):
 
     return Transform(
         f"gated_up*{c}",
-        lambda g, u: torch.cat([g * c, u], 0),
-        lambda t: (t[:n] / c, t[n:]),
+        lambda g, u: torch.cat([g.double() * c, u.double()], 0),
+        lambda t: ((t[:n].double() / c).to(t.dtype), t[n:]),
     )

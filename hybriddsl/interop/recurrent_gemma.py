@@ -205,7 +205,8 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     """Checkpoint tensor names of RecurrentGemmaForCausalLM for every tensor of ours."""
     from hybriddsl.interop.weights import GATED_UP, Rule, Transform, embed_head, final_norm, layer_keys, present, table
 
-    gemma_norm = Transform("one_plus", lambda t: 1.0 + t, lambda t: (t - 1.0,))  # (1 + w) norms
+    # (1 + w) norms; 1 + w formed in float64 and rounded once to the model's dtype (transformers adds in float32)
+    gemma_norm = Transform("one_plus", lambda t: 1.0 + t.double(), lambda t: ((t.double() - 1.0).to(t.dtype),))
     neg = Transform("neg", lambda t: -t, lambda t: (-t,))  # HF recurrent_param = -our lam
     griffin = {
         "in_y.weight": "linear_y.weight",
