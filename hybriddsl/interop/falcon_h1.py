@@ -118,7 +118,7 @@ def from_config(cfg: dict[str, Any]) -> str:
         doc.set("mamba2.norm", "before_gate" if cfg.get("mamba_norm_before_gate", True) else "gated")
         doc.set("mamba2.gate_eps", float(cfg.get("rms_norm_eps", 1e-5)))
     else:
-        doc.set("mamba2.norm", "none")
+        doc.set("mamba2.norm", "off")
     doc.set("ffn.act", "swiglu")
     doc.set("ffn.inner", as_int(need(cfg, "intermediate_size", "Falcon-H1"), "intermediate_size"))
     doc.set("ffn.bias", bool(cfg.get("mlp_bias", False)))
@@ -161,7 +161,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
         bad = [o for o in ("qk_norm", "out_gate", "window") if b.opts.get(o)]
         if bad or not b.opts.get("rope") or b.opts.get("rope_dim") or b.opts.get("out_bias") is not None:
             raise ConvertError(f"{b.where()}: {TARGET}'s attention is plain GQA with full RoPE (no {', '.join(bad)})")
-    if m and m["norm"] != "none" and m["gate_eps"] != s["norm_eps"]:
+    if m and m["norm"] != "off" and m["gate_eps"] != s["norm_eps"]:
         raise ConvertError(f"{mam[0].where()}: {TARGET}'s Mamba-2 norm uses rms_norm_eps; set gate_eps = norm_eps")
     for _, f in layers:
         if f.kind != "ffn" or gated_act(f, TARGET) != "silu":
@@ -194,7 +194,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
         mamba_proj_bias=bool(m["bias"]),
         projectors_bias=bool(m["bias"]),
         mamba_conv_bias=bool(m["conv_bias"]),
-        mamba_rms_norm=m["norm"] != "none",
+        mamba_rms_norm=m["norm"] != "off",
         mamba_norm_before_gate=m["norm"] == "before_gate",
         embedding_multiplier=float(s["embed_scale"]),
         lm_head_multiplier=float(s["logit_scale"]),
@@ -214,7 +214,7 @@ def _scale_rows(sizes: list[int], factors: list[float]):
         return SAME
 
     def vec(t: torch.Tensor) -> torch.Tensor:
-        v = torch.cat([torch.full((n,), f, dtype=torch.float64) for n, f in zip(sizes, factors)])
+        v = torch.cat([torch.full((n,), f, dtype=torch.float64, device=t.device) for n, f in zip(sizes, factors)])
         return v.to(t.dtype).reshape(-1, *([1] * (t.dim() - 1)))
 
     # in float64, rounded once to the model's dtype by the loader
@@ -233,7 +233,8 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     f = {k: _float(cfg.get(k, 1.0), k) for k in FOLDED}
     inner, heads, _ = ssm_width(cfg, hidden)
     gn = as_int(cfg.get("mamba_n_groups", 1), "mamba_n_groups") * as_int(cfg.get("mamba_d_state", 256), "mamba_d_state")
-    mup = [float(x) for x in cfg.get("ssm_multipliers") or [1.0] * 5]
+    # transformers keeps ssm_multipliers in a float32 buffer (mup_vector): its model multiplies by those roundings
+    mup = [float(torch.tensor(float(x), dtype=torch.float32)) for x in cfg.get("ssm_multipliers") or [1.0] * 5]
     gate_m, down_m = (float(x) for x in cfg.get("mlp_multipliers") or [1.0, 1.0])
     in_sizes = [inner, inner, gn, gn, heads]
 
