@@ -115,10 +115,10 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("mamba2.bias", bool(cfg.get("mamba_proj_bias", False)))
     doc.set("mamba2.conv_bias", bool(cfg.get("mamba_conv_bias", True)))
     if cfg.get("mamba_rms_norm", False):
-        doc.set("mamba2.norm", "before_gate" if cfg.get("mamba_norm_before_gate", True) else "gated")
+        doc.set("mamba2.out_norm", "before_gate" if cfg.get("mamba_norm_before_gate", True) else "gated")
         doc.set("mamba2.gate_eps", float(cfg.get("rms_norm_eps", 1e-5)))
     else:
-        doc.set("mamba2.norm", "off")
+        doc.set("mamba2.out_norm", "off")
     doc.set("ffn.act", "swiglu")
     doc.set("ffn.inner", as_int(need(cfg, "intermediate_size", "Falcon-H1"), "intermediate_size"))
     doc.set("ffn.bias", bool(cfg.get("mlp_bias", False)))
@@ -155,13 +155,13 @@ def to_config(graph: Graph) -> dict[str, Any]:
     attn = [b for b in branches if b.kind == "attention"]
     mam = [b for b in branches if b.kind == "mamba2"]
     a = uniform(attn, ("heads", "kv_heads", "head_dim", "rope", "rope_theta", "bias", "window"), TARGET)
-    keys = ("state", "conv", "expand", "inner", "groups", "head_dim", "bias", "conv_bias", "norm", "gate_eps")
+    keys = ("state", "conv", "expand", "inner", "groups", "head_dim", "bias", "conv_bias", "out_norm", "gate_eps")
     m = uniform(mam, keys, TARGET)
     for b in attn:
         bad = [o for o in ("qk_norm", "out_gate", "window") if b.opts.get(o)]
         if bad or not b.opts.get("rope") or b.opts.get("rope_dim") or b.opts.get("out_bias") is not None:
             raise ConvertError(f"{b.where()}: {TARGET}'s attention is plain GQA with full RoPE (no {', '.join(bad)})")
-    if m and m["norm"] != "off" and m["gate_eps"] != s["norm_eps"]:
+    if m and m["out_norm"] != "off" and m["gate_eps"] != s["norm_eps"]:
         raise ConvertError(f"{mam[0].where()}: {TARGET}'s Mamba-2 norm uses rms_norm_eps; set gate_eps = norm_eps")
     for _, f in layers:
         if f.kind != "ffn" or gated_act(f, TARGET) != "silu":
@@ -194,8 +194,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
         mamba_proj_bias=bool(m["bias"]),
         projectors_bias=bool(m["bias"]),
         mamba_conv_bias=bool(m["conv_bias"]),
-        mamba_rms_norm=m["norm"] != "off",
-        mamba_norm_before_gate=m["norm"] == "before_gate",
+        mamba_rms_norm=m["out_norm"] != "off",
+        mamba_norm_before_gate=m["out_norm"] == "before_gate",
         embedding_multiplier=float(s["embed_scale"]),
         lm_head_multiplier=float(s["logit_scale"]),
         mlp_multipliers=[1.0, 1.0],

@@ -113,7 +113,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     if vh != kh:
         doc.set("gated_delta_net.v_heads", as_int(vh, "linear_num_value_heads"))
     doc.set("gated_delta_net.conv", as_int(cfg.get("linear_conv_kernel_dim", 4), "linear_conv_kernel_dim"))
-    doc.set("gated_delta_net.norm_eps", eps)
+    doc.set("gated_delta_net.out_eps", eps)
     doc.set("ffn.act", "swiglu")
     doc.set("ffn.bias", False)
     if not all(sparse):
@@ -148,7 +148,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
     moes = [f for _, f in layers if f.kind == "moe"]
     keys = ("heads", "kv_heads", "head_dim", "rope_theta", "rope_dim", "bias", "qk_eps")
     a = uniform(attn, keys, TARGET)
-    g = uniform(gdn, ("heads", "head_dim", "expand_v", "v_heads", "conv", "norm_eps", "bias"), TARGET)
+    g = uniform(gdn, ("heads", "head_dim", "expand_v", "v_heads", "conv", "out_eps", "bias"), TARGET)
     for m in attn:
         flags = [m.opts.get(o) for o in ("qk_norm", "rope", "out_gate")]
         if not all(flags) or m.opts.get("window") or m.opts.get("out_bias") is not None:
@@ -158,10 +158,10 @@ def to_config(graph: Graph) -> dict[str, Any]:
             )
     if a and a["qk_eps"] != s["norm_eps"]:
         raise ConvertError(f"{attn[0].where()}: {TARGET} uses rms_norm_eps for q/k norms; set qk_eps = norm_eps")
-    if g and (g["norm_eps"] != s["norm_eps"] or g["bias"]):
+    if g and (g["out_eps"] != s["norm_eps"] or g["bias"]):
         raise ConvertError(
             f"{gdn[0].where()}: {TARGET}'s gated DeltaNet has no biases and its norm uses rms_norm_eps "
-            "(bias=false, norm_eps = norm_eps)"
+            "(bias=false, out_eps = norm_eps)"
         )
     if g and g["conv"] < 1:
         raise ConvertError(f"{gdn[0].where()}: {TARGET}'s gated DeltaNet has short convolutions (conv >= 1)")

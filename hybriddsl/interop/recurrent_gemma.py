@@ -39,7 +39,7 @@ from hybriddsl.ir import Graph
 MODEL_TYPE = "recurrent_gemma"
 TARGET = "Hugging Face RecurrentGemma"
 TYPES = {"recurrent": "L", "attention": "A"}
-ACTS = {"gelu_pytorch_tanh": ("gelu_tanh", "geglu_tanh"), "gelu": ("gelu", "geglu")}  # HF -> (griffin, ffn)
+ACTS = {"gelu_pytorch_tanh": (True, "geglu_tanh"), "gelu": (False, "geglu")}  # HF -> (griffin gelu_tanh, ffn act)
 
 
 def detect(cfg: dict[str, Any]) -> bool:
@@ -102,7 +102,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("attention.ffn", False)
     doc.set("griffin.width", width)
     doc.set("griffin.conv", as_int(cfg.get("conv1d_width", 4), "conv1d_width"))
-    doc.set("griffin.act", ACTS[act][0])
+    doc.set("griffin.gelu_tanh", ACTS[act][0])
     doc.set("griffin.gate_blocks", heads)
     doc.set("griffin.reset", True)
     doc.set("griffin.mlp", False)
@@ -130,7 +130,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
     attn = [m for m, _ in layers if m.kind == "attention"]
     rec = [m for m, _ in layers if m.kind == "griffin"]
     a = uniform(attn, ("heads", "kv_heads", "head_dim", "window", "rope_theta", "rope_dim", "bias"), TARGET)
-    r = uniform(rec, ("width", "conv", "act", "gate_blocks"), TARGET)
+    r = uniform(rec, ("width", "conv", "gelu_tanh", "gate_blocks"), TARGET)
     heads = a.get("heads") or r.get("gate_blocks")
     if heads is None:
         raise ConvertError(f"{rec[0].where()}: {TARGET}'s gates are block-diagonal; set gate_blocks (= heads)")
@@ -155,8 +155,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
             m.opts.get("gate_blocks") == heads, w, f"has block-diagonal gates, one block per head (gate_blocks={heads})"
         )
         _need(bool(m.opts.get("reset")), w, "resets the RG-LRU at position 0 (reset=true)")
-    act = r.get("act", "gelu_tanh")
-    ffn_act = {"gelu_tanh": "geglu_tanh", "gelu": "geglu"}[act]
+    tanh = r.get("gelu_tanh", True)
+    ffn_act = "geglu_tanh" if tanh else "geglu"
     for _, f in layers:
         _need(
             f.kind == "ffn" and f.opts.get("act") == ffn_act and f.opts.get("bias"),
@@ -184,7 +184,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
         intermediate_size=2 * inners.pop(),
         lru_width=r.get("width") or hidden,
         conv1d_width=r.get("conv", 4),
-        hidden_activation="gelu_pytorch_tanh" if act == "gelu_tanh" else "gelu",
+        hidden_activation="gelu_pytorch_tanh" if tanh else "gelu",
         num_attention_heads=heads,
         num_key_value_heads=a.get("kv_heads") or heads,
         attention_window_size=a.get("window") or 2048,

@@ -154,3 +154,14 @@ def to_config(graph: Graph) -> dict[str, Any]:
             hidden_act=acts.pop(),
         )
     return cfg
+
+
+def weight_rules(cfg: dict[str, Any], model) -> list:
+    """Zamba2 weights cannot be mapped: the converted .hyb has Zamba2's layer layout, not its computation."""
+    raise ConvertError(
+        f"{TARGET} checkpoints are not supported (config layout only: hybdsl convert config.json --from hf): "
+        "its hybrid layer feeds the shared block [hidden, embeddings] concatenated (2 x hidden wide, no residual "
+        "inside), adds a per-layer linear of the block's output to the stream only as the next Mamba layer's "
+        "norm input, and gives each use of a shared block its own LoRA adapters; the compiler's pre-norm "
+        "residual blocks read neither the raw stream nor the embeddings"
+    )

@@ -51,7 +51,7 @@ class GatedDeltaNet(DeltaMixer):
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
         v_heads: int | None = None,
-        norm_eps: float = 1e-5,
+        out_eps: float = 1e-5,
     ):
         super().__init__(
             hidden_size,
@@ -62,7 +62,7 @@ class GatedDeltaNet(DeltaMixer):
             chunk=chunk,
             bias=bias,
             v_heads=v_heads,
-            norm_eps=norm_eps,
+            norm_eps=out_eps,
         )
         nv = self.v_heads
         self.a_proj = nn.Linear(hidden_size, nv, bias=False)
@@ -106,7 +106,7 @@ SPEC = LayerSpec(
             min=1,
             optional=True,
         ),
-        Option("norm_eps", float, 1e-5, "epsilon of the gated output RMSNorm", min=0.0),
+        Option("out_eps", float, 1e-5, "epsilon of the gated output RMSNorm", min=0.0),
     ),
     validate=validate,
     flops=delta_flops(7),

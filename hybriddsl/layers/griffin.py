@@ -25,8 +25,8 @@ Choices, stated (each with the option that gives RecurrentGemma's choice instead
 - no reset of the ``sqrt(1 - a^2)`` multiplier at the first token by default (the paper's eq. 4 as written);
   ``reset = true`` sets it to 1 at position 0 (RecurrentGemma's document start), in ``step`` too: the state
   then carries ``seen`` ([batch] int64, 0 until the row's first token, so a zeroed row restarts);
-- ``act``: the y branch's GELU, exact (``gelu``) or tanh-approximated (``gelu_tanh``, RecurrentGemma's
-  ``gelu_pytorch_tanh``);
+- ``gelu_tanh``: the y branch's GELU tanh-approximated (RecurrentGemma's ``gelu_pytorch_tanh``) instead of
+  exact;
 - every layer owns its weights (Edifice's ``griffin_lru`` shares them across layers by mistake).
 
 Initialization (paper / RecurrentGemma): ``Λ`` such that ``a^c = sigmoid(Λ)^c`` is uniform in [0.9, 0.999];
@@ -89,7 +89,7 @@ class GriffinBlock(Mixer):
         width: int | None = None,
         conv: int = 4,
         mlp: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
-        act: str = "gelu",
+        gelu_tanh: bool = False,
         gate_blocks: int | None = None,
         reset: bool = False,
     ):
@@ -99,7 +99,7 @@ class GriffinBlock(Mixer):
         if msg:
             raise ValueError(msg)
         self.hidden, self.width = hidden_size, w
-        self.approximate = "tanh" if act == "gelu_tanh" else "none"
+        self.approximate = "tanh" if gelu_tanh else "none"
         self.reset = reset
         self.in_y = nn.Linear(hidden_size, w)  # gelu branch
         self.in_x = nn.Linear(hidden_size, w)  # recurrence branch
@@ -212,7 +212,7 @@ SPEC = LayerSpec(
         ),
         Option("conv", int, 4, "temporal conv width", min=1),
         Option("mlp", bool, True, "attach Griffin's gated MLP (ffn geglu, mult 3) as its own residual block"),
-        Option("act", str, "gelu", "GELU of the y branch: exact or tanh-approximated", choices=("gelu", "gelu_tanh")),
+        Option("gelu_tanh", bool, False, "tanh-approximated GELU on the y branch (RecurrentGemma)"),
         Option(
             "gate_blocks",
             int,

@@ -15,7 +15,7 @@ state``, and ``G = groups`` B/C groups (head ``h`` reads group ``h // (H / G)``)
     out_t = W_out RMSNorm(y_t ⊙ silu(z_t))                    gate before the norm (mamba_ssm's
                                                               ``norm_before_gate=False``), norm over D_in / G
 
-``norm`` chooses that last line: ``gated`` (above, the default), ``before_gate`` (``RMSNorm(y) ⊙ silu(z)``,
+``out_norm`` chooses that last line: ``gated`` (above, the default), ``before_gate`` (``RMSNorm(y) ⊙ silu(z)``,
 Falcon-H1's ``mamba_norm_before_gate``) or ``off`` (``y ⊙ silu(z)``, no norm weight: Falcon-H1 without
 ``mamba_rms_norm``).
 
@@ -63,7 +63,7 @@ class Mamba2(Mixer):
         conv_bias: bool = True,
         inner: int | None = None,
         gate_eps: float = 1e-5,
-        norm: str = "gated",
+        out_norm: str = "gated",
     ):
         super().__init__()
         opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk, inner=inner)
@@ -86,8 +86,8 @@ class Mamba2(Mixer):
         self.A_log = nn.Parameter(torch.log(a))
         self.dt_bias = nn.Parameter(dt_bias_init(self.heads))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.norm_mode = norm
-        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps) if norm != "off" else None
+        self.norm_mode = out_norm
+        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps) if out_norm != "off" else None
         self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
 
     def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -208,7 +208,7 @@ SPEC = LayerSpec(
         ),
         Option("gate_eps", float, 1e-5, "epsilon of the gated RMSNorm before out_proj", min=0.0),
         Option(
-            "norm",
+            "out_norm",
             str,
             "gated",
             "output norm: RMSNorm(y silu(z)) (gated), RMSNorm(y) silu(z) (before_gate) or y silu(z) (off)",

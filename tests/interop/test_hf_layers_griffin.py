@@ -54,7 +54,7 @@ def _our_griffin(cfg) -> GriffinBlock:
         cfg.hidden_size,
         width=cfg.lru_width,
         conv=cfg.conv1d_width,
-        act="gelu_tanh",
+        gelu_tanh=True,
         gate_blocks=cfg.num_attention_heads,
         reset=True,
     )

@@ -66,7 +66,7 @@ def gdn_from_hf(theirs, cfg) -> GatedDeltaNet:
         expand_v=dv / dk,
         v_heads=nv,
         conv=cfg.linear_conv_kernel_dim,
-        norm_eps=cfg.rms_norm_eps,
+        out_eps=cfg.rms_norm_eps,
     )
     sd = theirs.state_dict()
     h = cfg.hidden_size
