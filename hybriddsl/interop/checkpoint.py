@@ -61,7 +61,7 @@ def _decode_special(obj: dict) -> Any:
 def _check_numbers(v: Any, where: str, path: Path) -> None:
     """NaN anywhere in the config is a mistake (infinity is allowed: transformers writes time_step_limit so)."""
     if isinstance(v, float) and math.isnan(v):
-        raise _err(f"{path}: field '{where}' is NaN", path)
+        raise _err(f"field '{where}' is NaN", path)
     if isinstance(v, dict):
         for k, x in v.items():
             _check_numbers(x, f"{where}.{k}" if where else str(k), path)
@@ -94,7 +94,7 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
         raise _err(f"{p} has no {CONFIG}: a Hugging Face model folder holds config.json and its weights", p)
     cfg = read_json(path)
     if not isinstance(cfg, dict):
-        raise _err(f"{path}: a config is a JSON object, got {type(cfg).__name__}", path)
+        raise _err(f"a config is a JSON object, got {type(cfg).__name__}", path)
     _check_numbers(cfg, "", path)
     return cfg
 
@@ -132,12 +132,12 @@ def _header(path: Path) -> dict[str, TensorInfo]:
             continue
         code = d.get("dtype")
         if code not in DTYPES:
-            raise _err(f"{path}: tensor '{name}' has dtype {code}, which a checkpoint cannot hold here", path)
+            raise _err(f"tensor '{name}' has dtype {code}, which a checkpoint cannot hold here", path)
         s, e = d["data_offsets"]
         info = TensorInfo(name, path, DTYPES[code], tuple(d["shape"]), base + s, base + e)
         want = math.prod(info.shape) * torch.empty((), dtype=info.dtype).element_size()
         if e - s != want or base + e > size:
-            raise _err(f"{path}: tensor '{name}' has {e - s} bytes of data, its shape needs {want}", path)
+            raise _err(f"tensor '{name}' has {e - s} bytes of data, its shape needs {want}", path)
         out[name] = info
     return out
 

@@ -113,8 +113,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
             f"the model has norm_eps = {graph.settings['norm_eps']} and gate_eps = {m['gate_eps']}"
         )
     w = mamba2_fields(m, hidden)
-    if w["width"] != int(w["width"] / hidden * hidden):
-        raise ConvertError(f"the Mamba-2 width {w['width']} cannot be written as expand * hidden_size")
+    if w["width"] != int(w["width"] / hidden * hidden):  # transformers takes int(expand * hidden_size)
+        raise ConvertError(f"the Mamba-2 width {w['width']} cannot be written as int(expand * hidden_size)")
     cfg.update(
         num_hidden_layers=len(subs),
         state_size=m.get("state", 64),

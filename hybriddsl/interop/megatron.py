@@ -3,7 +3,10 @@
 One letter per residual layer (Megatron-LM ``megatron/core/models/hybrid``/``ssm`` layer allocation):
 ``M`` a Mamba layer (Megatron's MambaLayer runs a Mamba-2 mixer, so ``M`` becomes ``mamba2`` by default),
 ``*`` self-attention (attention only: Megatron's MLPs are the separate ``-`` letters, so ``ffn=false``),
-``-`` an MLP, ``E`` a mixture-of-experts MLP.
+``-`` an MLP, ``E`` a mixture-of-experts MLP, ``G`` a gated DeltaNet layer. ``|`` separates pipeline stages
+and ``/`` the multi-token-prediction layers, which follow the main decoder: only what precedes the first ``/`` is
+the model. Like Megatron, lower-case letters and whitespace are refused; ``D`` (DeepSeek sparse attention) and
+``+`` (multi-latent attention) are Megatron letters without a layer kind here.
 """
 
 from __future__ import annotations
@@ -15,26 +18,39 @@ from hybriddsl.errors import Span
 from hybriddsl.interop.common import ConvertError, HybText, compile_source, reject_ties, sublayers
 from hybriddsl.ir import Graph
 
-LETTERS = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe"}
-TOKENS = {"mamba": "M", "mamba2": "M2", "attention": "A", "ffn": "F", "moe": "E"}
-KIND_LETTER = {"mamba": "M", "mamba2": "M", "attention": "*", "ffn": "-", "moe": "E"}
+LETTERS = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe", "G": "gated_delta_net"}
+UNSUPPORTED = {"D": "DSA (DeepSeek sparse attention)", "+": "MLA (multi-latent attention)"}
+TOKENS = {"mamba": "M", "mamba2": "M2", "attention": "A", "ffn": "F", "moe": "E", "gated_delta_net": "GD"}
+KIND_LETTER = {"mamba": "M", "mamba2": "M", "attention": "*", "ffn": "-", "moe": "E", "gated_delta_net": "G"}
 
 
 def parse_pattern(pattern: str) -> list[str]:
-    """Megatron letters -> layer kinds (``mamba`` for M). Whitespace and ``|`` (pipeline-stage marks) are skipped."""
-    if not isinstance(pattern, str) or not pattern.strip():
+    """Megatron letters -> layer kinds (``mamba`` for M). ``|`` (pipeline-stage marks) is skipped; the
+    multi-token-prediction part after ``/`` is left out."""
+    if not isinstance(pattern, str) or not pattern:
         raise ConvertError("the Megatron pattern is empty: give letters such as 'M-M*-'")
+    main = pattern.split("/", 1)[0]
     kinds = []
-    for i, ch in enumerate(pattern):
-        if ch.isspace() or ch == "|":
+    for i, ch in enumerate(main):
+        span = Span(1, i + 1, 1, "<megatron pattern>")
+        if ch == "|":
             continue
-        if ch.upper() not in LETTERS:
+        if ch in UNSUPPORTED:
             raise ConvertError(
-                f"'{ch}' is not a Megatron hybrid-pattern letter (M = Mamba, * = attention, - = MLP, E = MoE)",
-                Span(1, i + 1, 1, "<megatron pattern>"),
+                f"'{ch}' is Megatron's {UNSUPPORTED[ch]}, which hybriddsl does not support", span, pattern
+            )
+        if ch not in LETTERS:
+            what = "whitespace" if ch.isspace() else f"'{ch}'"
+            hint = " (Megatron's letters are upper case)" if ch.upper() in LETTERS else ""
+            raise ConvertError(
+                f"{what} is not a Megatron hybrid-pattern letter{hint} "
+                "(M = Mamba, * = attention, - = MLP, E = MoE, G = gated DeltaNet, | = stage, / = MTP)",
+                span,
                 pattern,
             )
-        kinds.append(LETTERS[ch.upper()])
+        kinds.append(LETTERS[ch])
+    if not kinds:
+        raise ConvertError(f"the Megatron pattern {pattern!r} has no layers before its first '/'")
     return kinds
 
 
@@ -49,7 +65,7 @@ def from_megatron(pattern: str, mamba: str = "mamba2", **settings: Any) -> str:
     kinds = parse_pattern(pattern)
     doc = HybText(
         f'converted from the Megatron-LM hybrid pattern "{pattern.strip()}" '
-        f"(M = {mamba}, * = attention, - = MLP, E = MoE)"
+        f"(M = {mamba}, * = attention, - = MLP, E = MoE, G = gated DeltaNet)"
     )
     for k, v in settings.items():
         doc.set(k, v)
@@ -78,7 +94,7 @@ def to_megatron(src: str | os.PathLike | Graph, **settings: Any) -> str:
         if s.kind not in KIND_LETTER:
             raise ConvertError(
                 f"{s.where()}: Megatron's hybrid pattern has no letter for '{s.kind}' "
-                "(it has M = Mamba, * = attention, - = MLP, E = MoE)"
+                "(it has M = Mamba, * = attention, - = MLP, E = MoE, G = gated DeltaNet)"
             )
         out.append(KIND_LETTER[s.kind])
     return "".join(out)

@@ -114,7 +114,7 @@ def load_tensors(
     missing = [n for r in rules for n in r.theirs if n not in ck.infos]
     if missing:
         raise HybFileError(
-            f"{where}: tensor '{missing[0]}' is missing"
+            f"tensor '{missing[0]}' is missing"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
             + "; the config describes a model that needs it",
             Span(0, 0, 1, str(where)),
@@ -122,7 +122,7 @@ def load_tensors(
     extra = [n for n in ck.infos if n not in used and not n.endswith(tuple(ignored))]
     if extra:
         raise HybFileError(
-            f"{ck.infos[extra[0]].file}: tensor '{extra[0]}' is not part of the model the config describes"
+            f"tensor '{extra[0]}' is not part of the model the config describes"
             + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
             Span(0, 0, 1, str(ck.infos[extra[0]].file)),
         )
@@ -131,7 +131,7 @@ def load_tensors(
         if not info.dtype.is_floating_point:
             name = str(info.dtype).removeprefix("torch.")
             raise HybFileError(
-                f"{info.file}: tensor '{n}' has dtype {name}; weights are floating point",
+                f"tensor '{n}' has dtype {name}; weights are floating point",
                 Span(0, 0, 1, str(info.file)),
             )
     if dtype is None:
@@ -144,7 +144,7 @@ def load_tensors(
             info = ck.infos[n]
             if tuple(info.shape) != tuple(e.shape):
                 raise HybFileError(
-                    f"{info.file}: tensor '{n}' has shape {list(info.shape)}, the config says {list(e.shape)}",
+                    f"tensor '{n}' has shape {list(info.shape)}, the config says {list(e.shape)}",
                     Span(0, 0, 1, str(info.file)),
                 )
         t = r.transform.load(*(ck.tensor(n) for n in r.theirs))

@@ -3,6 +3,7 @@
 gelu:   y = W2 gelu(W1 x + b1) + b2,              inner = mult * hidden
 swiglu: y = W2 (silu(W1 x) * (W3 x)),             inner = mult * hidden (LLaMA uses 8/3 to keep 2-matrix cost)
 geglu:  y = W2 (gelu(W1 x) * (W3 x))              (Griffin's gated MLP block, De et al. 2024)
+relu2:  y = W2 relu(W1 x + b1)^2 + b2             (squared ReLU, So et al. 2021 "Primer"; Nemotron-H's MLP)
 geglu_tanh: geglu with the tanh approximation of GELU (RecurrentGemma's ``gelu_pytorch_tanh``)
 
 ``up`` holds W1 and W3 stacked (W1's rows first); ``bias`` puts biases on every projection.
@@ -19,6 +20,9 @@ from torch import nn
 from hybriddsl.layers.base import Mixer
 from hybriddsl.registry import LayerSpec, Option
 
+GATED = ("swiglu", "geglu", "geglu_tanh")  # activations that gate one half of ``up`` with the other
+ACTS = ("gelu", "swiglu", "geglu", "geglu_tanh", "relu2")
+
 
 class FFN(Mixer):
     """Position-wise MLP. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
@@ -34,18 +38,20 @@ class FFN(Mixer):
         super().__init__()
         inner = inner or int(math.ceil(hidden_size * mult))
         self.act = act
-        self.up = nn.Linear(hidden_size, inner * (1 if act == "gelu" else 2), bias=bias)
+        self.up = nn.Linear(hidden_size, inner * (2 if act in GATED else 1), bias=bias)
         self.down = nn.Linear(inner, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
-        if self.act != "gelu":  # gated variants: activation of one half times the other half
+        if self.act in GATED:  # gated variants: activation of one half times the other half
             a, b = h.chunk(2, dim=-1)
             if self.act == "swiglu":
                 a = F.silu(a)
             else:
                 a = F.gelu(a, approximate="tanh" if self.act == "geglu_tanh" else "none")
             h = a * b
+        elif self.act == "relu2":
+            h = torch.square(F.relu(h))
         else:
             h = F.gelu(h)
         return self.down(h)
@@ -55,12 +61,12 @@ SPEC = LayerSpec(
     name="ffn",
     aliases=("F", "mlp", "-"),
     letter="F",
-    summary="feed-forward MLP (GELU or SwiGLU)",
+    summary="feed-forward MLP (GELU, SwiGLU, GeGLU or squared ReLU)",
     factory=FFN,
     options=(
         Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
         Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation", choices=("gelu", "swiglu", "geglu", "geglu_tanh")),
+        Option("act", str, "gelu", "activation (relu2: squared ReLU, ungated)", choices=ACTS),
         Option("bias", bool, True, "biases on the projections"),
     ),
     color="#f5e6c8",

@@ -78,6 +78,8 @@ class Mamba(Mixer):
         bias: bool = False,
         conv_bias: bool = True,
         dt_scale: float = 1.0,
+        bc_norm: bool = False,
+        bc_norm_eps: float = 1e-6,
     ):
         super().__init__()
         msg = validate({"state": state, "expand": expand, "conv": conv, "dt_rank": dt_rank}, hidden_size)
@@ -91,6 +93,10 @@ class Mamba(Mixer):
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
+        # Jamba's RMSNorms on the low-rank δ, on B and on C (Lieber et al. 2024, section 3: training stability)
+        self.dt_norm = nn.RMSNorm(self.dt_rank, eps=bc_norm_eps) if bc_norm else None
+        self.b_norm = nn.RMSNorm(state, eps=bc_norm_eps) if bc_norm else None
+        self.c_norm = nn.RMSNorm(state, eps=bc_norm_eps) if bc_norm else None
         std = self.dt_rank**-0.5 * dt_scale
         with torch.no_grad():
             nn.init.uniform_(self.dt_proj.weight, -std, std)
@@ -103,6 +109,8 @@ class Mamba(Mixer):
     def _ssm_inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u [..., D_in] (after conv + silu) -> delta [..., D_in] (before bias/softplus), B, C [..., N]."""
         dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.state, self.state], dim=-1)
+        if self.dt_norm is not None:
+            dt_low, B, C = self.dt_norm(dt_low), self.b_norm(B), self.c_norm(C)
         return F.linear(dt_low, self.dt_proj.weight), B, C
 
     def _A(self) -> torch.Tensor:
@@ -155,8 +163,8 @@ class Mamba(Mixer):
         h = state["ssm"]
         if inplace and h.dtype == x.dtype == self.A_log.dtype:  # float32/64: the scan computes in x's dtype
             u = F.silu(self.conv1d.step(u, state["conv"], inplace=True)[0])
-            dt_low, B, C = self.x_proj(u).split([self.dt_rank, self.state, self.state], dim=-1)
-            dt = F.softplus(F.linear(dt_low, self.dt_proj.weight) + self.dt_proj.bias)  # [b, D_in]
+            delta, B, C = self._ssm_inputs(u)
+            dt = F.softplus(delta + self.dt_proj.bias)  # [b, D_in]
             # h = exp(dt A) h + (dt u) B^T, A = -exp(A_log); the same formula as selective_scan_step
             h.mul_(torch.exp(dt.unsqueeze(-1) * self._A_frozen()))
             h.addcmul_((dt * u).unsqueeze(-1), B.unsqueeze(1))
@@ -206,6 +214,8 @@ SPEC = LayerSpec(
         Option("dt_rank", int, None, "rank of the Δ projection (default ceil(hidden / 16))", min=1, optional=True),
         Option("bias", bool, False, "biases on the in/out projections"),
         Option("conv_bias", bool, True, "bias on the conv"),
+        Option("bc_norm", bool, False, "RMSNorm on the low-rank Δ input, B and C (Jamba)"),
+        Option("bc_norm_eps", float, 1e-6, "epsilon of those norms", min=0.0),
     ),
     validate=validate,
     flops=mamba_flops,

@@ -63,6 +63,8 @@ class Mamba2(Mixer):
         conv_bias: bool = True,
         inner: int | None = None,
         gate_eps: float = 1e-5,
+        dt_min: float = 0.0,
+        dt_max: float | None = None,
         out_norm: str = "gated",
     ):
         super().__init__()
@@ -77,6 +79,7 @@ class Mamba2(Mixer):
             groups,
             chunk,
         )
+        self.dt_min, self.dt_max = dt_min, dt_max
         self.d_inner = inner or expand * hidden_size
         self.heads = self.d_inner // head_dim
         self.conv_dim = self.d_inner + 2 * groups * state
@@ -106,6 +109,8 @@ class Mamba2(Mixer):
         B, C = B.reshape(*lead, self.heads, self.state), C.reshape(*lead, self.heads, self.state)
         # Δ and the log-decay in float32: g is summed over time inside the kernel
         delta = F.softplus(wide(dt) + wide(self.dt_bias))
+        if self.dt_min > 0 or self.dt_max is not None:  # mamba_ssm's dt_limit (Nemotron-H: (time_step_min, inf))
+            delta = delta.clamp(min=self.dt_min, max=self.dt_max)
         g = -torch.exp(wide(self.A_log)) * delta
         v = (x * delta[..., None]).to(x.dtype)
         return C, B, x, v, g
@@ -207,6 +212,8 @@ SPEC = LayerSpec(
             optional=True,
         ),
         Option("gate_eps", float, 1e-5, "epsilon of the gated RMSNorm before out_proj", min=0.0),
+        Option("dt_min", float, 0.0, "lower clamp of Δ after the softplus (mamba_ssm's dt_limit)", min=0.0),
+        Option("dt_max", float, None, "upper clamp of Δ (default: none)", min=0.0, optional=True),
         Option(
             "out_norm",
             str,

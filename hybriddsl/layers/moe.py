@@ -6,6 +6,18 @@ experts, and renormalized weights ``g_e = p_e / sum_{e' in S} p_e'``::
 
     y = sum_{e in S} g_e FFN_e(x)
 
+Options for the routers of published checkpoints (defaults keep the rule above):
+
+- ``norm_topk = false``: ``g_e = p_e`` (Jamba; OLMoE's ``norm_topk_prob = false``).
+- ``score = sigmoid``: ``p = sigmoid(W_r x)`` (DeepSeek-V3, Nemotron-H); with ``score_bias`` a per-expert bias
+  ``b`` (a buffer: DeepSeek-V3's ``e_score_correction_bias``) is added to ``p`` to *choose* ``S``, while the
+  weights stay ``p_e``.
+- ``groups``/``topk_groups``: experts form ``groups`` equal groups; a group scores the sum of its two best
+  choice scores and ``S`` is taken from the ``topk_groups`` best groups only (DeepSeek-V3's node-limited routing).
+- ``scale``: the weights are multiplied by it (``routed_scaling_factor``).
+- ``shared``: the inner width of one always-on shared expert added to every token's output (DeepSeek-MoE,
+  Nemotron-H, Qwen3-Next without its gate); ``inner``: the experts' exact width (overrides ``mult``).
+
 Every token reaches all of its top-k experts (no capacity, no dropping): tokens are gathered per expert,
 run through that expert and written back into a ``[tokens, top_k, hidden]`` buffer, each (token, slot)
 written exactly once, so the result is deterministic on GPU as well (no atomic scatter-add).
@@ -31,7 +43,7 @@ import torch
 from torch import nn
 
 from hybriddsl.layers.base import Mixer
-from hybriddsl.layers.ffn import FFN
+from hybriddsl.layers.ffn import ACTS, FFN, GATED
 from hybriddsl.registry import LayerSpec, Option
 
 
@@ -52,25 +64,64 @@ class MoE(Mixer):
         capacity: float | None = None,
         aux_weight: float = 0.01,
         bias: bool = False,
+        inner: int | None = None,
+        norm_topk: bool = True,
+        score: str = "softmax",
+        score_bias: bool = False,
+        groups: int = 1,
+        topk_groups: int = 1,
+        scale: float = 1.0,
+        shared: int | None = None,
+        shared_bias: bool = False,
     ):
         super().__init__()
-        msg = validate({"experts": experts, "top_k": top_k, "capacity": capacity}, hidden_size)
+        opts = {"experts": experts, "top_k": top_k, "capacity": capacity, "groups": groups, "topk_groups": topk_groups}
+        msg = validate(opts, hidden_size)
         if msg:
             raise ValueError(msg)
         self.n_experts, self.top_k, self.aux_weight = experts, top_k, aux_weight
+        self.norm_topk, self.score, self.groups, self.topk_groups, self.scale = (
+            norm_topk,
+            score,
+            groups,
+            topk_groups,
+            scale,
+        )
         self.router = nn.Linear(hidden_size, experts, bias=False)
         # Switch Transformer init: truncated normal, std sqrt(0.1 / fan_in)
         nn.init.trunc_normal_(self.router.weight, std=math.sqrt(0.1 / hidden_size))
-        self.experts = nn.ModuleList(FFN(hidden_size, mult=mult, act=act, bias=bias) for _ in range(experts))
+        # chooses experts, never weights them; set by a checkpoint, not by gradients
+        self.register_buffer("score_bias", torch.zeros(experts) if score_bias else None)
+        self.experts = nn.ModuleList(
+            FFN(hidden_size, mult=mult, act=act, bias=bias, inner=inner) for _ in range(experts)
+        )
+        self.shared = FFN(hidden_size, act=act, bias=shared_bias, inner=shared) if shared else None
         self.aux_loss: torch.Tensor = torch.zeros(())
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [N, hidden] -> (probs [N, E] (>= float32), top-k expert ids [N, k], renormalized weights [N, k])."""
+        """x [N, hidden] -> (probs [N, E] (>= float32), top-k expert ids [N, k], weights [N, k])."""
         rdtype = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 module
         logits = x.to(rdtype) @ self.router.weight.to(rdtype).T
-        probs = logits.softmax(-1)
-        w, idx = probs.topk(self.top_k, dim=-1)
-        return probs, idx, w / w.sum(-1, keepdim=True)
+        probs = logits.softmax(-1) if self.score == "softmax" else logits.sigmoid()
+        if self.score_bias is None and self.groups == 1:
+            w, idx = probs.topk(self.top_k, dim=-1)
+        else:
+            choice = probs if self.score_bias is None else probs + self.score_bias.to(rdtype)
+            if self.groups > 1:
+                n, per = choice.shape[0], self.n_experts // self.groups
+                grouped = choice.view(n, self.groups, per)
+                best = grouped.topk(min(2, per), dim=-1).values.sum(-1)  # [N, groups]
+                keep = torch.zeros_like(best, dtype=torch.bool).scatter(
+                    1, best.topk(self.topk_groups, -1).indices, True
+                )
+                choice = grouped.masked_fill(~keep[..., None], float("-inf")).view(n, self.n_experts)
+            idx = choice.topk(self.top_k, dim=-1).indices
+            w = probs.gather(-1, idx)
+        if self.norm_topk:
+            w = w / (w.sum(-1, keepdim=True) + (1e-20 if self.score == "sigmoid" else 0.0))
+        if self.scale != 1.0:
+            w = w * self.scale
+        return probs, idx, w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -83,6 +134,8 @@ class MoE(Mixer):
             if tok.numel():
                 out[tok, slot] = expert(flat[tok])
         y = (out * w.to(out.dtype).unsqueeze(-1)).sum(1)
+        if self.shared is not None:
+            y = y + self.shared(flat)
         self.aux_loss = self._balance_loss(probs, idx)
         return y.reshape(shape)
 
@@ -97,7 +150,8 @@ class MoE(Mixer):
         probs, idx, w = self.route(x)
         gate = torch.zeros_like(probs).scatter(-1, idx, w)  # [batch, experts]
         ys = torch.stack([expert(x) for expert in self.experts], 1)  # [batch, experts, hidden]
-        return (ys * gate.to(ys.dtype).unsqueeze(-1)).sum(1), state
+        y = (ys * gate.to(ys.dtype).unsqueeze(-1)).sum(1)
+        return (y if self.shared is None else y + self.shared(x)), state
 
     def _balance_loss(self, probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         counts = torch.zeros(self.n_experts, device=probs.device, dtype=probs.dtype)
@@ -112,6 +166,13 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     e, k = opts.get("experts", 8), opts.get("top_k", 2)
     if k > e:
         return f"top_k ({k}) must be <= experts ({e})"
+    g, tg = opts.get("groups", 1), opts.get("topk_groups", 1)
+    if e % g:
+        return f"groups ({g}) must divide experts ({e})"
+    if tg > g:
+        return f"topk_groups ({tg}) must be <= groups ({g})"
+    if k > tg * (e // g):
+        return f"top_k ({k}) must be <= the experts of the topk_groups best groups ({tg} x {e // g})"
     if opts.get("capacity") is not None:
         return (
             "capacity (token dropping) is not supported: every token goes to its top-k experts; "
@@ -122,11 +183,14 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
 
 
 def moe_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs (2 FLOPs per weight used)."""
+    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs and the shared expert (2 FLOPs per
+    weight used)."""
     e, k = opts.get("experts", 8), opts.get("top_k", 2)
+    gated = 2 if opts.get("act", "gelu") in GATED else 1
+    shared = (gated + 1) * hidden * opts["shared"] if opts.get("shared") else 0  # weights (biases left out)
     router = hidden * e
-    per_expert = (params - router) // e
-    return 2 * (router + k * per_expert)
+    per_expert = (params - router - shared) // e
+    return 2 * (router + k * per_expert + shared)
 
 
 SPEC = LayerSpec(
@@ -139,10 +203,27 @@ SPEC = LayerSpec(
         Option("experts", int, 8, "number of expert FFNs", min=1),
         Option("top_k", int, 2, "experts per token", min=1),
         Option("mult", float, 4.0, "expert inner width as a multiple of hidden", min=0.01),
-        Option("act", str, "gelu", "expert activation", choices=("gelu", "swiglu", "geglu")),
+        Option("act", str, "gelu", "expert activation", choices=ACTS),
         Option("capacity", float, None, "expert capacity factor (unsupported: leave unset)", optional=True),
         Option("aux_weight", float, 0.01, "weight of the load-balancing loss on module.aux_loss", min=0.0),
         Option("bias", bool, False, "biases in the experts"),
+        Option("inner", int, None, "expert inner width (overrides mult)", min=1, optional=True),
+        Option("norm_topk", bool, True, "renormalize the top-k weights to sum to 1 (false: Jamba, OLMoE)"),
+        Option(
+            "score",
+            str,
+            "softmax",
+            "router scores: softmax or sigmoid (DeepSeek-V3, Nemotron-H)",
+            choices=("softmax", "sigmoid"),
+        ),
+        Option("score_bias", bool, False, "a per-expert bias added to the scores to choose experts (not to weight)"),
+        Option("groups", int, 1, "expert groups for group-limited routing", min=1),
+        Option("topk_groups", int, 1, "groups a token may route to (best by their top-2 score sum)", min=1),
+        Option("scale", float, 1.0, "multiplies the routing weights (routed_scaling_factor)"),
+        Option(
+            "shared", int, None, "inner width of an always-on shared expert (none by default)", min=1, optional=True
+        ),
+        Option("shared_bias", bool, False, "biases in the shared expert"),
     ),
     validate=validate,
     flops=moe_flops,

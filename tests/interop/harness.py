@@ -25,7 +25,10 @@ noise=0.1, seed=0)``:
 5. ``export``: ``hybriddsl.save_pretrained(ours, tmp_path/"out", family)``, reloaded with
    ``AutoModelForCausalLM.from_pretrained``: same logits again (1e-4 relative, float32).
 
-Returns a dict of the measured maximum differences (``forward``, ``float64``, ``step``, ``stream``,
+``written(config) -> dict``: the config.json that ``config.save_pretrained`` writes, for tests of the config
+readers alone.
+
+Returns (from ``roundtrip``) a dict of the measured maximum differences (``forward``, ``float64``, ``step``, ``stream``,
 ``export``) for the test to print or check further. Keep configs tiny (hidden <= 64, 2-4 layers): the whole
 round trip then takes a second or two on a 2-core CPU.
 """
@@ -41,6 +44,17 @@ import torch
 import hybriddsl
 
 TOL32, TOL64 = 1e-4, 1e-9
+
+
+def written(config: Any) -> dict[str, Any]:
+    """The dict of the ``config.json`` that ``config.save_pretrained`` writes (what a real folder holds)."""
+    import tempfile
+
+    from hybriddsl.interop.checkpoint import read_config
+
+    with tempfile.TemporaryDirectory() as d:
+        config.save_pretrained(d)
+        return read_config(d)
 
 
 def scale(t: torch.Tensor) -> float:
@@ -177,7 +191,11 @@ def roundtrip(
 
     if float64:
         ours64 = hybriddsl.from_pretrained(src, family=family, dtype=torch.float64)
-        hf64 = transformers.AutoModelForCausalLM.from_pretrained(src, dtype=torch.float64).eval()
+        # the grouped-GEMM experts kernel has no float64: the per-expert loop computes the same sum
+        hf64 = transformers.AutoModelForCausalLM.from_pretrained(
+            src, dtype=torch.float64, experts_implementation="eager"
+        )
+        hf64 = hf64.to(torch.float64).eval()  # also the parameters transformers keeps in float32 (routers)
         exact_rope_tables(hf64)
         with float64_reference():
             ref64 = hf_logits(hf64, ids)

@@ -76,7 +76,7 @@ def test_extra_tensor_is_named(copy):
 def test_wrong_shape_is_named(copy):
     rewrite(copy, lambda t: {**t, "backbone.layers.0.mixer.D": torch.ones(31)})
     with pytest.raises(
-        HybFileError, match=r"model\.safetensors: tensor 'backbone\.layers\.0\.mixer\.D' has shape \[31\]"
+        HybFileError, match=r"model\.safetensors: file error: tensor 'backbone\.layers\.0\.mixer\.D' has shape \[31\]"
     ):
         hybriddsl.from_pretrained(copy)
 
@@ -109,7 +109,7 @@ def test_shard_index_naming_a_missing_file(copy):
 def test_nan_field_is_named(copy, nan):
     text = (copy / "config.json").read_text().replace('"layer_norm_epsilon": 1e-05', f'"layer_norm_epsilon": {nan}')
     (copy / "config.json").write_text(text)
-    with pytest.raises(HybFileError, match="config.json: field 'layer_norm_epsilon' is NaN"):
+    with pytest.raises(HybFileError, match="config.json: file error: field 'layer_norm_epsilon' is NaN"):
         hybriddsl.from_pretrained(copy)
 
 
