@@ -28,3 +28,28 @@ BASE = dict(
 def test_qwen3_next_dense(tmp_path):
     cfg = transformers.Qwen3NextConfig(**BASE, num_experts=0, mlp_only_layers=[0, 1, 2, 3])
     print(roundtrip(cfg, tmp_path))
+
+
+def test_qwen3_next_moe(tmp_path):
+    """MoE on layers 1-3 (layer 0 dense): renormalized top-2 of 4 experts and the gated shared expert."""
+    cfg = transformers.Qwen3NextConfig(
+        **BASE,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=24,
+        mlp_only_layers=[0],
+    )
+    print(roundtrip(cfg, tmp_path))
+
+
+def test_qwen3_next_moe_without_renormalization(tmp_path):
+    cfg = transformers.Qwen3NextConfig(
+        **BASE,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=16,
+        shared_expert_intermediate_size=20,
+        norm_topk_prob=False,
+    )
+    print(roundtrip(cfg, tmp_path, float64=False, decode=False))
