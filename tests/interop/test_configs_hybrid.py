@@ -191,3 +191,13 @@ def test_zamba2_weights_are_refused_by_name(tmp_path):
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "z")
     with pytest.raises(ConvertError, match="Zamba2 checkpoints are not supported.*embeddings"):
         hybriddsl.from_pretrained(tmp_path / "z")
+
+
+@pytest.mark.parametrize("make", [recurrent_gemma, qwen3_next, falcon_h1])
+def test_older_top_level_rope_fields(make):
+    """Files from before transformers 5 keep rope_theta (and partial_rotary_factor) at the top level."""
+    new = written(make())
+    rp = new["rope_parameters"]
+    old = {k: v for k, v in new.items() if k != "rope_parameters"}
+    old.update({k: v for k, v in rp.items() if k != "rope_type"})
+    assert from_hf(old) == from_hf(new)
