@@ -38,3 +38,12 @@ def test_parallel_sum_is_twice_the_mean():
     x = torch.randn(2, 9, 32)
     with torch.no_grad():
         torch.testing.assert_close(ps(x), 2 * pm(x))
+
+
+def test_scales_need_a_vocabulary():
+    import pytest
+
+    from hybriddsl.errors import HybOptionError
+
+    with pytest.raises(HybOptionError, match="logit_softcap scales token embeddings or logits"):
+        hybriddsl.compile("hidden = 32, logit_softcap = 30.0\nM")
