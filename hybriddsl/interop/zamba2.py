@@ -67,6 +67,8 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("mamba2.conv", cfg.get("mamba_d_conv"))
     doc.set("mamba2.expand", expand)
     doc.set("mamba2.groups", cfg.get("mamba_ngroups"))
+    bias = bool(cfg.get("add_bias_linear", False))  # Mamba in/out projections and the shared MLP (item 7)
+    doc.set("mamba2.bias", bias)
     if cfg.get("n_mamba_heads"):
         doc.set("mamba2.head_dim", expand * hidden // cfg["n_mamba_heads"])
     hybrid = [i for i, t in enumerate(types) if t == "hybrid"]
@@ -79,7 +81,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     block = (
         call("A", heads=cfg.get("num_attention_heads"), kv_heads=cfg.get("num_key_value_heads"), ffn=False)
         + " "
-        + call("FFN", act=act, inner=inner)
+        + call("FFN", act=act, inner=inner, bias=bias)
     )
     for b in range(k):
         at = hybrid[b::k]
@@ -122,10 +124,12 @@ def to_config(graph: Graph) -> dict[str, Any]:
     k = len(statements)
     if order != [i % k for i in range(len(order))]:
         raise ConvertError(f"{TARGET} uses its {k} shared blocks in turn; the model applies them as {order}")
-    m = uniform(main, ("state", "conv", "expand", "groups", "head_dim"), TARGET)
+    m = uniform(main, ("state", "conv", "expand", "groups", "head_dim", "bias"), TARGET)
     shared = [s for s in subs if s.role == "shared"]
     a = uniform([s for s in shared if s.kind == "attention"], ("heads", "kv_heads"), TARGET)
     ffns = [s for s in shared if s.kind == "ffn"]
+    if any(bool(f.opts.get("bias")) != bool(m["bias"]) for f in ffns):
+        raise ConvertError(f"{TARGET} has one add_bias_linear for its Mamba projections and shared MLPs")
     acts = {gated_act(f, TARGET) for f in ffns}
     inners = {ffn_inner(f.opts, hidden) for f in ffns}
     if len(acts) > 1 or len(inners) > 1:
@@ -144,7 +148,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
         # our shared blocks have no LoRA adapters; Zamba2's MLP always builds them, rank 0 builds none
         use_shared_attention_adapter=False,
         adapter_rank=0,
-        add_bias_linear=False,
+        add_bias_linear=bool(m["bias"]),
     )
     if a:
         cfg.update(

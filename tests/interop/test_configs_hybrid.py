@@ -142,7 +142,9 @@ def test_zamba2_v5_linear_attention_layers_and_adapter_rank():
     assert sorted({pos for pos, _, _ in shared}) == hybrid  # hybrid layer i: after stack layer i (1-based)
     attn = [w for _, k, w in sorted(shared) if k == "attention"]
     assert attn[0] == attn[2] != attn[1]  # two memory blocks, used in turn
+    assert not any(g[n]["opts"].get("bias") for n in g.mixers() if g[n]["kind"] in ("ffn", "mamba2"))  # item 7
     back = to_hf(from_hf(cfg), "zamba2")
+    assert back["add_bias_linear"] is False
     assert back["adapter_rank"] == 0 and back["use_shared_attention_adapter"] is False  # item 5
     with torch.device("meta"):
         model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**back))
