@@ -23,3 +23,19 @@ def test_recurrent_gemma(tmp_path):
         logits_soft_cap=2.0,  # small, so the cap bends the logits of this tiny model
     )
     print(roundtrip(cfg, tmp_path, seq=12, prompt=3))
+
+
+def test_recurrent_gemma_exact_gelu_untied_with_attention_bias(tmp_path):
+    cfg = transformers.RecurrentGemmaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        block_types=["attention", "recurrent"],
+        attention_window_size=4,
+        hidden_activation="gelu",
+        attention_bias=True,
+        tie_word_embeddings=False,
+    )
+    print(roundtrip(cfg, tmp_path, seq=9, prompt=2, float64=False))
