@@ -12,6 +12,7 @@ checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -36,6 +37,14 @@ def _family(cfg: dict[str, Any], family: str | None) -> tuple[str, Any]:
     return key, FAMILIES[key]
 
 
+def _has_weights(key: str, mod: Any) -> None:
+    if not hasattr(mod, "weight_rules"):
+        raise ConvertError(
+            f"Hugging Face {key}: only its config converts so far (hybdsl convert config.json --from hf), "
+            "not its weights"
+        )
+
+
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
@@ -44,13 +53,42 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPE_NAMES[dtype]
 
 
+@contextlib.contextmanager
+def _no_init():
+    """Skip ``torch.nn.init``'s fills while building on the meta device: there is nothing to fill, and a meta
+    ``normal_`` goes through torch's decompositions, whose first use imports torch._dynamo (seconds)."""
+    saved = {n: getattr(torch.nn.init, n) for n in INIT_FNS}
+    for n in INIT_FNS:
+        setattr(torch.nn.init, n, lambda t, *a, **k: t)
+    try:
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
+
+
+INIT_FNS = (
+    "normal_",
+    "uniform_",
+    "trunc_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "zeros_",
+    "ones_",
+    "constant_",
+    "orthogonal_",
+)
+
+
 def build_meta(text: str, file: str) -> HybridModel:
     """The model for .hyb text, its parameters on the meta device (allocated by the load)."""
     from hybriddsl import api
 
     graph = api.compile(text)
     graph.file = file
-    with torch.device("meta"):
+    with torch.device("meta"), _no_init():
         model = HybridModel(graph)
     model.graph = graph
     model.hyb_file = file
@@ -78,6 +116,7 @@ def from_pretrained(
             f"{folder} is a file: give the model folder (config.json and weights)", Span(0, 0, 1, str(folder))
         )
     key, mod = _family(cfg, family)
+    _has_weights(key, mod)
     text = mod.from_config(cfg)
     ck = Checkpoint(folder)
     model = build_meta(text, str(folder))
@@ -89,7 +128,8 @@ def from_pretrained(
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise ConvertError(f"the {key} importer left {left[0]} unset (a bug in hybriddsl/interop/{key}.py)")
-    model._checkpoint = ck  # the memory maps live as long as the model
+    # no reference to ck is kept: each memory map stays open as long as a tensor made from it (torch.frombuffer
+    # holds a reference), and nothing here ever closes one
     if device is not None:
         model = model.to(device)
     return model.eval()
@@ -174,12 +214,16 @@ def save_pretrained(
 
     key = family_name(family)
     mod = FAMILIES[key]
+    _has_weights(key, mod)
     graph = getattr(model, "graph", None)
     if graph is None:
         from hybriddsl import api
 
         graph = api.compile(model.hyb_source, **model.hyb_overrides)
-    cfg = mod.to_config(graph)
+    from hybriddsl.interop.common import collect_problems
+
+    with collect_problems():  # every problem of the model in one error
+        cfg = mod.to_config(graph)
     if model.vocab is None:
         raise ConvertError(f"a Hugging Face {key} checkpoint is a language model: the model needs 'vocab = N'")
     rules = mod.weight_rules(cfg, model)

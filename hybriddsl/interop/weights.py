@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch is imported when a checkpoint is read, not when the converters load
+    import torch
 
-from hybriddsl.lower import HybridModel
+    from hybriddsl.lower import HybridModel
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,15 @@ class Transform:
 SAME = Transform("same", lambda t: t, lambda t: (t,), copies=False)
 
 
+def _cat0(*ts: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return torch.cat(ts, 0)
+
+
 def cat0(n: int = 2) -> Transform:
     """Our tensor is ``n`` of theirs stacked along dim 0 (equal parts): gate/up projections, q/k/v."""
-    return Transform(f"cat0x{n}", lambda *ts: torch.cat(ts, 0), lambda t: tuple(t.chunk(n, 0)))
+    return Transform(f"cat0x{n}", _cat0, lambda t: tuple(t.chunk(n, 0)))
 
 
 GATED_UP = cat0(2)  # our gated FFN's ``up`` = [gate_proj; up_proj] (layers/ffn.py: act(first half) * second)

@@ -18,10 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer
-from hybriddsl.registry import LayerSpec, Option
-
-GATED = ("swiglu", "geglu", "geglu_tanh")  # activations that gate one half of ``up`` with the other
-ACTS = ("gelu", "swiglu", "geglu", "geglu_tanh", "relu2")
+from hybriddsl.specs.ffn import ACTS, GATED, SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
 class FFN(Mixer):
@@ -55,20 +52,3 @@ class FFN(Mixer):
         else:
             h = F.gelu(h)
         return self.down(h)
-
-
-SPEC = LayerSpec(
-    name="ffn",
-    aliases=("F", "mlp", "-"),
-    letter="F",
-    summary="feed-forward MLP (GELU, SwiGLU, GeGLU or squared ReLU)",
-    factory=FFN,
-    options=(
-        Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
-        Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation (relu2: squared ReLU, ungated)", choices=ACTS),
-        Option("bias", bool, True, "biases on the projections"),
-    ),
-    color="#f5e6c8",
-    key_options=("act", "mult"),
-)

@@ -177,3 +177,23 @@ def test_spec_and_bad_options():
     assert SPEC.option("dt_rank").check(None) is None
     with pytest.raises(ValueError, match="state must be >= 1"):
         Mamba(16, state=0)
+
+
+def test_bc_norm_is_rmsnorm_of_dt_b_c():
+    """Jamba's variant: RMSNorm (own weights) on the low-rank Δ input, on B and on C before the scan."""
+    torch.manual_seed(0)
+    m = Mamba(16, state=4, dt_rank=3, bc_norm=True, bc_norm_eps=1e-5)
+    with torch.no_grad():
+        for n in (m.dt_norm, m.b_norm, m.c_norm):
+            n.weight.normal_()
+    u = torch.randn(2, 5, m.d_inner)
+    dt_low, B, C = m.x_proj(u).split([3, 4, 4], -1)
+
+    def rms(t, w):
+        return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + 1e-5) * w
+
+    d, b, c = m._ssm_inputs(u)
+    assert torch.allclose(d, rms(dt_low, m.dt_norm.weight) @ m.dt_proj.weight.T, atol=1e-6)
+    assert torch.allclose(b, rms(B, m.b_norm.weight), atol=1e-6)
+    assert torch.allclose(c, rms(C, m.c_norm.weight), atol=1e-6)
+    check_step_matches_forward(m, 16)

@@ -179,3 +179,28 @@ def test_spec_and_bad_options():
     assert SPEC.option("head_dim").check(2.5) == "option 'head_dim' takes an integer, got 2.5"
     with pytest.raises(ValueError, match="head_dim \\(64\\) must divide the inner width"):
         Mamba2(16)  # the default head_dim does not fit a tiny model: a clear error, not a crash
+
+
+def test_float64_step_keeps_float64_state_and_matches_forward():
+    torch.manual_seed(0)
+    m = Mamba2(24, state=4, head_dim=8, groups=3, inner=48, dt_min=0.05, gate_eps=1e-6).double()
+    assert m.d_inner == 48 and m.heads == 6
+    x = torch.randn(2, 9, 24, dtype=torch.float64)
+    st = m.init_state(2)
+    assert st["ssm"].dtype == torch.float64  # like Mamba-1: the model's dtype (at least float32)
+    ys = []
+    for t in range(9):
+        y, st = m.step(x[:, t], st)
+        ys.append(y)
+    with torch.no_grad():
+        assert torch.allclose(torch.stack(ys, 1), m(x), atol=1e-12, rtol=0)
+
+
+def test_dt_clamp_is_the_definition():
+    torch.manual_seed(0)
+    m = Mamba2(16, state=4, head_dim=8, dt_min=0.2, dt_max=0.5)
+    dt = torch.randn(3, m.heads) * 3
+    xbc = torch.randn(3, m.conv_dim)
+    delta = (torch.nn.functional.softplus(dt + m.dt_bias)).clamp(0.2, 0.5)
+    *_, v, g = m._heads(xbc, dt)
+    assert torch.allclose(g, -torch.exp(m.A_log) * delta)

@@ -133,3 +133,60 @@ def test_bad_options():
     assert SPEC.option("act").check("relu").startswith("option 'act' must be one of gelu, swiglu, geglu")
     with pytest.raises(ValueError, match="top_k"):
         MoE(8, experts=2, top_k=3)
+
+
+def routed_reference(m: MoE, x: torch.Tensor) -> torch.Tensor:
+    """Token by token, the checkpoints' routing rules written out (float64): scores (softmax or sigmoid), a
+    choice score with the bias, the best ``topk_groups`` groups by their top-2 sums, the top-k of the rest,
+    weights = scores (renormalized when norm_topk) times scale, plus the shared expert."""
+    flat = x.reshape(-1, x.shape[-1]).double()
+    per = m.n_experts // m.groups
+    ys = []
+    for tok in flat:
+        logits = m.router.weight.double() @ tok
+        s = torch.softmax(logits, -1) if m.score == "softmax" else torch.sigmoid(logits)
+        c = s + (m.score_bias.double() if m.score_bias is not None else 0.0)
+        gscore = [sorted(c[g * per : (g + 1) * per].tolist(), reverse=True)[:2] for g in range(m.groups)]
+        groups = sorted(range(m.groups), key=lambda g: -sum(gscore[g]))[: m.topk_groups]
+        allowed = [e for e in range(m.n_experts) if e // per in groups]
+        chosen = sorted(allowed, key=lambda e: -float(c[e]))[: m.top_k]
+        w = {e: float(s[e]) for e in chosen}
+        if m.norm_topk:
+            total = sum(w.values())
+            w = {e: v / total for e, v in w.items()}
+        y = sum(m.scale * w[e] * m.experts[e].double()(tok[None])[0] for e in chosen)
+        if m.shared is not None:
+            y = y + m.shared.double()(tok[None])[0]
+        ys.append(y)
+    return torch.stack(ys).reshape(x.shape)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        dict(experts=4, top_k=2, norm_topk=False, act="swiglu", inner=12),  # Jamba / OLMoE norm_topk_prob=false
+        dict(experts=8, top_k=3, score="sigmoid", score_bias=True, groups=4, topk_groups=2, scale=2.5, shared=20),
+        dict(experts=6, top_k=2, score="sigmoid", act="relu2", shared=8, shared_bias=True, norm_topk=False),
+    ],
+    ids=["no-renorm", "deepseek-v3-groups", "sigmoid-relu2-shared"],
+)
+def test_checkpoint_routers_match_their_rules(opts):
+    torch.manual_seed(0)
+    m = MoE(16, **opts)
+    if m.score_bias is not None:
+        m.score_bias.normal_(0, 0.3)
+    x = torch.randn(2, 7, 16)
+    with torch.no_grad():
+        got = m(x)
+        want = routed_reference(m, x.double())
+    assert torch.allclose(got.double(), want, atol=1e-5), (got.double() - want).abs().max()
+    assert m.experts[0].up.out_features == (24 if opts.get("act") == "swiglu" else m.experts[0].down.in_features)
+    m.float()
+    check_step_matches_forward(m, 16)
+
+
+def test_checkpoint_router_options_checked():
+    with pytest.raises(ValueError, match="groups .* must divide experts"):
+        MoE(8, experts=6, groups=4)
+    with pytest.raises(ValueError, match="topk_groups"):
+        MoE(8, experts=8, groups=2, topk_groups=3)
