@@ -17,9 +17,8 @@ and ``logit_scale`` (the embedding may be tied to the head). Export writes every
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
-
-import torch
 
 from hybriddsl.interop.common import (
     ConvertError,
@@ -206,8 +205,15 @@ def to_config(graph: Graph) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- weights
+def _f32(x: float) -> float:
+    """x rounded to float32."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
 def _scale_rows(sizes: list[int], factors: list[float]):
     """A Transform multiplying consecutive row blocks (``sizes``) of a weight or bias by ``factors``."""
+    import torch
+
     from hybriddsl.interop.weights import SAME, Transform
 
     if all(f == 1.0 for f in factors):
@@ -234,7 +240,7 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     inner, heads, _ = ssm_width(cfg, hidden)
     gn = as_int(cfg.get("mamba_n_groups", 1), "mamba_n_groups") * as_int(cfg.get("mamba_d_state", 256), "mamba_d_state")
     # transformers keeps ssm_multipliers in a float32 buffer (mup_vector): its model multiplies by those roundings
-    mup = [float(torch.tensor(float(x), dtype=torch.float32)) for x in cfg.get("ssm_multipliers") or [1.0] * 5]
+    mup = [_f32(float(x)) for x in cfg.get("ssm_multipliers") or [1.0] * 5]
     gate_m, down_m = (float(x) for x in cfg.get("mlp_multipliers") or [1.0, 1.0])
     in_sizes = [inner, inner, gn, gn, heads]
 
@@ -292,6 +298,8 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
 
 def _gated_up_scaled(c: float, n: int):
     """Our SwiGLU ``up`` = [gate_proj * c; up_proj] (Falcon-H1 multiplies the gate's pre-activation by c)."""
+    import torch
+
     from hybriddsl.interop.weights import Transform
 
     return Transform(

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -242,7 +240,7 @@ def _joined(model, parts: list[str], split, join):
     so that every piece's rule writes the same whole tensor."""
     from hybriddsl.interop.weights import Transform
 
-    def whole(_ours: torch.Tensor) -> tuple[torch.Tensor]:
+    def whole(_ours):
         sd = model.state_dict(keep_vars=True)
         return (join([sd[k].detach() for k in parts]),)
 
@@ -251,6 +249,8 @@ def _joined(model, parts: list[str], split, join):
 
 def weight_rules(cfg: dict[str, Any], model) -> list:
     """Checkpoint tensor names of Qwen3NextForCausalLM for every tensor of ours."""
+    import torch
+
     from hybriddsl.interop.weights import GATED_UP, Rule, Transform, embed_head, final_norm, layer_keys, present, table
 
     one_plus = Transform("one_plus", lambda t: 1.0 + t.double(), lambda t: ((t.double() - 1.0).to(t.dtype),))

@@ -18,8 +18,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import torch
-
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -47,8 +45,10 @@ def detect(cfg: dict[str, Any]) -> bool:
 
 
 def embed_scale(hidden: int) -> float:
-    """transformers' normalizer: ``sqrt(hidden)`` stored as a bfloat16 buffer, so rounded to bfloat16."""
-    return float(torch.tensor(math.sqrt(hidden), dtype=torch.bfloat16))
+    """transformers' normalizer: ``sqrt(hidden)`` stored as a bfloat16 buffer, so rounded to bfloat16 (8
+    significant bits, to nearest, ties to even; computed without torch so reading a config stays torch-free)."""
+    m, e = math.frexp(math.sqrt(hidden))  # m in [0.5, 1)
+    return math.ldexp(round(m * 256) / 256, e)
 
 
 def _rope(cfg: dict[str, Any]) -> tuple[float, float]:
