@@ -284,13 +284,13 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     def conv_split(t):
         return list(t.split([nk * dk, nk * dk, nv * dv], 0))
 
-    def q_split(t):
+    def q_split(t):  # weight [2 heads hd, hidden] or bias [2 heads hd]
         q, g = t.reshape(heads, 2 * hd, -1).split([hd, hd], 1)
-        return [q.reshape(-1, t.shape[-1]), g.reshape(-1, t.shape[-1])]
+        return [q.reshape(-1, *t.shape[1:]), g.reshape(-1, *t.shape[1:])]
 
     def q_join(ps):
-        q, g = (p.reshape(heads, hd, p.shape[-1]) for p in ps)
-        return torch.cat([q, g], 1).reshape(-1, q.shape[-1])
+        q, g = (p.reshape(heads, hd, -1) for p in ps)
+        return torch.cat([q, g], 1).reshape(-1, *ps[0].shape[1:])
 
     rules = embed_head(model, "model.embed_tokens.weight", "lm_head.weight")
     keys = layer_keys(model)

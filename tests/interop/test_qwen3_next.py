@@ -43,7 +43,7 @@ def test_qwen3_next_moe(tmp_path):
     print(roundtrip(cfg, tmp_path))
 
 
-def test_qwen3_next_moe_without_renormalization(tmp_path):
+def test_qwen3_next_moe_without_renormalization_with_attention_biases(tmp_path):
     cfg = transformers.Qwen3NextConfig(
         **BASE,
         num_experts=4,
@@ -51,5 +51,6 @@ def test_qwen3_next_moe_without_renormalization(tmp_path):
         moe_intermediate_size=16,
         shared_expert_intermediate_size=20,
         norm_topk_prob=False,
+        attention_bias=True,
     )
     print(roundtrip(cfg, tmp_path, float64=False, decode=False))
