@@ -190,3 +190,24 @@ def test_checkpoint_router_options_checked():
         MoE(8, experts=6, groups=4)
     with pytest.raises(ValueError, match="topk_groups"):
         MoE(8, experts=8, groups=2, topk_groups=3)
+
+
+@pytest.mark.parametrize("norm_topk", [False, True])
+def test_matches_transformers_olmoe_block(norm_topk):
+    """OLMoE's sparse MoE block (norm_topk_prob false and true) with our weights: the same outputs."""
+    import transformers
+    from transformers.models.olmoe.modeling_olmoe import OlmoeSparseMoeBlock
+
+    cfg = transformers.OlmoeConfig(
+        hidden_size=16, intermediate_size=12, num_experts=6, num_experts_per_tok=2, norm_topk_prob=norm_topk
+    )
+    torch.manual_seed(0)
+    ours = MoE(16, experts=6, top_k=2, act="swiglu", inner=12, norm_topk=norm_topk)
+    ref = OlmoeSparseMoeBlock(cfg)
+    with torch.no_grad():
+        ref.gate.weight.copy_(ours.router.weight)
+        for e, ex in enumerate(ours.experts):
+            ref.experts.gate_up_proj[e].copy_(ex.up.weight)  # [gate; up] in both
+            ref.experts.down_proj[e].copy_(ex.down.weight)
+        x = torch.randn(2, 9, 16)
+        assert torch.allclose(ours(x), ref(x), atol=1e-6)
