@@ -84,7 +84,11 @@ class Variant:
         if self.windows == "all":  # Mistral: every layer, when set
             return [as_int(w, "sliding_window") if w else None] * n
         if self.windows == "layer_types":  # Qwen3: the layers typed sliding_attention, when enabled
-            types = cfg.get("layer_types") or ["full_attention"] * n
+            on = cfg.get("use_sliding_window", False) and w
+            types = cfg.get("layer_types")
+            if types is None:  # older files: Qwen3Config derives it from max_window_layers
+                first = as_int(cfg.get("max_window_layers", 28), "max_window_layers")
+                types = ["sliding_attention" if on and i >= first else "full_attention" for i in range(n)]
             if len(types) != n:
                 raise ConvertError(f"num_hidden_layers is {n} but layer_types has {len(types)} entries")
             bad = [t for t in types if t not in ("full_attention", "sliding_attention")]
@@ -92,7 +96,6 @@ class Variant:
                 raise ConvertError(
                     f"layer_types entry {bad[0]!r}: Qwen3 layers are full_attention or sliding_attention"
                 )
-            on = cfg.get("use_sliding_window", False) and w
             return [as_int(w, "sliding_window") if on and t == "sliding_attention" else None for t in types]
         return [None] * n
 

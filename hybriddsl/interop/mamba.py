@@ -11,8 +11,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.interop.common import ConvertError, HybText, as_int, hf_base, hf_settings, need, reject_ties, sublayers
-from hybriddsl.interop.common import uniform as uniform_opts
+from hybriddsl.interop.common import (
+    ConvertError,
+    HybText,
+    as_int,
+    hf_base,
+    hf_settings,
+    need,
+    reject_ties,
+    sublayers,
+    uniform,
+)
 from hybriddsl.interop.weights import Rule, embed_head, final_norm, layer_keys, present, table
 from hybriddsl.ir import Graph
 
@@ -80,7 +89,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
     for s in subs:
         if s.kind != "mamba" or s.role != "main":
             raise ConvertError(f"{s.where()}: {TARGET} is Mamba-1 layers only (M)")
-    m = uniform_opts(subs, ("state", "expand", "conv", "dt_rank", "bias", "conv_bias", "bc_norm"), TARGET)
+    m = uniform(subs, ("state", "expand", "conv", "dt_rank", "bias", "conv_bias", "bc_norm"), TARGET)
     if m.get("bc_norm"):
         raise ConvertError(f"{subs[0].where()}: {TARGET} has no dt/B/C norms (bc_norm is Jamba's)")
     hidden = graph.settings["hidden"]

@@ -67,8 +67,12 @@ ATTENTION = {
     "out_proj.weight": "o_proj.weight",
     "out_proj.bias": "o_proj.bias",
 }
-MLP = {"up.weight": "up_proj.weight", "up.bias": "up_proj.bias", "down.weight": "down_proj.weight"}
-MLP["down.bias"] = "down_proj.bias"
+MLP = {  # ungated: our up/down are HF's up_proj/down_proj (MLP layers, experts and the shared expert)
+    "up.weight": "up_proj.weight",
+    "up.bias": "up_proj.bias",
+    "down.weight": "down_proj.weight",
+    "down.bias": "down_proj.bias",
+}
 
 
 def detect(cfg: dict[str, Any]) -> bool:

@@ -159,6 +159,8 @@ def load_tensors(
             + "; the config describes a model that needs it",
             Span(0, 0, 1, str(where)),
         )
+    if model.head is not None and model.head.weight is model.embed.weight:
+        ignored = (*ignored, "lm_head.weight")  # some tied checkpoints store the head too: the embedding wins
     extra = [n for n in ck.infos if n not in used and not n.endswith(tuple(ignored))]
     if extra:
         raise HybFileError(

@@ -73,6 +73,12 @@ def test_extra_tensor_is_named(copy):
         hybriddsl.from_pretrained(copy)
 
 
+def test_tied_checkpoint_that_stores_the_head_too(copy):
+    rewrite(copy, lambda t: {**t, "lm_head.weight": t["backbone.embeddings.weight"].clone()})
+    m = hybriddsl.from_pretrained(copy)
+    assert m.head.weight is m.embed.weight
+
+
 def test_wrong_shape_is_named(copy):
     rewrite(copy, lambda t: {**t, "backbone.layers.0.mixer.D": torch.ones(31)})
     with pytest.raises(

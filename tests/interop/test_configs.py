@@ -198,3 +198,24 @@ def test_megatron_mtp_separator_and_gated_deltanet(pattern, kinds):
 def test_megatron_refuses_what_megatron_refuses(pattern, message):
     with pytest.raises(ConvertError, match=message):
         from_megatron(pattern)
+
+
+def test_qwen3_older_file_without_layer_types():
+    """Older Qwen3 files have no layer_types: windows on layers >= max_window_layers (as Qwen3Config derives)."""
+    cfg = written(
+        transformers.Qwen3Config(
+            vocab_size=64,
+            hidden_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            head_dim=8,
+            use_sliding_window=True,
+            sliding_window=6,
+            max_window_layers=2,
+        )
+    )
+    old = {k: v for k, v in cfg.items() if k != "layer_types"}
+    g = api.compile(from_hf(old))
+    windows = [g[n]["opts"]["window"] for n in g.mixers() if g[n]["kind"] == "attention"]
+    assert windows == [None if t == "full_attention" else 6 for t in cfg["layer_types"]] == [None, None, 6, 6]
