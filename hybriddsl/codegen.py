@@ -81,7 +81,11 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
             body.append(f"# x: {shp}" + (" token ids" if s["vocab"] else " features"))
         elif op == Op.IN_PROJ:
             if s["vocab"]:
-                init.append(f"self.embed = nn.Embedding({s['vocab']}, {hidden})")
+                if s["embed_scale"] != 1.0:
+                    imports.add("from hybriddsl.scales import ScaledEmbedding")
+                    init.append(f"self.embed = ScaledEmbedding({s['vocab']}, {hidden}, {s['embed_scale']!r})")
+                else:
+                    init.append(f"self.embed = nn.Embedding({s['vocab']}, {hidden})")
                 body.append(f"r = y = self.embed(x)  # {shp}")
             elif s["embed_dim"] != hidden:
                 init.append(f"self.embed = nn.Linear({s['embed_dim']}, {hidden})")
@@ -116,7 +120,12 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
         elif op == Op.ADD:
             body.append("r = r + y")
         elif op == Op.HEAD:
-            init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
+            if s["logit_scale"] != 1.0 or s["logit_softcap"] is not None:
+                imports.add("from hybriddsl.scales import LMHead")
+                cap = s["logit_softcap"]
+                init.append(f"self.head = LMHead({hidden}, {s['vocab']}, {s['logit_scale']!r}, {cap!r})")
+            else:
+                init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
             if s["tie_embeddings"]:
                 init.append("self.head.weight = self.embed.weight  # tied")
             body.append(f"y = self.head(y)  # {shp}")

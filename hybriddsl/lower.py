@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl import registry
+from hybriddsl import registry, scales
 from hybriddsl.errors import HybError, LoweringError
 from hybriddsl.ir import Graph, Op
 
@@ -151,7 +151,7 @@ class HybridModel(nn.Module):
             op, key = node["op"], node.get("weights") or ""
             if op == Op.IN_PROJ:
                 if self.vocab:
-                    self.embed = nn.Embedding(self.vocab, self.hidden)
+                    self.embed = scales.embedding(self.vocab, self.hidden, s["embed_scale"])
                     # GPT-2's init: the (tied) head then starts near uniform logits, not at loss ~25
                     nn.init.normal_(self.embed.weight, std=0.02)
                 elif self.embed_dim != self.hidden:
@@ -174,7 +174,7 @@ class HybridModel(nn.Module):
             elif op == Op.ADD:
                 self.plan.append(Step("add", "", nid))
             elif op == Op.HEAD:
-                self.head = nn.Linear(self.hidden, self.vocab, bias=False)
+                self.head = scales.head(self.hidden, self.vocab, s["logit_scale"], s["logit_softcap"])
                 if s["tie_embeddings"]:
                     self.head.weight = self.embed.weight
                 self.plan.append(Step("head", "", nid))

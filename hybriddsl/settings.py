@@ -49,6 +49,16 @@ MODEL_SETTINGS: tuple[Option, ...] = (
     ),
     Option("seq_len", int, 2048, "sequence length assumed for FLOP and state-size counts", min=1),
     Option("tie_embeddings", bool, True, "the LM head reuses the embedding matrix (with vocab)"),
+    Option("embed_scale", float, 1.0, "token embeddings are multiplied by this (RecurrentGemma: sqrt(hidden))"),
+    Option("logit_scale", float, 1.0, "logits are multiplied by this (Falcon-H1's lm_head_multiplier)"),
+    Option(
+        "logit_softcap",
+        float,
+        None,
+        "logits become c tanh(logits / c) (RecurrentGemma's logits_soft_cap)",
+        min=1e-6,
+        optional=True,
+    ),
 )
 
 _BY_NAME = {o.name: o for o in MODEL_SETTINGS}

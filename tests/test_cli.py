@@ -75,6 +75,7 @@ def test_compile_pt_roundtrip_through_load(hyb, tmp_path):
         GOOD,
         "hidden = 32\n[M M | A](mix=concat) FFN",
         "hidden = 32, vocab = 50\nM A A\ntie A",
+        "hidden = 32, vocab = 50, embed_scale = 5.65625, logit_scale = 0.5, logit_softcap = 3.0\nM A",
         "hidden = 32, pos = sinusoidal, pre_norm = false, output = sequence, dropout = 0.1\nM A",
     ],
 )

@@ -177,7 +177,7 @@ def value(v: Any, what: str = "a value") -> str:
     if isinstance(v, float):
         if not math.isfinite(v):
             raise ConvertError(f"{what} must be a finite number, got {v!r}")
-        return f"{v:g}" if v != int(v) else f"{int(v)}.0"
+        return repr(v) if v != int(v) else f"{int(v)}.0"  # repr: the shortest text that reads back exactly
     if isinstance(v, str):
         if v.isidentifier() and v.isascii():
             return v

@@ -1,7 +1,8 @@
 """Hugging Face Zamba2 configs (``Zamba2Config``, model_type ``zamba2``; Zyphra 2024).
 
 A backbone of Mamba-2 layers (``mamba_d_state``, ``mamba_d_conv``, ``mamba_expand``, ``mamba_ngroups``,
-``n_mamba_heads``). ``layers_block_type[i]`` is ``"mamba"`` or ``"hybrid"``; a hybrid layer first applies a
+``n_mamba_heads``). ``layers_block_type[i]`` is ``"mamba"`` (written ``"linear_attention"`` by transformers 5)
+or ``"hybrid"``; a hybrid layer first applies a
 *shared* transformer block (attention ``num_attention_heads``/``num_key_value_heads`` + gated MLP
 ``intermediate_size``) and then its Mamba layer. ``hybrid_layer_ids`` lists the hybrid layers; there are
 ``num_mem_blocks`` shared blocks, used in turn. In .hyb a hybrid layer ``i`` (0-based) is a ``shared`` block
@@ -31,6 +32,7 @@ from hybriddsl.ir import Graph
 
 MODEL_TYPE = "zamba2"
 TARGET = "Hugging Face Zamba2"
+LEGACY = {"linear_attention": "mamba"}  # transformers 5 writes the Mamba layers as linear_attention
 
 
 def detect(cfg: dict[str, Any]) -> bool:
@@ -48,10 +50,11 @@ def layer_types(cfg: dict[str, Any]) -> list[str]:
         types = ["hybrid" if i in ids else "mamba" for i in range(n)]
     if len(types) != n:
         raise ConvertError(f"num_hidden_layers is {n} but layers_block_type has {len(types)} entries")
+    types = [LEGACY.get(t, t) for t in types]
     bad = [t for t in types if t not in ("mamba", "hybrid")]
     if bad:
-        raise ConvertError(f"layer type {bad[0]!r}: Zamba2 layers are mamba or hybrid")
-    return list(types)
+        raise ConvertError(f"layer type {bad[0]!r}: Zamba2 layers are mamba (linear_attention) or hybrid")
+    return types
 
 
 def from_config(cfg: dict[str, Any]) -> str:
@@ -64,6 +67,8 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("mamba2.conv", cfg.get("mamba_d_conv"))
     doc.set("mamba2.expand", expand)
     doc.set("mamba2.groups", cfg.get("mamba_ngroups"))
+    bias = bool(cfg.get("add_bias_linear", False))  # Mamba in/out projections and the shared MLP (item 7)
+    doc.set("mamba2.bias", bias)
     if cfg.get("n_mamba_heads"):
         doc.set("mamba2.head_dim", expand * hidden // cfg["n_mamba_heads"])
     hybrid = [i for i, t in enumerate(types) if t == "hybrid"]
@@ -76,7 +81,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     block = (
         call("A", heads=cfg.get("num_attention_heads"), kv_heads=cfg.get("num_key_value_heads"), ffn=False)
         + " "
-        + call("FFN", act=act, inner=inner)
+        + call("FFN", act=act, inner=inner, bias=bias)
     )
     for b in range(k):
         at = hybrid[b::k]
@@ -119,10 +124,12 @@ def to_config(graph: Graph) -> dict[str, Any]:
     k = len(statements)
     if order != [i % k for i in range(len(order))]:
         raise ConvertError(f"{TARGET} uses its {k} shared blocks in turn; the model applies them as {order}")
-    m = uniform(main, ("state", "conv", "expand", "groups", "head_dim"), TARGET)
+    m = uniform(main, ("state", "conv", "expand", "groups", "head_dim", "bias"), TARGET)
     shared = [s for s in subs if s.role == "shared"]
     a = uniform([s for s in shared if s.kind == "attention"], ("heads", "kv_heads"), TARGET)
     ffns = [s for s in shared if s.kind == "ffn"]
+    if any(bool(f.opts.get("bias")) != bool(m["bias"]) for f in ffns):
+        raise ConvertError(f"{TARGET} has one add_bias_linear for its Mamba projections and shared MLPs")
     acts = {gated_act(f, TARGET) for f in ffns}
     inners = {ffn_inner(f.opts, hidden) for f in ffns}
     if len(acts) > 1 or len(inners) > 1:
@@ -138,6 +145,10 @@ def to_config(graph: Graph) -> dict[str, Any]:
         mamba_expand=m["expand"],
         mamba_ngroups=m["groups"],
         n_mamba_heads=m["expand"] * hidden // m["head_dim"],
+        # our shared blocks have no LoRA adapters; Zamba2's MLP always builds them, rank 0 builds none
+        use_shared_attention_adapter=False,
+        adapter_rank=0,
+        add_bias_linear=bool(m["bias"]),
     )
     if a:
         cfg.update(
@@ -147,3 +158,14 @@ def to_config(graph: Graph) -> dict[str, Any]:
             hidden_act=acts.pop(),
         )
     return cfg
+
+
+def weight_rules(cfg: dict[str, Any], model) -> list:
+    """Zamba2 weights cannot be mapped: the converted .hyb has Zamba2's layer layout, not its computation."""
+    raise ConvertError(
+        f"{TARGET} checkpoints are not supported (config layout only: hybdsl convert config.json --from hf): "
+        "its hybrid layer feeds the shared block [hidden, embeddings] concatenated (2 x hidden wide, no residual "
+        "inside), adds a per-layer linear of the block's output to the stream only as the next Mamba layer's "
+        "norm input, and gives each use of a shared block its own LoRA adapters; the compiler's pre-norm "
+        "residual blocks read neither the raw stream nor the embeddings"
+    )

@@ -13,6 +13,11 @@ where ``S(t) = {0..t}`` (full causal), ``{t-window+1..t}`` (sliding window: it C
 - ``qk_norm``: RMSNorm over ``head_dim`` of every q and k head (Dehghani et al. 2023; as OLMo-2 / Qwen3).
   Edifice's ``qk_layernorm`` uses LayerNorm; we take RMSNorm (no mean subtraction, one learned scale of size
   ``head_dim`` shared by the heads).
+- ``rope_dim``: partial RoPE: only the first ``rope_dim`` channels of each head turn (rotate-half within them),
+  the rest pass through (RecurrentGemma: half the head, Qwen3-Next: a quarter).
+- ``out_gate``: ``o_t^h * sigmoid(W_g^h x_t)`` before ``W_o`` (Qwen3-Next's gated attention output); ``gate_proj``
+  ``hidden -> heads*head_dim``.
+- ``out_bias``: a bias on ``W_o`` alone (RecurrentGemma: q/k/v without, output with); default follows ``bias``.
 - ``chunk``: evaluates queries in blocks of ``chunk`` positions, each against only the keys its block can see
   (bounded by the window): same result, peak memory ``O(chunk * (chunk + window))`` instead of ``O(T^2)``.
 - ``dropout``: on the attention probabilities, in training only.
@@ -65,7 +70,12 @@ def rope_angles(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [..., n, head_dim] by cos/sin [n, head_dim] (rotate-half layout, computed in cos's dtype)."""
+    """Rotate x [..., n, head_dim] by cos/sin [n, rope_dim] (rotate-half layout, computed in cos's dtype).
+
+    With ``rope_dim < head_dim`` (partial RoPE) only the first ``rope_dim`` channels turn."""
+    if cos.shape[-1] < x.shape[-1]:
+        r = cos.shape[-1]
+        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     xf = x.to(cos.dtype)
     half = xf.shape[-1] // 2
     rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
@@ -108,6 +118,9 @@ class Attention(Mixer):
         ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
         causal: bool = True,
         qk_eps: float = 1e-6,
+        rope_dim: int | None = None,
+        out_gate: bool = False,
+        out_bias: bool | None = None,
     ):
         super().__init__()
         msg = validate(
@@ -118,6 +131,7 @@ class Attention(Mixer):
                 "window": window,
                 "causal": causal,
                 "rope": rope,
+                "rope_dim": rope_dim,
             },
             hidden_size,
         )
@@ -129,16 +143,20 @@ class Attention(Mixer):
         self.head_dim = head_dim or hidden_size // heads
         self.window, self.causal, self.chunk = window, causal, chunk
         self.rope, self.rope_theta = rope, rope_theta
+        self.rope_dim = rope_dim or self.head_dim
         self.dropout = dropout
         d = self.head_dim
         self.q_proj = nn.Linear(hidden_size, heads * d, bias=bias)
         self.k_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
         self.v_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
-        self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias)
+        self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias if out_bias is None else out_bias)
+        self.gate_proj = nn.Linear(hidden_size, heads * d, bias=bias) if out_gate else None
         self.q_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
         self.k_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
         # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
-        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+        for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
+            if lin is None:
+                continue
             nn.init.xavier_uniform_(lin.weight)
             if lin.bias is not None:
                 nn.init.zeros_(lin.bias)
@@ -153,7 +171,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
-            cos, sin = rope_angles(pos, self.head_dim, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -175,7 +193,13 @@ class Attention(Mixer):
                 o = self._sdpa(q, k, v, attention_mask(pos, pos, self.causal, self.window))
         else:
             o = self._chunked(q, k, v, pos)
-        return self.out_proj(o.transpose(1, 2).reshape(b, t, self.heads * self.head_dim))
+        return self._out(o.transpose(1, 2).reshape(b, t, self.heads * self.head_dim), x)
+
+    def _out(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Heads o [..., heads*head_dim] -> y [..., hidden]: ``out_proj``, after the output gate with ``out_gate``."""
+        if self.gate_proj is not None:
+            o = o * torch.sigmoid(self.gate_proj(x))
+        return self.out_proj(o)
 
     def _chunked(self, q, k, v, pos: torch.Tensor) -> torch.Tensor:
         """Queries in blocks of ``chunk``; each block sees keys from its first visible one to its last."""
@@ -231,7 +255,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
-            cos, sin = rope_angles(row, d, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
             cos, sin = cos[:, None, None], sin[:, None, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.window is None:
@@ -247,7 +271,7 @@ class Attention(Mixer):
             age = (pos - slots) % self.window  # 0 for the slot just written; unwritten slots are masked by row
         mask = (age[None, :] <= row[:, None])[:, None, None, :]  # [batch, 1, 1, keys]
         o = self._sdpa(q, kc.to(q.dtype), vc.to(q.dtype), mask)
-        y = self.out_proj(o.reshape(b, self.heads * d))
+        y = self._out(o.reshape(b, self.heads * d), x)
         if inplace:
             if self.window is None:
                 state["k"], state["v"] = kc, vc
@@ -279,7 +303,7 @@ class Attention(Mixer):
         o = self._sdpa(q, kc, vc, mask)
         pos.add_(1)
         row.add_(1)
-        return self.out_proj(o.reshape(b, self.heads * d)), state
+        return self._out(o.reshape(b, self.heads * d), x), state
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         """Bytes of K and V cached after ``seq_len`` tokens: ``2 kv_heads head_dim min(seq_len, window)``.

@@ -66,6 +66,10 @@ class DeltaMixer(Mixer):
     fla's ``conv_bias=False``); ``o_norm`` (weight [head_v_dim], shared by the heads as fla's ``o_norm``);
     ``o_proj`` ``heads*head_v_dim -> hidden``. Linear and conv weights keep PyTorch's default init, as fla's layer
     modules do (fla's model wrapper redraws them N(0, 0.02): a model-wide choice, not the layer's).
+
+    ``v_heads`` (default ``heads``): more value heads than q/k heads (Qwen3-Next's ``linear_num_value_heads``):
+    q/k head ``h`` serves value heads ``h * r .. h * r + r - 1`` (``r = v_heads / heads``, transformers'
+    ``repeat_interleave``); then ``v_proj``, ``b_proj``, the gate, the memory and ``o_proj`` are per value head.
     """
 
     def __init__(
@@ -78,20 +82,25 @@ class DeltaMixer(Mixer):
         chunk: int = 64,
         bias: bool = False,
         norm_eps: float = 1e-5,
+        v_heads: int | None = None,
     ):
         super().__init__()
-        msg = validate({"heads": heads, "head_dim": head_dim, "expand_v": expand_v, "chunk": chunk}, hidden_size)
+        msg = validate(
+            {"heads": heads, "head_dim": head_dim, "expand_v": expand_v, "chunk": chunk, "v_heads": v_heads},
+            hidden_size,
+        )
         if msg:
             raise ValueError(msg)
         self.hidden, self.heads, self.chunk = hidden_size, heads, chunk
+        self.v_heads = v_heads or heads
         self.head_dim = head_dim or hidden_size // heads
         self.head_v_dim = int(self.head_dim * expand_v)
         self.conv = conv
-        kd, vd = heads * self.head_dim, heads * self.head_v_dim
+        kd, vd = heads * self.head_dim, self.v_heads * self.head_v_dim
         self.q_proj = nn.Linear(hidden_size, kd, bias=bias)
         self.k_proj = nn.Linear(hidden_size, kd, bias=bias)
         self.v_proj = nn.Linear(hidden_size, vd, bias=bias)
-        self.b_proj = nn.Linear(hidden_size, heads, bias=False)
+        self.b_proj = nn.Linear(hidden_size, self.v_heads, bias=False)
         if conv >= 1:
             self.q_conv = ShortConv(kd, conv, bias=False)
             self.k_conv = ShortConv(kd, conv, bias=False)
@@ -110,7 +119,16 @@ class DeltaMixer(Mixer):
 
     # ---- shared pieces -------------------------------------------------------------------------------------
     def _split(self, z: torch.Tensor, d: int) -> torch.Tensor:
-        return z.reshape(*z.shape[:-1], self.heads, d)
+        """[..., n d] -> [..., n, d]: n = heads for q/k (d = head_dim), v_heads for values and gates."""
+        return z.reshape(*z.shape[:-1], -1, d)
+
+    def _qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Activated q, k [..., heads*head_dim] -> L2-normed [..., v_heads, head_dim] (shared by value heads)."""
+        q, k = l2norm(self._split(F.silu(q), self.head_dim)), l2norm(self._split(F.silu(k), self.head_dim))
+        if self.v_heads != self.heads:
+            r = self.v_heads // self.heads
+            q, k = q.repeat_interleave(r, dim=-2), k.repeat_interleave(r, dim=-2)
+        return q, k
 
     def _out(self, o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """o [..., heads, head_v_dim] -> y [..., hidden]: per-head norm (gated for GDN), then o_proj."""
@@ -122,8 +140,7 @@ class DeltaMixer(Mixer):
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.conv >= 1:
             q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
-        q = l2norm(self._split(F.silu(q), self.head_dim))
-        k = l2norm(self._split(F.silu(k), self.head_dim))
+        q, k = self._qk(q, k)
         v = self._split(F.silu(v), self.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x))
         o, _ = chunk_delta_rule(q, k, v, beta, g=self._decay(x), chunk_size=self.chunk)
@@ -131,12 +148,12 @@ class DeltaMixer(Mixer):
 
     # ---- streaming -----------------------------------------------------------------------------------------
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        """``S`` [batch, heads, head_dim, head_v_dim] float32 (the delta-rule memory) and, with ``conv >= 1``,
+        """``S`` [batch, v_heads, head_dim, head_v_dim] float32 (the delta-rule memory) and, with ``conv >= 1``,
         the last ``conv - 1`` projected inputs of each short conv (``conv_q``, ``conv_k``: [batch,
-        heads*head_dim, conv-1]; ``conv_v``: [batch, heads*head_v_dim, conv-1]) in the model's dtype."""
+        heads*head_dim, conv-1]; ``conv_v``: [batch, v_heads*head_v_dim, conv-1]) in the model's dtype."""
         w = self.q_proj.weight
         device, dtype = device or w.device, dtype or w.dtype
-        st = {"S": torch.zeros(batch, self.heads, self.head_dim, self.head_v_dim, device=device)}
+        st = {"S": torch.zeros(batch, self.v_heads, self.head_dim, self.head_v_dim, device=device)}
         if self.conv >= 1:
             for name in ("q", "k", "v"):
                 st[f"conv_{name}"] = getattr(self, f"{name}_conv").init_state(batch, device, dtype)
@@ -150,15 +167,15 @@ class DeltaMixer(Mixer):
         if self.conv >= 1:
             for name, z in feats.items():
                 feats[name], new[f"conv_{name}"] = getattr(self, f"{name}_conv").step(z, state[f"conv_{name}"])
-        q = l2norm(self._split(F.silu(feats["q"]), self.head_dim))
-        k = l2norm(self._split(F.silu(feats["k"]), self.head_dim))
+        q, k = self._qk(feats["q"], feats["k"])
         v = self._split(F.silu(feats["v"]), self.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x))
         o, new["S"] = delta_rule_step(q, k, v, beta, g=self._decay(x), state=state["S"])
         return self._out(o.to(x.dtype), x), new
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
-        """``4 heads head_dim head_v_dim`` (float32 memory) plus ``(conv - 1)`` inputs of the three convs."""
-        mem = 4 * self.heads * self.head_dim * self.head_v_dim
-        conv = max(self.conv - 1, 0) * self.heads * (2 * self.head_dim + self.head_v_dim) * dtype_bytes
+        """``4 v_heads head_dim head_v_dim`` (float32 memory) plus ``(conv - 1)`` inputs of the three convs."""
+        mem = 4 * self.v_heads * self.head_dim * self.head_v_dim
+        width = 2 * self.heads * self.head_dim + self.v_heads * self.head_v_dim
+        conv = max(self.conv - 1, 0) * width * dtype_bytes
         return mem + conv

@@ -4,6 +4,9 @@ gelu:   y = W2 gelu(W1 x + b1) + b2,              inner = mult * hidden
 swiglu: y = W2 (silu(W1 x) * (W3 x)),             inner = mult * hidden (LLaMA uses 8/3 to keep 2-matrix cost)
 geglu:  y = W2 (gelu(W1 x) * (W3 x))              (Griffin's gated MLP block, De et al. 2024)
 relu2:  y = W2 relu(W1 x + b1)^2 + b2             (squared ReLU, So et al. 2021 "Primer"; Nemotron-H's MLP)
+geglu_tanh: geglu with the tanh approximation of GELU (RecurrentGemma's ``gelu_pytorch_tanh``)
+
+``up`` holds W1 and W3 stacked (W1's rows first); ``bias`` puts biases on every projection.
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer
-from hybriddsl.specs.ffn import SPEC  # noqa: F401 (the kind's spec, torch-free)
-
-GATED = ("swiglu", "geglu")  # activations that gate one half of ``up`` with the other
+from hybriddsl.specs.ffn import ACTS, GATED, SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
 class FFN(Mixer):
@@ -41,7 +42,11 @@ class FFN(Mixer):
         h = self.up(x)
         if self.act in GATED:  # gated variants: activation of one half times the other half
             a, b = h.chunk(2, dim=-1)
-            h = (F.silu(a) if self.act == "swiglu" else F.gelu(a)) * b
+            if self.act == "swiglu":
+                a = F.silu(a)
+            else:
+                a = F.gelu(a, approximate="tanh" if self.act == "geglu_tanh" else "none")
+            h = a * b
         elif self.act == "relu2":
             h = torch.square(F.relu(h))
         else:

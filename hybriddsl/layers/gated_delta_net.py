@@ -34,8 +34,8 @@ from hybriddsl.specs.gated_delta_net import SPEC  # noqa: F401 (the kind's spec,
 class GatedDeltaNet(DeltaMixer):
     """Gated DeltaNet mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
-    On top of :class:`~hybriddsl.layers.delta_common.DeltaMixer`: ``a_proj`` ``hidden -> heads`` (decay
-    input), ``A_log`` and ``dt_bias`` [heads], ``g_proj`` ``hidden -> heads*head_v_dim`` (output gate).
+    On top of :class:`~hybriddsl.layers.delta_common.DeltaMixer`: ``a_proj`` ``hidden -> v_heads`` (decay
+    input), ``A_log`` and ``dt_bias`` [v_heads], ``g_proj`` ``hidden -> v_heads*head_v_dim`` (output gate).
     """
 
     def __init__(
@@ -50,14 +50,25 @@ class GatedDeltaNet(DeltaMixer):
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
+        v_heads: int | None = None,
+        out_eps: float = 1e-5,
     ):
         super().__init__(
-            hidden_size, heads=heads, head_dim=head_dim, expand_v=expand_v, conv=conv, chunk=chunk, bias=bias
+            hidden_size,
+            heads=heads,
+            head_dim=head_dim,
+            expand_v=expand_v,
+            conv=conv,
+            chunk=chunk,
+            bias=bias,
+            v_heads=v_heads,
+            norm_eps=out_eps,
         )
-        self.a_proj = nn.Linear(hidden_size, heads, bias=False)
-        self.g_proj = nn.Linear(hidden_size, heads * self.head_v_dim, bias=bias)
-        self.A_log = nn.Parameter(torch.empty(heads).uniform_(0, 16).log())
-        dt = torch.exp(torch.rand(heads) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        nv = self.v_heads
+        self.a_proj = nn.Linear(hidden_size, nv, bias=False)
+        self.g_proj = nn.Linear(hidden_size, nv * self.head_v_dim, bias=bias)
+        self.A_log = nn.Parameter(torch.empty(nv).uniform_(0, 16).log())
+        dt = torch.exp(torch.rand(nv) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
         dt = dt.clamp(min=dt_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
         # the reference excludes these from weight decay; an optimizer set-up may read this flag

@@ -18,11 +18,15 @@ RG-LRU on its input ``z_t`` (paper eq. 1-4, c = 8)::
 through :func:`hybriddsl.kernels.linear_scan.linear_scan` (``h = a h + b``); :meth:`GriffinBlock.step` through
 ``linear_scan_step``, with the conv window and ``h`` (float32) as state.
 
-Choices, stated:
-- the gates ``W_a``, ``W_i`` are plain dense ``width x width`` maps (RecurrentGemma makes them block-diagonal
-  per head; dense is a superset at higher parameter cost);
-- no reset of the ``sqrt(1 - a^2)`` multiplier at the first token (RecurrentGemma sets it to 1 at document
-  starts); this is the paper's eq. 4 as written;
+Choices, stated (each with the option that gives RecurrentGemma's choice instead):
+- the gates ``W_a``, ``W_i`` are plain dense ``width x width`` maps by default; ``gate_blocks = n`` makes them
+  block-diagonal with ``n`` blocks of ``width / n`` (RecurrentGemma: one block per attention head), each block
+  ``z_blk @ W[h] + b[h]`` with ``W`` stored ``[n, in, out]`` as RecurrentGemma stores it;
+- no reset of the ``sqrt(1 - a^2)`` multiplier at the first token by default (the paper's eq. 4 as written);
+  ``reset = true`` sets it to 1 at position 0 (RecurrentGemma's document start), in ``step`` too: the state
+  then carries ``seen`` ([batch] int64, 0 until the row's first token, so a zeroed row restarts);
+- ``gelu_tanh``: the y branch's GELU tanh-approximated (RecurrentGemma's ``gelu_pytorch_tanh``) instead of
+  exact;
 - every layer owns its weights (Edifice's ``griffin_lru`` shares them across layers by mistake).
 
 Initialization (paper / RecurrentGemma): ``Λ`` such that ``a^c = sigmoid(Λ)^c`` is uniform in [0.9, 0.999];
@@ -59,6 +63,22 @@ def rglru_coeffs(lam: torch.Tensor, r: torch.Tensor, i: torch.Tensor, z: torch.T
     return log_a.exp(), mult * i.to(dtype) * z.to(dtype)
 
 
+class BlockDiagonalLinear(nn.Module):
+    """``blocks`` independent ``in -> out`` maps over equal slices of the last dim: x [..., blocks * width] ->
+    same. ``weight`` [blocks, width, width] is applied as ``x_blk @ weight[h]`` (RecurrentGemma's layout)."""
+
+    def __init__(self, width: int, blocks: int):
+        super().__init__()
+        self.blocks, self.block = blocks, width // blocks
+        self.weight = nn.Parameter(torch.empty(blocks, self.block, self.block))
+        self.bias = nn.Parameter(torch.zeros(blocks, self.block))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xb = x.reshape(*x.shape[:-1], self.blocks, self.block)
+        y = torch.einsum("...hi,hio->...ho", xb, self.weight) + self.bias
+        return y.reshape(x.shape)
+
+
 class GriffinBlock(Mixer):
     """Griffin recurrent block. x: [batch, seq, hidden] -> [batch, seq, hidden], width channels inside."""
 
@@ -68,15 +88,27 @@ class GriffinBlock(Mixer):
         width: int | None = None,
         conv: int = 4,
         mlp: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
+        gelu_tanh: bool = False,
+        gate_blocks: int | None = None,
+        reset: bool = False,
     ):
         super().__init__()
         w = width or hidden_size
+        msg = validate({"conv": conv, "width": width, "gate_blocks": gate_blocks}, hidden_size)
+        if msg:
+            raise ValueError(msg)
         self.hidden, self.width = hidden_size, w
+        self.approximate = "tanh" if gelu_tanh else "none"
+        self.reset = reset
         self.in_y = nn.Linear(hidden_size, w)  # gelu branch
         self.in_x = nn.Linear(hidden_size, w)  # recurrence branch
         self.conv = ShortConv(w, conv)
-        self.gate_a = nn.Linear(w, w)  # recurrence gate r
-        self.gate_i = nn.Linear(w, w)  # input gate i
+        if gate_blocks:  # RecurrentGemma: block-diagonal gates, one block per head
+            self.gate_a: nn.Module = BlockDiagonalLinear(w, gate_blocks)  # recurrence gate r
+            self.gate_i: nn.Module = BlockDiagonalLinear(w, gate_blocks)  # input gate i
+        else:
+            self.gate_a = nn.Linear(w, w)
+            self.gate_i = nn.Linear(w, w)
         self.lam = nn.Parameter(torch.empty(w))
         self.out_proj = nn.Linear(w, hidden_size)
         for lin, fan_in in (
@@ -86,6 +118,8 @@ class GriffinBlock(Mixer):
             (self.gate_i, w),
             (self.out_proj, w),
         ):
+            if isinstance(lin, BlockDiagonalLinear):  # fan-in of one block
+                fan_in = lin.block
             nn.init.normal_(lin.weight, std=fan_in**-0.5)
             nn.init.zeros_(lin.bias)
         nn.init.normal_(self.conv.conv.weight, std=math.sqrt(0.01 / conv))
@@ -103,29 +137,44 @@ class GriffinBlock(Mixer):
         """Conv output z [..., width] -> scan coefficients (a, b), float32."""
         return rglru_coeffs(self.lam, torch.sigmoid(self.gate_a(z)), torch.sigmoid(self.gate_i(z)), z)
 
+    def _first(self, z: torch.Tensor) -> torch.Tensor:
+        """b at a reset position: ``i * z`` (the ``sqrt(1 - a^2)`` multiplier set to 1). z [..., width]."""
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        return torch.sigmoid(self.gate_i(z)).to(dtype) * z.to(dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.linear_scan import linear_scan
 
-        y = F.gelu(self.in_y(x))
+        y = F.gelu(self.in_y(x), approximate=self.approximate)
         z = self.conv(self.in_x(x))
         a, b = self._gates(z)
+        if self.reset:  # position 0 starts a document: h_0 = i_0 z_0 (h_-1 = 0, so a_0 does not matter)
+            b = torch.cat([self._first(z[:, :1]), b[:, 1:]], dim=1)
         h, _ = linear_scan(a, b)
         return self.out_proj(h.to(x.dtype) * y)
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
-        """``conv``: previous inputs [batch, width, conv-1] (model dtype), ``h``: [batch, width] float32."""
+        """``conv``: previous inputs [batch, width, conv-1] (model dtype), ``h``: [batch, width] float32; with
+        ``reset``, ``seen`` [batch] int64 (0 before a row's first token)."""
         device = device or self._param().device
-        return {
+        st = {
             "conv": self.conv.init_state(batch, device=device, dtype=dtype),
             "h": torch.zeros(batch, self.width, device=device, dtype=torch.float32),
         }
+        if self.reset:
+            st["seen"] = torch.zeros(batch, device=device, dtype=torch.int64)
+        return st
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
         from hybriddsl.kernels.linear_scan import linear_scan_step
 
-        y = F.gelu(self.in_y(x))
+        y = F.gelu(self.in_y(x), approximate=self.approximate)
         z, buf = self.conv.step(self.in_x(x), state["conv"].to(x.dtype))
         a, b = self._gates(z)
-        h = linear_scan_step(a, b, state["h"])
-        return self.out_proj(h.to(x.dtype) * y), {"conv": buf.to(state["conv"].dtype), "h": h}
+        new = {"conv": buf.to(state["conv"].dtype)}
+        if self.reset:
+            b = torch.where((state["seen"] == 0)[:, None], self._first(z), b)
+            new["seen"] = torch.ones_like(state["seen"])
+        new["h"] = linear_scan_step(a, b, state["h"])
+        return self.out_proj(new["h"].to(x.dtype) * y), new

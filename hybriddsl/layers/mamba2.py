@@ -15,6 +15,10 @@ state``, and ``G = groups`` B/C groups (head ``h`` reads group ``h // (H / G)``)
     out_t = W_out RMSNorm(y_t ⊙ silu(z_t))                    gate before the norm (mamba_ssm's
                                                               ``norm_before_gate=False``), norm over D_in / G
 
+``out_norm`` chooses that last line: ``gated`` (above, the default), ``before_gate`` (``RMSNorm(y) ⊙ silu(z)``,
+Falcon-H1's ``mamba_norm_before_gate``) or ``off`` (``y ⊙ silu(z)``, no norm weight: Falcon-H1 without
+``mamba_rms_norm``).
+
 The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through
 :func:`hybriddsl.kernels.gla.chunk_gla` with ``q = C``, ``k = B``, ``v = Δ x``, ``g`` ``[batch, T, H]`` and
 ``scale = 1``; :meth:`Mamba2.step` through ``gla_step``, with the conv window and ``h`` (float32) as state.
@@ -59,6 +63,7 @@ class Mamba2(Mixer):
         gate_eps: float = 1e-5,
         dt_min: float = 0.0,
         dt_max: float | None = None,
+        out_norm: str = "gated",
     ):
         super().__init__()
         opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk, inner=inner)
@@ -82,7 +87,8 @@ class Mamba2(Mixer):
         self.A_log = nn.Parameter(torch.log(a))
         self.dt_bias = nn.Parameter(dt_bias_init(self.heads))
         self.D = nn.Parameter(torch.ones(self.heads))
-        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps)
+        self.norm_mode = out_norm
+        self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps) if out_norm != "off" else None
         self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
 
     def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -111,6 +117,10 @@ class Mamba2(Mixer):
         """o, x [..., H, P] (scan output, conv'd input), z [..., D_in] -> [..., hidden]."""
         y = o + x * self.D.to(x.dtype)[:, None]  # D skip per head
         y = y.reshape(*y.shape[:-2], self.d_inner)
+        if self.norm is None:
+            return self.out_proj(y * F.silu(z))
+        if self.norm_mode == "before_gate":
+            return self.out_proj(self.norm(y, z))
         # mamba_ssm's default norm_before_gate=False: RMSNorm(y * silu(z)) * weight
         return self.out_proj(self.norm(y * F.silu(z)))
 

@@ -16,7 +16,8 @@ Options for the routers of published checkpoints (defaults keep the rule above):
   choice scores and ``S`` is taken from the ``topk_groups`` best groups only (DeepSeek-V3's node-limited routing).
 - ``scale``: the weights are multiplied by it (``routed_scaling_factor``).
 - ``shared``: the inner width of one always-on shared expert added to every token's output (DeepSeek-MoE,
-  Nemotron-H, Qwen3-Next without its gate); ``inner``: the experts' exact width (overrides ``mult``).
+  Nemotron-H); ``shared_gate``: that expert's output times ``sigmoid(w . x)`` per token (Qwen3-Next);
+  ``inner``: the experts' exact width (overrides ``mult``).
 
 Every token reaches all of its top-k experts (no capacity, no dropping): tokens are gathered per expert,
 run through that expert and written back into a ``[tokens, top_k, hidden]`` buffer, each (token, slot)
@@ -72,6 +73,7 @@ class MoE(Mixer):
         scale: float = 1.0,
         shared: int | None = None,
         shared_bias: bool = False,
+        shared_gate: bool = False,
     ):
         super().__init__()
         opts = {"experts": experts, "top_k": top_k, "capacity": capacity, "groups": groups, "topk_groups": topk_groups}
@@ -95,6 +97,8 @@ class MoE(Mixer):
             FFN(hidden_size, mult=mult, act=act, bias=bias, inner=inner) for _ in range(experts)
         )
         self.shared = FFN(hidden_size, act=act, bias=shared_bias, inner=shared) if shared else None
+        # Qwen3-Next: the shared expert's output scaled per token by sigmoid(w . x)
+        self.shared_gate = nn.Linear(hidden_size, 1, bias=False) if shared and shared_gate else None
         self.aux_loss: torch.Tensor = torch.zeros(())
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -134,7 +138,7 @@ class MoE(Mixer):
                 out[tok, slot] = expert(flat[tok])
         y = (out * w.to(out.dtype).unsqueeze(-1)).sum(1)
         if self.shared is not None:
-            y = y + self.shared(flat)
+            y = y + self._shared(flat)
         self.aux_loss = self._balance_loss(probs, idx)
         return y.reshape(shape)
 
@@ -150,7 +154,12 @@ class MoE(Mixer):
         gate = torch.zeros_like(probs).scatter(-1, idx, w)  # [batch, experts]
         ys = torch.stack([expert(x) for expert in self.experts], 1)  # [batch, experts, hidden]
         y = (ys * gate.to(ys.dtype).unsqueeze(-1)).sum(1)
-        return (y if self.shared is None else y + self.shared(x)), state
+        return (y if self.shared is None else y + self._shared(x)), state
+
+    def _shared(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared expert on x [N, hidden], gated by ``sigmoid(shared_gate(x))`` when it has a gate."""
+        y = self.shared(x)
+        return y if self.shared_gate is None else torch.sigmoid(self.shared_gate(x)) * y
 
     def _balance_loss(self, probs: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         counts = torch.zeros(self.n_experts, device=probs.device, dtype=probs.dtype)

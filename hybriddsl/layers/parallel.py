@@ -4,6 +4,7 @@ As in Hymba (Dong et al. 2024, "Hymba: A Hybrid-head Architecture for Small Lang
 (attention and SSM heads side by side). Each branch is a sequence of mixers applied in series. Combination:
 
     mean:   y = (1/n) sum_i y_i
+    sum:    y = sum_i y_i                              (Falcon-H1: attention and Mamba-2 outputs added)
     gate:   y = sum_i beta_i * rmsnorm_i(y_i)          beta_i learned per channel, init 1/n (Hymba's normalized
                                                        and re-scaled head outputs)
     concat: y = W [y_1; ...; y_n]                      (a learned projection of the concatenation)
@@ -44,6 +45,8 @@ class Parallel(Mixer):
     def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
         if self.mix == "mean":
             return torch.stack(outs).mean(0)
+        if self.mix == "sum":
+            return sum(outs[1:], outs[0])
         if self.mix == "gate":
             return sum(self.beta[i] * self.norms[i](o) for i, o in enumerate(outs))
         return self.proj(torch.cat(outs, dim=-1))

@@ -158,6 +158,9 @@ def _settings(stmts: list[Setting], g: Graph):
         model["output"] = "logits" if model["vocab"] else "last"
     if model["output"] == "logits" and not model["vocab"]:
         raise HybOptionError("output = logits needs a vocabulary: set 'vocab = N'", spans.get("output"))
+    for k in ("embed_scale", "logit_scale", "logit_softcap"):  # they scale token embeddings and logits
+        if k in spans and not model["vocab"]:
+            raise HybOptionError(f"{k} scales token embeddings or logits: set 'vocab = N'", spans[k])
     if model["embed_dim"] is not None and model["vocab"]:
         raise HybOptionError(
             "set either embed_dim (feature input) or vocab (token input), not both", spans.get("embed_dim")

@@ -20,6 +20,9 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     d = hd if hd is not None else hidden // heads
     if opts.get("rope") and d % 2:
         return f"rope needs an even head_dim, got {d}"
+    rd = opts.get("rope_dim")
+    if rd is not None and (rd % 2 or rd > d or rd < 2):
+        return f"rope_dim must be even and between 2 and head_dim ({d}), got {rd}"
     if opts.get("window") is not None and not opts.get("causal", True):
         return "window needs causal attention (causal = true)"
     return None
@@ -64,6 +67,16 @@ SPEC = LayerSpec(
         Option("ffn", bool, True, "attach an FFN residual block after attention (Edifice)"),
         Option("causal", bool, True, "causal mask"),
         Option("qk_eps", float, 1e-6, "epsilon of the q/k RMSNorms (qk_norm)", min=0.0),
+        Option(
+            "rope_dim",
+            int,
+            None,
+            "channels of a head RoPE turns (partial RoPE; default head_dim)",
+            min=2,
+            optional=True,
+        ),
+        Option("out_gate", bool, False, "sigmoid gate on the heads' output from the input (Qwen3-Next)"),
+        Option("out_bias", bool, None, "bias on the output projection (default: as bias)", optional=True),
     ),
     validate=validate,
     flops=attention_flops,

@@ -16,6 +16,9 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     ev = float(opts.get("expand_v", 1.0))
     if ev * d != int(ev * d) or ev * d < 1:
         return f"expand_v ({ev:g}) times head_dim ({d}) must be a whole number of channels >= 1"
+    vh = opts.get("v_heads")
+    if vh is not None and (vh < heads or vh % heads):
+        return f"v_heads ({vh}) must be a multiple of heads ({heads}): each q/k head serves v_heads / heads value heads"
     c = opts.get("chunk", 64)
     if c < 16 or c & (c - 1):
         return f"chunk must be a power of two >= 16 (a tile length of the delta-rule kernel), got {c}"
@@ -33,6 +36,6 @@ def delta_flops(per_entry: int):
         heads = opts.get("heads", 4)
         d = opts.get("head_dim") or hidden // heads
         dv = int(d * float(opts.get("expand_v", 1.0)))
-        return int(2 * params + per_entry * heads * d * dv)
+        return int(2 * params + per_entry * (opts.get("v_heads") or heads) * d * dv)
 
     return flops

@@ -7,7 +7,8 @@ from __future__ import annotations
 from hybriddsl.registry import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
-ACTS = ("gelu", "swiglu", "geglu", "relu2")  # relu2: squared ReLU, ungated (Nemotron-H)
+ACTS = ("gelu", "swiglu", "geglu", "geglu_tanh", "relu2")  # relu2: squared ReLU, ungated (Nemotron-H)
+GATED = ("swiglu", "geglu", "geglu_tanh")  # activations that gate one half of ``up`` with the other
 
 SPEC = LayerSpec(
     name="ffn",
@@ -18,7 +19,13 @@ SPEC = LayerSpec(
     options=(
         Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
         Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation (relu2: squared ReLU, ungated)", choices=ACTS),
+        Option(
+            "act",
+            str,
+            "gelu",
+            "activation (geglu_tanh: tanh-approximated GELU; relu2: squared ReLU, ungated)",
+            choices=ACTS,
+        ),
         Option("bias", bool, True, "biases on the projections"),
     ),
     color="#f5e6c8",

@@ -17,6 +17,9 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     w = opts.get("width")
     if w is not None and w < 1:
         return f"width must be >= 1, got {w}"
+    n = opts.get("gate_blocks")
+    if n is not None and (n < 1 or (w or hidden) % n):
+        return f"gate_blocks ({n}) must divide the recurrent width ({w or hidden})"
     return None
 
 
@@ -38,6 +41,16 @@ SPEC = LayerSpec(
         ),
         Option("conv", int, 4, "temporal conv width", min=1),
         Option("mlp", bool, True, "attach Griffin's gated MLP (ffn geglu, mult 3) as its own residual block"),
+        Option("gelu_tanh", bool, False, "tanh-approximated GELU on the y branch (RecurrentGemma)"),
+        Option(
+            "gate_blocks",
+            int,
+            None,
+            "block-diagonal RG-LRU gates with this many blocks (RecurrentGemma: heads); default dense",
+            min=1,
+            optional=True,
+        ),
+        Option("reset", bool, False, "RG-LRU input multiplier 1 at position 0 (RecurrentGemma's reset)"),
     ),
     validate=validate,
     companions=lambda o: [("ffn", {"act": "geglu", "mult": 3.0})] if o.get("mlp", True) else [],

@@ -61,6 +61,13 @@ SPEC = LayerSpec(
             optional=True,
         ),
         Option("gate_eps", float, 1e-5, "epsilon of the gated RMSNorm before out_proj", min=0.0),
+        Option(
+            "out_norm",
+            str,
+            "gated",
+            "output norm: RMSNorm(y silu(z)) (gated), RMSNorm(y) silu(z) (before_gate) or y silu(z) (off)",
+            choices=("gated", "before_gate", "off"),
+        ),
         Option("dt_min", float, 0.0, "lower clamp of Δ after the softplus (mamba_ssm's dt_limit)", min=0.0),
         Option("dt_max", float, None, "upper clamp of Δ (default: none)", min=0.0, optional=True),
     ),

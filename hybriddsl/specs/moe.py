@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from hybriddsl.registry import LayerSpec, Option
-from hybriddsl.specs.ffn import ACTS
+from hybriddsl.specs.ffn import ACTS, GATED
 from hybriddsl.specs.refs import module_ref
 
 
@@ -36,8 +36,9 @@ def moe_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> i
     """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs and the shared expert (2 FLOPs per
     weight used)."""
     e, k = opts.get("experts", 8), opts.get("top_k", 2)
-    gated = 2 if opts.get("act", "gelu") in ("swiglu", "geglu") else 1
+    gated = 2 if opts.get("act", "gelu") in GATED else 1
     shared = (gated + 1) * hidden * opts["shared"] if opts.get("shared") else 0  # weights (biases left out)
+    shared += hidden if opts.get("shared") and opts.get("shared_gate") else 0
     router = hidden * e
     per_expert = (params - router - shared) // e
     return 2 * (router + k * per_expert + shared)
@@ -74,6 +75,7 @@ SPEC = LayerSpec(
             "shared", int, None, "inner width of an always-on shared expert (none by default)", min=1, optional=True
         ),
         Option("shared_bias", bool, False, "biases in the shared expert"),
+        Option("shared_gate", bool, False, "scale the shared expert by sigmoid(w . x) per token (Qwen3-Next)"),
     ),
     validate=validate,
     flops=moe_flops,

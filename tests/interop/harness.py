@@ -62,11 +62,14 @@ def scale(t: torch.Tensor) -> float:
 
 
 def perturb(model: torch.nn.Module, noise: float, seed: int) -> None:
-    """Add ``noise * N(0, 1)`` to every floating parameter and buffer (deterministic)."""
+    """Add ``noise * N(0, 1)`` to every floating parameter and persistent buffer (deterministic). Buffers that
+    are not saved (RecurrentGemma's normalizer, Falcon-H1's mup_vector) are derived from the config on load, so
+    they keep their values."""
     g = torch.Generator().manual_seed(seed)
+    saved = set(model.state_dict())
     with torch.no_grad():
         for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            if t.dtype.is_floating_point and "inv_freq" not in name:
+            if t.dtype.is_floating_point and "inv_freq" not in name and name in saved:
                 t.add_(noise * torch.randn(t.shape, generator=g, dtype=t.dtype))
 
 

@@ -124,6 +124,9 @@ STEP_CASES = {
     "KV2-W7-rope-qknorm": dict(heads=4, kv_heads=2, window=7, rope=True, qk_norm=True),
     "KV1-rope-full": dict(heads=4, kv_heads=1, rope=True),
     "W5-chunk3": dict(heads=4, window=5, chunk=3),
+    "KV2-W5-partial-rope-gate-outbias": dict(
+        heads=4, kv_heads=2, window=5, rope=True, rope_dim=2, out_gate=True, out_bias=True
+    ),
 }
 
 

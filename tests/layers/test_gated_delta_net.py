@@ -115,6 +115,16 @@ def test_parameter_count_matches_layout():
     assert sum(p.numel() for p in m.parameters()) == want
 
 
+def test_value_heads_step_matches_forward_and_state():
+    """v_heads > heads (Qwen3-Next; the comparison with transformers is in tests/interop)."""
+    torch.manual_seed(0)
+    m = GatedDeltaNet(32, heads=2, head_dim=8, v_heads=4, expand_v=1.5, chunk=16)
+    check_step_matches_forward(m, 32, seq=37)
+    st = m.init_state(2)
+    assert st["S"].shape == (2, 4, 8, 12) and st["conv_v"].shape == (2, 48, 3)
+    assert m.state_bytes(64, dtype_bytes=4) == sum(t.numel() * t.element_size() for t in st.values()) // 2
+
+
 def test_state_bytes_counts_init_state():
     m = GatedDeltaNet(32, heads=4, expand_v=2.0)
     st = m.init_state(2)
@@ -135,8 +145,9 @@ def test_flops_grow_with_value_width():
         (dict(heads=6), 32, "heads (6) must divide hidden (32)"),
         (dict(heads=4, head_dim=5, expand_v=1.5), 32, "expand_v (1.5) times head_dim (5)"),
         (dict(heads=4, chunk=48), 32, "chunk must be a power of two >= 16"),
+        (dict(heads=4, v_heads=6), 32, "v_heads (6) must be a multiple of heads (4)"),
     ],
-    ids=["heads-not-dividing", "expand_v-fractional", "chunk-not-pow2"],
+    ids=["heads-not-dividing", "expand_v-fractional", "chunk-not-pow2", "v_heads-not-multiple"],
 )
 def test_validate_rejects(opts, hidden, needle):
     msg = SPEC.validate({**SPEC.defaults(), **opts}, hidden)

@@ -99,6 +99,14 @@ def test_step_matches_forward(opts):
     check_step_matches_forward(randomize(GriffinBlock(16, **opts)), 16)
 
 
+def test_recurrent_gemma_options_step_matches_forward():
+    """Block-diagonal gates, tanh GELU and the reset at position 0 (the HF comparison is in tests/interop)."""
+    opts = dict(width=24, gate_blocks=4, gelu_tanh=True, reset=True)
+    check_step_matches_forward(randomize(GriffinBlock(16, **opts)), 16)
+    with pytest.raises(ValueError, match="gate_blocks"):
+        GriffinBlock(16, width=24, gate_blocks=5)
+
+
 @pytest.mark.parametrize("opts", [dict(), dict(width=12, conv=2)], ids=["W16-conv4", "W12-conv2"])
 def test_shared_checks(opts):
     torch.manual_seed(0)
