@@ -15,9 +15,10 @@ state``, and ``G = groups`` B/C groups (head ``h`` reads group ``h // (H / G)``)
     out_t = W_out RMSNorm(y_t ⊙ silu(z_t))                    gate before the norm (mamba_ssm's
                                                               ``norm_before_gate=False``), norm over D_in / G
 
-The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through
-:func:`hybriddsl.kernels.gla.chunk_gla` with ``q = C``, ``k = B``, ``v = Δ x``, ``g`` ``[batch, T, H]`` and
-``scale = 1``; :meth:`Mamba2.step` through ``gla_step``, with the conv window and ``h`` (float32) as state.
+The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through the SSD
+kernels :func:`hybriddsl.kernels.ssd.ssd` with ``q = C``, ``k = B`` (one per group, shared by its heads),
+``v = Δ x``, ``g`` ``[batch, T, H]`` and ``scale = 1``; :meth:`Mamba2.step` through ``ssd_step``, with the conv
+window and ``h`` (float32) as state.
 
 Initialization (mamba_ssm): ``A`` uniform in [1, 16] per head, ``A_log = log A``; ``b_dt`` the inverse
 softplus of a log-uniform ``Δ`` in [1e-3, 1e-1] (floored at 1e-4, as Mamba-1); ``D = 1``; norm weight 1; other
@@ -87,15 +88,13 @@ class Mamba2(Mixer):
         return zxbcdt.split([self.d_inner, self.conv_dim, self.heads], dim=-1)
 
     def _heads(self, xBC: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """After the conv: xBC [..., conv_dim], δ [..., H] -> q = C, k = B [..., H, N], x [..., H, P], v = Δ x
-        [..., H, P] and g = Δ A [..., H] (float32)."""
+        """After the conv: xBC [..., conv_dim], δ [..., H] -> q = C, k = B [..., G, N] (one per group: the SSD
+        kernels share them between the group's heads), x [..., H, P], v = Δ x [..., H, P] and g = Δ A [..., H]
+        (float32)."""
         lead = xBC.shape[:-1]
         x, B, C = xBC.split([self.d_inner, self.groups * self.state, self.groups * self.state], dim=-1)
         x = x.reshape(*lead, self.heads, self.head_dim)
-        rep = self.heads // self.groups  # heads per B/C group: broadcast the group's B, C to its heads
-        B = B.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
-        C = C.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
-        B, C = B.reshape(*lead, self.heads, self.state), C.reshape(*lead, self.heads, self.state)
+        B, C = B.reshape(*lead, self.groups, self.state), C.reshape(*lead, self.groups, self.state)
         # Δ and the log-decay in float32: g is summed over time inside the kernel
         delta = F.softplus(wide(dt) + wide(self.dt_bias))
         g = -torch.exp(wide(self.A_log)) * delta
@@ -110,12 +109,12 @@ class Mamba2(Mixer):
         return self.out_proj(self.norm(y * F.silu(z)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from hybriddsl.kernels.gla import chunk_gla
+        from hybriddsl.kernels.ssd import ssd
 
         z, xBC, dt = self._split(self.in_proj(x))
         xBC = F.silu(self.conv1d(xBC))
         q, k, xh, v, g = self._heads(xBC, dt)
-        o, _ = chunk_gla(q, k, v, g, scale=1.0, chunk_size=self.chunk)
+        o, _ = ssd(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
@@ -129,12 +128,12 @@ class Mamba2(Mixer):
 
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One token x [batch, hidden] -> y [batch, hidden] and the advanced state."""
-        from hybriddsl.kernels.gla import gla_step
+        from hybriddsl.kernels.ssd import ssd_step
 
         z, xBC, dt = self._split(self.in_proj(x))
         xBC, conv = self.conv1d.step(xBC, state["conv"])
         q, k, xh, v, g = self._heads(F.silu(xBC), dt)
-        o, h = gla_step(q, k, v, g, scale=1.0, state=state["ssm"])
+        o, h = ssd_step(q, k, v, g, scale=1.0, state=state["ssm"])
         return self._finish(o, xh, z), {"conv": conv, "ssm": h}
 
 
