@@ -14,6 +14,7 @@ Three functions:
   linear recurrence ``h_t = a_t h_{t-1} + x_t`` is solved by a log-depth (Hillis-Steele) scan over
   pairs (log a, x), so decays stay in log space and only ever multiply as ``exp(<= 0)``: no overflow,
   whatever dt and A are. Chunks are chained sequentially through their last state.
+- :func:`selective_scan_inference`: the CPU path when nothing needs a gradient: one in-place op per token.
 - :func:`selective_scan_step`: one token with an explicit state, for step-by-step inference.
 """
 
@@ -134,6 +135,53 @@ def selective_scan_chunked(
     if z is not None:
         y = y * F.silu(z.to(cdt))
     final = h if output_final_state else None
+    return y.to(u.dtype), final
+
+
+@torch.no_grad()
+def selective_scan_inference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 16,
+) -> tuple[Tensor, Tensor | None]:
+    """The CPU path without autograd (same arguments, shapes and results as :func:`naive_selective_scan`).
+
+    Per chunk of ``chunk_size`` tokens, ``exp(dt A)`` and ``(dt u) B^T`` are formed for the whole chunk in one
+    op each; then ONE in-place ``addcmul_`` per token turns the second into the states
+    (``h_t = exp(dt_t A) h_{t-1} + (dt_t u_t) B_t^T``), and one batched matmul reads every state of the chunk
+    with ``C``. A chunk's buffers ([b, chunk, Dm, N]) stay small enough for the cache. No graph is kept.
+    """
+    cdt = compute_dtype(u)
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, T, Dm]
+    uf = u.to(cdt)
+    du = dt * uf
+    Af, Bf, Cf = A.to(cdt), B.to(cdt), C.to(cdt)
+    h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
+    y = uf.new_empty(batch, T, Dm)
+    for c0 in range(0, T, chunk_size):
+        sl = slice(c0, min(c0 + chunk_size, T))
+        decay = torch.exp(dt[:, sl, :, None] * Af)  # [b, L, Dm, N]
+        hs = du[:, sl, :, None] * Bf[:, sl, None, :]  # becomes the states, token by token
+        for t in range(hs.shape[1]):
+            hs[:, t].addcmul_(decay[:, t], h)
+            h = hs[:, t]
+        y[:, sl] = torch.matmul(hs, Cf[:, sl, :, None]).squeeze(-1)
+    if D is not None:
+        y = y + D.to(cdt) * uf
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    final = h.clone() if output_final_state else None
     return y.to(u.dtype), final
 
 
