@@ -20,7 +20,6 @@ side's time over ours: above 1, ours is faster. transformers is a benchmark depe
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
@@ -155,11 +154,14 @@ def pair_ffn(h: int, T: int):
     return ours, theirs, theirs
 
 
-
-
 def pair_own(kind: str, h: int, T: int):
     """Ours against its own step-by-step recurrence (layer.step over the tokens)."""
-    opts = {"gla": dict(heads=4), "rwkv": dict(cmix=False), "delta_net": dict(heads=4), "gated_delta_net": dict(heads=4)}
+    opts = {
+        "gla": dict(heads=4),
+        "rwkv": dict(cmix=False),
+        "delta_net": dict(heads=4),
+        "gated_delta_net": dict(heads=4),
+    }
     ours = _ours(kind, h, **opts[kind])
 
     def steps(x):

@@ -47,12 +47,16 @@ def _check(
             f"{name}: q and k must both be {lay}G, K] of the same shape, got {tuple(q.shape)}, {tuple(k.shape)}"
         )
     if v.dim() != n or v.shape[:lead] != q.shape[:lead]:
-        raise ValueError(f"{name}: v must be {lay}H, V] with q's leading dims {tuple(q.shape[:lead])}, got {tuple(v.shape)}")
+        raise ValueError(
+            f"{name}: v must be {lay}H, V] with q's leading dims {tuple(q.shape[:lead])}, got {tuple(v.shape)}"
+        )
     G, H = q.shape[-2], v.shape[-2]
     if G < 1 or H % G:
         raise ValueError(f"{name}: the q/k groups G = {G} must divide the heads of v, H = {H}")
     if g.shape != v.shape[:-1]:
-        raise ValueError(f"{name}: g must be {lay}H] = {tuple(v.shape[:-1])} (one log-decay per head), got {tuple(g.shape)}")
+        raise ValueError(
+            f"{name}: g must be {lay}H] = {tuple(v.shape[:-1])} (one log-decay per head), got {tuple(g.shape)}"
+        )
     check_floating(name, {"q": q, "k": k, "v": v, "g": g, "state": state})
     for label, t in (("k", k), ("v", v), ("g", g), ("state", state)):
         if t is not None and t.device != q.device:

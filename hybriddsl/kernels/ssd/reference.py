@@ -91,34 +91,43 @@ def ssd_torch(
     c = chunk_size
     N = max(1, -(-T // c))
     pad = N * c - T  # zero q/k/v/g in the padding: no effect on real tokens or the final state
-    qb = F.pad(q.to(ct), (0, 0, 0, 0, 0, pad)).view(B, N, c, G, K).permute(0, 3, 1, 2, 4)  # [B, G, N, c, K]
-    kb = F.pad(k.to(ct), (0, 0, 0, 0, 0, pad)).view(B, N, c, G, K).permute(0, 3, 1, 2, 4)
-    vb = F.pad(v.to(ct), (0, 0, 0, 0, 0, pad)).view(B, N, c, G, R, V).permute(0, 3, 4, 1, 2, 5)  # [B,G,R,N,c,V]
-    b = F.pad(g.to(ct), (0, 0, 0, pad)).view(B, N, c, G, R).permute(0, 3, 4, 1, 2).cumsum(-1)  # [B, G, R, N, c]
+
+    # Layout: chunk-major [B, G, N, c, ...], a group's heads side by side with the values ([..., R, V] = R * V
+    # columns), so q k^T, k^T v and q S are plain batched matmuls over (B, G, N) without copies of the states.
+    def chunks(x: torch.Tensor, *tail: int) -> torch.Tensor:
+        x = F.pad(x.to(ct), (0, 0) * (x.dim() - 2) + (0, pad)) if pad else x.to(ct)
+        return x.reshape(B, N, c, G, *tail).movedim(3, 1).contiguous()
+
+    qb, kb = chunks(q, K), chunks(k, K)  # [B, G, N, c, K]
+    vb = chunks(v, R, V)  # [B, G, N, c, R, V]
+    b = chunks(g, R).cumsum(3)  # in-chunk cumulative log-decay [B, G, N, c, R]
 
     # Intra-chunk: one masked matmul per chunk and head, the scores q k^T shared by a group's heads.
     idx = torch.arange(c, device=q.device)
     causal = idx[:, None] >= idx[None, :]
-    seg = (b[..., :, None] - b[..., None, :]).masked_fill(~causal, float("-inf"))
+    bt = b.transpose(-1, -2)  # [B, G, N, R, c]
+    seg = (bt[..., :, None] - bt[..., None, :]).masked_fill(~causal, float("-inf"))
     scores = (qb @ kb.transpose(-1, -2)) * scale  # [B, G, N, c, c]
-    o = (scores[:, :, None] * seg.exp()) @ vb  # [B, G, R, N, c, V]
+    o = ((scores.unsqueeze(3) * seg.exp()) @ vb.transpose(3, 4)).transpose(3, 4)  # [B, G, N, c, R, V]
 
     # Inter-chunk: what each chunk adds to the state, then the state passed along in a loop over chunks.
-    b_last = b[..., -1]  # [B, G, R, N]
-    vw = vb * (b_last[..., None] - b).exp()[..., None]
-    contrib = torch.einsum("bgnck,bgrncv->bgrnkv", kb, vw)  # [B, G, R, N, K, V]
-    S = q.new_zeros(B, G, R, K, V, dtype=ct)
+    b_last = b[:, :, :, -1]  # [B, G, N, R]
+    vw = (vb * (b_last.unsqueeze(3) - b).exp()[..., None]).view(B, G, N, c, R * V)
+    contrib = kb.transpose(-1, -2) @ vw  # [B, G, N, K, R * V]
+    S = q.new_zeros(B, G, K, R * V, dtype=ct)
     if initial_state is not None:
-        S = S + initial_state.to(ct).view(B, G, R, K, V)
-    decay = b_last.exp()[..., None, None]  # [B, G, R, N, 1, 1]
+        S = S + initial_state.to(ct).view(B, G, R, K, V).transpose(2, 3).reshape(B, G, K, R * V)
+    decay = b_last.exp()[:, :, :, None, :, None]  # [B, G, N, 1, R, 1]
     starts = []
-    for n in range(N):
+    # unbind, not indexing: the backward of N selects would write N full-size zero tensors (O(N^2) traffic)
+    for d_n, c_n in zip(decay.unbind(2), contrib.unbind(2)):
         starts.append(S)
-        S = decay[:, :, :, n] * S + contrib[:, :, :, n]
-    S0 = torch.stack(starts, dim=3)  # [B, G, R, N, K, V]
-    o = o + torch.einsum("bgnck,bgrnkv->bgrncv", qb * scale, S0) * b.exp()[..., None]
-    o = o.permute(0, 3, 4, 1, 2, 5).reshape(B, N * c, H, V)[:, :T]
-    return o.to(v.dtype), (S.reshape(B, H, K, V) if output_final_state else None)
+        S = (S.view(B, G, K, R, V) * d_n).view(B, G, K, R * V) + c_n
+    S0 = torch.stack(starts, dim=2)  # [B, G, N, K, R * V]
+    o = o + (qb @ S0).view(B, G, N, c, R, V) * (b.exp() * scale)[..., None]
+    o = o.permute(0, 2, 3, 1, 4, 5).reshape(B, N * c, H, V)[:, :T]
+    final = S.view(B, G, K, R, V).transpose(2, 3).reshape(B, H, K, V) if output_final_state else None
+    return o.to(v.dtype), final
 
 
 def ssd_step(
