@@ -20,8 +20,10 @@ side's time over ours: above 1, ours is faster. transformers is a benchmark depe
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -199,20 +201,46 @@ def _fwdbwd(fn: Callable, module: nn.Module, x: torch.Tensor) -> Callable[[], No
     return run
 
 
-def interleaved(fns: list[Callable[[], None]], budget_s: float, max_reps: int) -> list[float]:
-    """Median ms of each fn, run alternately; one warm-up each, then as many rounds as fit ``budget_s``."""
-    warm = []
-    for f in fns:
-        t0 = time.perf_counter()
+class TooSlow(Exception):
+    """Raised by the alarm when one call runs past ``--limit`` seconds."""
+
+
+def _alarm(signum, frame):
+    raise TooSlow
+
+
+def timed(f: Callable[[], None], limit_s: float | None) -> float:
+    """Seconds of one call of f; inf if it ran past ``limit_s`` (stopped by SIGALRM between two torch ops)."""
+    old = signal.signal(signal.SIGALRM, _alarm) if limit_s else None
+    if limit_s:
+        signal.setitimer(signal.ITIMER_REAL, limit_s)
+    t0 = time.perf_counter()
+    try:
         f()
-        warm.append(time.perf_counter() - t0)
+        return time.perf_counter() - t0
+    except TooSlow:
+        return math.inf
+    finally:
+        if limit_s:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+
+
+def interleaved(
+    fns: list[Callable[[], None]], budget_s: float, max_reps: int, limit_s: float | None = None
+) -> list[float]:
+    """Median ms of each fn, run alternately; one warm-up each, then as many rounds as fit ``budget_s``. A fn
+    after the first (the other side) whose warm-up ran past ``limit_s`` is not run again and reports inf; when the
+    warm-ups alone exceed the budget, they are the measurement."""
+    warm = [timed(f, limit_s if i else None) for i, f in enumerate(fns)]  # the limit is for the other side
+    if sum(w for w in warm if math.isfinite(w)) > budget_s:
+        return [w * 1e3 for w in warm]
     reps = max(1, min(max_reps, int(budget_s / max(sum(warm), 1e-6))))
-    times: list[list[float]] = [[] for _ in fns]
+    times: list[list[float]] = [[] if math.isfinite(w) else [math.inf] for w in warm]
     for _ in range(reps):
         for i, f in enumerate(fns):
-            t0 = time.perf_counter()
-            f()
-            times[i].append((time.perf_counter() - t0) * 1e3)
+            if math.isfinite(warm[i]):
+                times[i].append(timed(f, None) * 1e3)
     return [statistics.median(t) for t in times]
 
 
@@ -231,13 +259,13 @@ def layer_flops(kind: str, module: nn.Module, hidden: int, T: int) -> int:
     return spec.flops(opts, hidden, params, T) if spec.flops else 2 * params
 
 
-def run_case(kind: str, B: int, T: int, h: int, budget_s: float, max_reps: int) -> dict:
+def run_case(kind: str, B: int, T: int, h: int, budget_s: float, max_reps: int, limit_s: float | None) -> dict:
     make = globals().get(f"pair_{kind}")
     ours, theirs_mod, theirs = make(h, T) if make else pair_own(kind, h, T)
     ours.train(), theirs_mod.train()
     x = torch.randn(B, T, h)
-    fwd = interleaved([_fwd(ours, x), _fwd(theirs, x)], budget_s, max_reps)
-    fb = interleaved([_fwdbwd(ours, ours, x), _fwdbwd(theirs, theirs_mod, x)], budget_s, max_reps)
+    fwd = interleaved([_fwd(ours, x), _fwd(theirs, x)], budget_s, max_reps, limit_s)
+    fb = interleaved([_fwdbwd(ours, ours, x), _fwdbwd(theirs, theirs_mod, x)], budget_s, max_reps, limit_s)
     mm = matmul_gflops(B * T, h, 2 * h)
     fl = layer_flops(kind, ours, h, T) * B * T
     return dict(
@@ -249,16 +277,24 @@ def run_case(kind: str, B: int, T: int, h: int, budget_s: float, max_reps: int) 
         fwdbwd=fb,
         gflops=(fl / fwd[0] / 1e6, 3 * fl / fb[0] / 1e6),
         matmul=mm,
+        limit=limit_s or math.inf,
     )
 
 
 def fmt_row(r: dict) -> str:
     (of, tf), (ob, tb) = r["fwd"], r["fwdbwd"]
     gf, gb = r["gflops"]
+
+    def ms(x: float) -> str:
+        return f"{x:.1f}" if math.isfinite(x) else f"> {r['limit'] * 1e3:.0f}"
+
+    def ratio(ours: float, other: float) -> str:
+        return f"**{other / ours:.2f}x**" if math.isfinite(other) else f"**> {r['limit'] * 1e3 / ours:.1f}x**"
+
     share = f"{gf / r['matmul']:.0%} / {gb / r['matmul']:.0%}"
     return (
         f"| {r['kind']} | {r['shape']} | {r['other']} | {r['params'][0]:,} / {r['params'][1]:,} | "
-        f"{of:.1f} / {tf:.1f} | **{tf / of:.2f}x** | {ob:.1f} / {tb:.1f} | **{tb / ob:.2f}x** | "
+        f"{ms(of)} / {ms(tf)} | {ratio(of, tf)} | {ms(ob)} / {ms(tb)} | {ratio(ob, tb)} | "
         f"{gf:.1f} / {gb:.1f} | {r['matmul']:.1f} | {share} |"
     )
 
@@ -289,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--budget", type=float, default=6.0, help="seconds of timed rounds per case and direction")
     p.add_argument("--reps", type=int, default=7, help="at most this many rounds")
+    p.add_argument("--limit", type=float, default=120.0, help="stop a call after this many seconds (ratio: a bound)")
     p.add_argument("--quick", action="store_true", help="hidden 64, (1, 64): a smoke run")
     p.add_argument("--md", help="append the Markdown table to this file")
     a = p.parse_args(argv)
@@ -303,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
         for h in hiddens:
             for B, T in shapes:
                 try:
-                    row = fmt_row(run_case(kind, B, T, h, a.budget, 1 if a.quick else a.reps))
+                    row = fmt_row(run_case(kind, B, T, h, a.budget, 1 if a.quick else a.reps, a.limit))
                 except Exception as e:  # a benchmark row failing should not lose the others
                     row = f"| {kind} | B{B}-T{T}-h{h} | failed: {type(e).__name__}: {e} |"
                 print(row, flush=True)
