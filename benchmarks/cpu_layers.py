@@ -336,8 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     shapes = [(1, 64)] if a.quick else [tuple(int(n) for n in s.split("x")) for s in a.shapes.split(",")]
     lines = [environment(a.threads), "", HEADER]
     print("\n".join(lines), flush=True)
-    for kind in kinds:
-        for h in hiddens:
+    for h in hiddens:  # every kind at the first hidden size first: a run cut short still covers every kind
+        for kind in kinds:
             for B, T in shapes:
                 try:
                     row = fmt_row(run_case(kind, B, T, h, a.budget, 1 if a.quick else a.reps, a.limit))
