@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybriddsl.errors import HybOptionError, first_line
+from hybriddsl.errors import HybFileError, HybOptionError, Span, first_line
 from hybriddsl.fileio import atomic_path
-from hybriddsl.streaming import flatten_state, growing_state, step_function
+from hybriddsl.streaming import flatten_state, growing_state, state_labels, step_function
 
 META = "hybriddsl.json"
 
@@ -59,7 +59,7 @@ def export_step(model: nn.Module, batch: int = 1) -> torch.export.ExportedProgra
     if grow:
         raise HybOptionError(
             "the step cannot be exported: these state tensors grow every frame: "
-            + ", ".join(grow)
+            + ", ".join(state_labels(model, grow))
             + " (give every attention layer a window, e.g. attention.window = 60)"
         )
     fn, state = step_function(model.eval(), batch)
@@ -70,11 +70,14 @@ def export_step(model: nn.Module, batch: int = 1) -> torch.export.ExportedProgra
 def export_forward(model: nn.Module, batch: int = 1, seq: int | None = None) -> torch.export.ExportedProgram:
     """``torch.export`` of the parallel forward on [batch, seq, embed_dim] (or ids [batch, seq]).
 
-    ``seq`` defaults to the model's ``seq_len`` setting (or 64); the sequence dim is exported as dynamic
-    when the model's ops allow it and static otherwise.
+    ``seq`` defaults to :data:`FORWARD_SEQ` (or the model's ``seq_len`` when shorter): tracing time grows with
+    the length (the chunked kernels loop over chunks in Python), 2 min at 2,048 against seconds at 64 on 2
+    cores. The sequence dim is exported as dynamic where the model's ops allow it; chunked kernels still bound
+    it to the lengths with the same number of chunks, and some models specialize it: :func:`forward_lengths`
+    says which lengths the program accepts.
     """
     settings = getattr(getattr(model, "graph", None), "settings", {}) or {}
-    seq = seq or settings.get("seq_len") or 64
+    seq = seq or min(settings.get("seq_len") or FORWARD_SEQ, FORWARD_SEQ)
     p = next(model.parameters())
     if model.vocab:
         x = torch.zeros(batch, seq, dtype=torch.long, device=p.device)
@@ -122,6 +125,23 @@ def _aoti_files(ep: torch.export.ExportedProgram) -> list:
         raise HybOptionError(f"AOTInductor could not compile the step ({first_line(e)}); export without --aot") from e
 
 
+FORWARD_SEQ = 64  # default example length of export_forward
+
+
+def forward_lengths(ep: torch.export.ExportedProgram) -> tuple[int, int | None]:
+    """(shortest, longest or None for unbounded) sequence length the exported forward accepts."""
+    (name,) = ep.graph_signature.user_inputs
+    node = next(n for n in ep.graph.nodes if n.name == name)
+    t = node.meta["val"].shape[1]
+    if isinstance(t, int):
+        return t, t
+    r = ep.range_constraints.get(t.node.expr)
+    if r is None:
+        return 0, None
+    hi = r.upper
+    return int(r.lower), (None if not getattr(hi, "is_finite", True) or hi > 2**62 else int(hi))
+
+
 def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | None = None) -> Path:
     """Write the exported parallel forward to ``path`` (.pt2, atomically)."""
     ep = export_forward(model, batch, seq)
@@ -130,11 +150,65 @@ def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | 
     return Path(path)
 
 
-def load_step(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
-    """(program, metadata) of a file written by :func:`save_step`."""
+def load_step(path: str | Path, trust: bool = False) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
+    """(program, metadata) of a file written by :func:`save_step`.
+
+    ``torch.export.load`` unpickles (``weights_only=False``) every archive entry marked ``use_pickle``, custom and
+    opaque objects, and any sample-input or legacy ``.pt`` blob that a safe load refuses. A file from someone else
+    could run code that way, so such archives are refused unless ``trust=True``; :func:`save_step` never writes
+    them. Raises HybFileError for a file that is not a readable ``.pt2`` archive."""
+    if not trust:
+        check_archive(path)
     extra = {META: ""}
-    ep = torch.export.load(path, extra_files=extra)
-    return ep, json.loads(extra[META]) if extra[META] else {}
+    try:
+        ep = torch.export.load(path, extra_files=extra)
+    except Exception as e:
+        raise HybFileError(f"{path} is not a loadable .pt2 export ({first_line(e)})", Span(0, 0, 1, str(path))) from e
+    try:
+        meta = json.loads(extra[META]) if extra[META] else {}
+    except ValueError as e:
+        raise HybFileError(f"{path}: {META} is not JSON ({e})", Span(0, 0, 1, str(path))) from None
+    return ep, meta
+
+
+def check_archive(path: str | Path) -> None:
+    """Raise HybFileError when the ``.pt2`` archive at ``path`` holds anything that loading would unpickle."""
+    import io
+    import zipfile
+
+    where = Span(0, 0, 1, str(path))
+
+    def refuse(what: str) -> HybFileError:
+        return HybFileError(
+            f"{path} holds {what}, which loading would unpickle (and so could run code); refused",
+            where,
+            hint="only if you trust whoever made this file: load_step(path, trust=True)",
+        )
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise HybFileError(f"{path} is not a .pt2 archive ({e})", where) from None
+    with archive:
+        for name in archive.namelist():
+            inner = name.split("/", 1)[1] if "/" in name else name
+            if inner.startswith("data/") and inner.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config", {})
+                    entries = list(config.items())
+                except (ValueError, AttributeError):
+                    raise HybFileError(f"{path}: {inner} is not a payload config", where) from None
+                for fqn, meta in entries:
+                    if not isinstance(meta, dict):
+                        raise HybFileError(f"{path}: {inner} is not a payload config", where)
+                    entry = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or not entry.startswith(("weight_", "tensor_")):
+                        raise refuse(f"a pickled entry ({fqn!r} -> {entry!r})")
+            elif inner.endswith(".pt"):  # sample inputs (and legacy weights): loaded with a pickle fallback
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception:
+                    raise refuse(f"a pickle that a safe load refuses ({inner})") from None
 
 
 def initial_state(meta: dict[str, Any], device: torch.device | str | None = None) -> list[torch.Tensor]:

@@ -29,6 +29,7 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,25 @@ def state_slots(state: State) -> list[tuple[dict, str, str]]:
                 out.append((d, k, prefix + k))
 
     walk(state, "")
+    return out
+
+
+def state_labels(model: nn.Module, names: list[str]) -> list[str]:
+    """User-facing names of state entries: ``n8.k`` -> ``layer 2 (attention) k`` (the graph's node ids are
+    internal); names the model's graph does not know stay as they are."""
+    graph = getattr(model, "graph", None)
+    out = []
+    for name in names:
+        nid, _, rest = name.partition(".")
+        try:
+            d = graph[nid] if graph is not None else None
+        except Exception:  # not a node id
+            d = None
+        if not d or "layer" not in d or "kind" not in d:
+            out.append(name)
+            continue
+        tag = {"companion": "+", "shared": " shared"}.get(d.get("role"), "")
+        out.append(f"layer {d['layer']}{tag} ({d['kind']}) {rest}".rstrip())
     return out
 
 
@@ -181,8 +201,8 @@ def aot_step(
     every tensor contiguous, shapes as given) calls the compiled C++ directly, with no Python, guards or
     dispatch per op in between; ``weights`` are the model's own parameter and buffer tensors the compiled
     code reads (by pointer: the caller keeps them alive, and in-place updates such as ``load_state_dict`` or
-    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes ~15-30 s on 2 CPU
-    cores (inductor caches the result on disk for the same model and shapes).
+    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes from ~15 s on a quiet
+    2-core machine to minutes on a loaded one (inductor caches the result on disk for the same model and shapes).
     """
     import shutil
     import tempfile
@@ -275,11 +295,20 @@ class Stream:
             if grow:
                 raise HybOptionError(
                     "compile/cuda_graph streaming needs a fixed-shape state, but these grow every frame: "
-                    + ", ".join(grow)
+                    + ", ".join(state_labels(model, grow))
                     + " (give attention a window, or use the eager stream)"
                 )
         if kind == "aot":
+            # minutes of silence otherwise: say what is happening (stderr, so piped output stays clean)
+            print(
+                "hybriddsl: compiling the streaming step with AOTInductor (once per model and batch; ~0.5-3 min "
+                "on 2 CPU cores) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            t0 = time.perf_counter()
             run, self._aot_weights = aot_step(model, self.state, self._example_frame())
+            print(f"hybriddsl: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
             self._aot = run
         elif kind == "dynamo":  # the in-place step on flat state, as aot_step exports it
@@ -389,20 +418,46 @@ class Stream:
         return {"frames": self.frames, "state": {n: t.clone() for n, t in zip(names, tensors)}}
 
     def restore(self, snap: State) -> None:
-        """Put a :meth:`snapshot` back (in place: the state tensors keep their storage where shapes allow)."""
+        """Put a :meth:`snapshot` back (in place: the state tensors keep their storage where shapes allow).
+
+        Every tensor is checked against this stream before anything is replaced: same names, tensors of the
+        stream's dtype and rank, the stream's batch and state sizes (only a dimension that starts empty, a KV
+        cache's or a prefix's length, may differ). A snapshot of another model, batch or dtype raises
+        HybOptionError and leaves the stream as it was."""
         saved = snap.get("state") if isinstance(snap, dict) else None
         if not isinstance(saved, dict) or set(saved) != set(self.names):
             raise HybOptionError("restore takes a snapshot() of a stream of the same model")
+        frames = snap.get("frames", 0)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+            raise HybOptionError(f"snapshot 'frames' must be a non-negative integer, got {frames!r}")
+        fixed = self._graph is not None or self._compiled is not None or self._aot is not None
+        with torch.no_grad():
+            fresh = dict(zip(*flatten_state(self.model.init_state(self.batch, device="meta", dtype=self.dtype))))
+        for d, k, n in self._slots:
+            src, want = saved[n], d[k]
+            if not isinstance(src, torch.Tensor):
+                raise HybOptionError(f"snapshot state '{n}' is a {type(src).__name__}, not a tensor")
+            if src.dtype != want.dtype:
+                raise HybOptionError(f"snapshot state '{n}' has dtype {src.dtype}, this stream {want.dtype}")
+            start = fresh[n].shape
+            grows = [i for i, size in enumerate(start) if size == 0] if not fixed else []
+            if src.dim() != len(start) or any(
+                a != b for i, (a, b) in enumerate(zip(src.shape, start)) if i not in grows
+            ):
+                what = f"batch {self.batch}, " if len(start) else ""
+                raise HybOptionError(
+                    f"snapshot state '{n}' has shape {list(src.shape)}; this stream ({what}dtype {self.dtype}) "
+                    f"needs {list(want.shape) if not grows else list(start)}"
+                    + (" (an empty dimension may have any length)" if grows else "")
+                )
         with torch.no_grad():
             for d, k, n in self._slots:
                 src = saved[n]
                 if d[k].shape == src.shape:
                     d[k].copy_(src)
-                elif self._graph is not None or self._compiled is not None or self._aot is not None:
-                    raise HybOptionError(f"snapshot state '{n}' has shape {list(src.shape)}, want {list(d[k].shape)}")
                 else:
                     d[k] = src.clone().to(d[k].device)
-        self.frames = int(snap.get("frames", 0))
+        self.frames = frames
 
     def data_ptrs(self) -> list[int]:
         """Storage addresses of the state tensors (constant across frames for a fixed-shape state)."""

@@ -8,6 +8,7 @@ later with a suggestion.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Union
 import lark
 from lark import Token, Transformer, v_args
 
-from hybriddsl.errors import HybSyntaxError, Span
+from hybriddsl.errors import HybError, HybOptionError, HybSyntaxError, Span
 
 
 # ---------------------------------------------------------------------------------------------------- the AST
@@ -353,20 +354,103 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, file: str) -> HybSyntaxE
     return HybSyntaxError(msg, Span(line, col, 1, file), text)
 
 
+# One cheap pass over the text before lark sees it: comments and strings are skipped, brackets nest.
+_SCAN = re.compile(r"#[^\n]*|\"[^\"\n]*\"|'[^'\n]*'|[()\[\]]|[A-Za-z_]\w*|\d[\d.]*(?:[eE][+-]?\d+)?|\S")
+
+
+def _at(text: str, pos: int, length: int, file: str) -> Span:
+    line = text.count("\n", 0, pos) + 1
+    return Span(line, pos - text.rfind("\n", 0, pos), max(1, length), file)
+
+
+def check_limits(text: str, file: str = "<string>") -> None:
+    """Refuse, before parsing, a text over the limits (:mod:`hybriddsl.limits`): its size, its number of
+    tokens, its bracket nesting and the length of its numbers. Parsing is then bounded in time and depth."""
+    from hybriddsl import limits
+
+    lim = limits.current()
+    if len(text) > lim.max_source_bytes or len(text.encode("utf-8", "surrogatepass")) > lim.max_source_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        span = Span(0, 0, 1, file)
+        raise limits.exceeded("the source's size in bytes", size, "max_source_bytes", lim.max_source_bytes, span)
+    depth = tokens = 0
+    for m in _SCAN.finditer(text):
+        tok = m.group()
+        if tok[0] in "#\"'":
+            continue
+        tokens += 1
+        if tokens > lim.max_tokens:
+            span = _at(text, m.start(), len(tok), file)
+            raise limits.exceeded("the source's number of tokens", tokens, "max_tokens", lim.max_tokens, span)
+        if tok in "([":
+            depth += 1
+            if depth > lim.max_depth:
+                span = _at(text, m.start(), 1, file)
+                raise limits.exceeded("bracket nesting", depth, "max_depth", lim.max_depth, span)
+        elif tok in ")]":
+            depth = max(0, depth - 1)
+        elif tok[0].isdigit() and len(tok) > lim.max_number_length:
+            span = _at(text, m.start(), len(tok), file)
+            raise limits.exceeded("a number's length", len(tok), "max_number_length", lim.max_number_length, span)
+
+
 def parse(text: str, file: str = "<string>") -> Program:
-    """Parse .hyb source into a :class:`Program`. Raises HybSyntaxError with file:line:col."""
+    """Parse .hyb source into a :class:`Program`. Raises HybSyntaxError with file:line:col.
+
+    The text is checked against the limits first (size, tokens, nesting, number length: ``check_limits``)."""
     if not isinstance(text, str):
         raise HybSyntaxError(f"expected .hyb source text, got {type(text).__name__}", Span(0, 0, 1, file))
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some Windows editors write
+    try:
+        check_limits(text, file)  # size, tokens, bracket nesting (within Python's recursion limit), numbers
+    except HybError as e:
+        raise e.with_source(text, file) from None
     try:
         tree = _parser().parse(text + ("\n" if not text.endswith("\n") else ""))
     except lark.UnexpectedInput as exc:
-        raise _syntax_error(exc, text, file) from None
+        err = _syntax_error(exc, text, file)
+        err.hint = err.hint or _space_hint(text, err.span)
+        raise err from None
     try:
         prog = _ToAST(file).transform(tree)
     except lark.exceptions.VisitError as exc:  # errors raised inside transformer methods arrive wrapped
         inner = exc.orig_exc
-        if isinstance(inner, HybSyntaxError):
+        if isinstance(inner, HybError):
             raise inner.with_source(text, file) from None
-        raise
+        raise HybSyntaxError(f"cannot read this text: {type(inner).__name__}: {inner}", Span(0, 0, 1, file)) from None
     prog.source, prog.file = text, file
+    _check_duplicates(prog)
     return prog
+
+
+def _space_hint(text: str, span: Span | None) -> str:
+    """The hint for ``A (heads=4)``: options attach to the name, without a space before '('."""
+    if span is None or not span.line:
+        return ""
+    lines = text.splitlines()
+    if span.line > len(lines):
+        return ""
+    before = lines[span.line - 1][: max(span.column - 1, 0)]
+    import re
+
+    m = re.search(r"([A-Za-z_*-][\w.]*)\s+\(\s*[A-Za-z_]\w*\s*$", before)
+    if not m or not lines[span.line - 1][span.column - 1 :].startswith("="):
+        return ""
+    return f"options attach to the layer name with no space before '(': write {m.group(1)}(...)"
+
+
+def _check_duplicates(prog: Program) -> None:
+    """A setting written twice is an error naming both places (which one should win is not obvious)."""
+    seen: dict[tuple[str | None, str], Setting] = {}
+    for st in prog.settings:
+        key = (st.scope, st.name)
+        if key in seen:
+            first = seen[key].span
+            name = f"{st.scope}.{st.name}" if st.scope else st.name
+            raise HybOptionError(
+                f"setting '{name}' is given twice: at line {first.line}, column {first.column} and here",
+                st.span,
+                prog.source,
+                hint="keep one of them (--set on the command line overrides a file's setting)",
+            )
+        seen[key] = st

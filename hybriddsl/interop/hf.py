@@ -13,7 +13,7 @@ from typing import Any
 
 from hybriddsl.errors import suggest
 from hybriddsl.interop import falcon_h1, jamba, nemotron_h, qwen3_next, recurrent_gemma, zamba2
-from hybriddsl.interop.common import ConvertError, compile_source
+from hybriddsl.interop.common import ConvertError, collect_problems, compile_source
 from hybriddsl.ir import Graph
 
 FAMILIES: dict[str, ModuleType] = {
@@ -60,11 +60,17 @@ def detect(config: dict[str, Any]) -> str:
 def from_hf(config: dict[str, Any], family: str | None = None) -> str:
     """A Hugging Face config (the dict of config.json) -> .hyb source text. ``family`` skips auto-detection."""
     key = family_name(family) if family else detect(config)
-    return FAMILIES[key].from_config(config)
+    try:
+        return FAMILIES[key].from_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as e:
+        # a config is untrusted input: a field of the wrong type or value is the file's fault, not a bug
+        raise ConvertError(f"the {key} config has a malformed field ({type(e).__name__}: {e})") from None
 
 
 def to_hf(src: str | os.PathLike | Graph, family: str, **settings: Any) -> dict[str, Any]:
     """.hyb source (text, path or compiled Graph) -> the config fields of ``family`` ('jamba', 'hf-nemotron-h',
     ...). Raises ConvertError naming the layer and the reason when the family cannot express the model."""
     key = family_name(family)
-    return FAMILIES[key].to_config(compile_source(src, **settings))
+    graph = compile_source(src, **settings)
+    with collect_problems():  # every problem of the model in one error, not one per run
+        return FAMILIES[key].to_config(graph)

@@ -1,7 +1,8 @@
 """A user-supplied mixer: ``custom(fn = "pkg.mod:factory")`` builds ``factory(hidden_size, **opts)``.
 
-The factory may be named by a ``"pkg.mod:attr"`` string (imported at build time) or, through the Python API,
-passed as a callable. Every other keyword option is handed to the factory unchanged. The returned module must
+The factory may be named by a ``"pkg.mod:attr"`` string (imported at build time, and only when the caller
+trusts the text: ``trust_custom=True`` / ``--trust-custom``, see :mod:`hybriddsl.trust`) or, through the Python
+API, passed as a callable. Every other keyword option is handed to the factory unchanged. The returned module must
 map ``[batch, seq, hidden] -> [batch, seq, hidden]``; :class:`Custom` checks that once at build time on a tiny
 input and raises :class:`~hybriddsl.errors.LoweringError` with a clear message (and a suggestion for a
 misspelt name) when the factory cannot be imported, fails, or returns something else.
@@ -16,7 +17,6 @@ by ``hidden`` values per token.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +25,7 @@ from torch import nn
 
 from hybriddsl.errors import LoweringError, suggest
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
-
-_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_FORMAT_HINT = 'write fn = "package.module:factory", e.g. fn = "mypkg.layers:make_block"'
+from hybriddsl.specs.custom import _FORMAT_HINT, _TARGET, SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
 def _show(fn: str | Callable[..., Any]) -> str:
@@ -164,36 +161,3 @@ class Custom(Mixer):
         if self._own_step:
             return super().state_bytes(seq_len, dtype_bytes)
         return seq_len * self.hidden * dtype_bytes
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """fn must be given, as a callable or a 'package.module:factory' string (imported only at build time)."""
-    fn = opts.get("fn")
-    if fn is None:
-        return 'custom needs fn = "package.module:factory"'
-    if not callable(fn) and not (isinstance(fn, str) and _TARGET.match(fn)):
-        return f"fn must look like 'package.module:factory', got {fn!r}"
-    return None
-
-
-SPEC = LayerSpec(
-    name="custom",
-    aliases=(),
-    letter="C",
-    summary="a user factory (hidden_size, **opts) -> nn.Module mapping [B, T, hidden] to itself",
-    factory=Custom,
-    options=(
-        Option(
-            "fn",
-            str,
-            None,
-            "factory as 'package.module:factory' (or a callable from Python)",
-            optional=True,
-            callable_ok=True,
-        ),
-    ),
-    open_options=True,
-    validate=validate,
-    color="#e0e0e0",
-    key_options=("fn",),
-)

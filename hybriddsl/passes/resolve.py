@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl import registry
+from hybriddsl import limits, registry
 from hybriddsl.errors import HybError, HybNameError, HybOptionError, Span, suggest
 from hybriddsl.ir import Graph, Op
 from hybriddsl.settings import MODEL_SETTINGS, model_setting
@@ -84,6 +84,8 @@ def resolve_layer(
             opts[name], where[name] = value, vspan
     for name, (value, vspan) in scoped.get(spec.name, {}).items():
         opts[name], where[name] = value, vspan
+    if node.get("name") == "*" and preset is None:  # Megatron's attention letter: its MLP is a letter of its own
+        preset = {"ffn": False}
     opts.update(preset or {})
     for name, val in node.get("written", {}).items():
         if spec.option(name) is None and spec.open_options:  # e.g. custom: the user's factory takes it
@@ -102,6 +104,11 @@ def resolve_layer(
         if msg:
             raise HybOptionError(f"{spec.name}: {msg}", where.get(o.name) or span)
         opts[o.name] = o.coerce(opts[o.name])
+    if isinstance(opts.get("experts"), int) and opts["experts"] > limits.current().max_experts:
+        lim = limits.current().max_experts
+        raise limits.exceeded(
+            "the number of experts", opts["experts"], "max_experts", lim, where.get("experts") or span
+        )
     if spec.name == "parallel":
         opts["branches"] = [
             [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden))) for b in branch]
