@@ -111,13 +111,14 @@ def selective_scan(
         return selective_scan_triton(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state
         )
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state)
+    if torch.compiler.is_compiling():  # a graph: T / 32 chunked steps trace smaller than T per-token ops
+        return selective_scan_chunked(*args)
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         # Inference (torch.no_grad() or no input needing a gradient): one in-place op per token, no graph.
         # Measured on 1 thread, batch 2, T 256, Dm 512, N 16: 4x faster than the chunked scan, 1.8x than the loop.
-        return selective_scan_inference(
-            u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state
-        )
+        return selective_scan_inference(*args)
     # Training on CPU: the in-place loop with its hand-written backward. Measured on 1 thread, fwd+bwd, T 256..2048,
     # Dm 512..2048, N 16: 4-5x faster than autograd through the chunked (log-depth) scan, 2-16x than the plain loop.
     return selective_scan_loop(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state)
