@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Timing, environment  # noqa: E402
 
-SUITES = ("selective_scan", "gla", "delta_rule", "linear_scan", "add_norm")
+SUITES = ("selective_scan", "gla", "ssd", "delta_rule", "linear_scan", "add_norm")
 OURS = "hybriddsl-triton"
 
 

@@ -19,9 +19,10 @@ state``, and ``G = groups`` B/C groups (head ``h`` reads group ``h // (H / G)``)
 Falcon-H1's ``mamba_norm_before_gate``) or ``off`` (``y ⊙ silu(z)``, no norm weight: Falcon-H1 without
 ``mamba_rms_norm``).
 
-The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through
-:func:`hybriddsl.kernels.gla.chunk_gla` with ``q = C``, ``k = B``, ``v = Δ x``, ``g`` ``[batch, T, H]`` and
-``scale = 1``; :meth:`Mamba2.step` through ``gla_step``, with the conv window and ``h`` (float32) as state.
+The recurrence is gated linear attention with a scalar decay per head, so the sequence runs through the SSD
+kernels :func:`hybriddsl.kernels.ssd.ssd` with ``q = C``, ``k = B`` (one per group, shared by its heads),
+``v = Δ x``, ``g`` ``[batch, T, H]`` and ``scale = 1``; :meth:`Mamba2.step` through ``ssd_step``, with the conv
+window and ``h`` (float32) as state.
 
 Initialization (mamba_ssm): ``A`` uniform in [1, 16] per head, ``A_log = log A``; ``b_dt`` the inverse
 softplus of a log-uniform ``Δ`` in [1e-3, 1e-1] (floored at 1e-4, as Mamba-1); ``D = 1``; norm weight 1; other
@@ -96,15 +97,13 @@ class Mamba2(Mixer):
         return zxbcdt.split([self.d_inner, self.conv_dim, self.heads], dim=-1)
 
     def _heads(self, xBC: torch.Tensor, dt: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """After the conv: xBC [..., conv_dim], δ [..., H] -> q = C, k = B [..., H, N], x [..., H, P], v = Δ x
-        [..., H, P] and g = Δ A [..., H] (float32)."""
+        """After the conv: xBC [..., conv_dim], δ [..., H] -> q = C, k = B [..., G, N] (one per group: the SSD
+        kernels share them between the group's heads), x [..., H, P], v = Δ x [..., H, P] and g = Δ A [..., H]
+        (float32)."""
         lead = xBC.shape[:-1]
         x, B, C = xBC.split([self.d_inner, self.groups * self.state, self.groups * self.state], dim=-1)
         x = x.reshape(*lead, self.heads, self.head_dim)
-        rep = self.heads // self.groups  # heads per B/C group: broadcast the group's B, C to its heads
-        B = B.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
-        C = C.reshape(*lead, self.groups, 1, self.state).expand(*lead, self.groups, rep, self.state)
-        B, C = B.reshape(*lead, self.heads, self.state), C.reshape(*lead, self.heads, self.state)
+        B, C = B.reshape(*lead, self.groups, self.state), C.reshape(*lead, self.groups, self.state)
         # Δ and the log-decay in float32: g is summed over time inside the kernel
         delta = F.softplus(wide(dt) + wide(self.dt_bias))
         if self.dt_min > 0 or self.dt_max is not None:  # mamba_ssm's dt_limit (Nemotron-H: (time_step_min, inf))
@@ -125,12 +124,12 @@ class Mamba2(Mixer):
         return self.out_proj(self.norm(y * F.silu(z)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from hybriddsl.kernels.gla import chunk_gla
+        from hybriddsl.kernels.ssd import ssd
 
         z, xBC, dt = self._split(self.in_proj(x))
         xBC = F.silu(self.conv1d(xBC))
         q, k, xh, v, g = self._heads(xBC, dt)
-        o, _ = chunk_gla(q, k, v, g, scale=1.0, chunk_size=self.chunk)
+        o, _ = ssd(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
@@ -147,13 +146,13 @@ class Mamba2(Mixer):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """One token x [batch, hidden] -> y [batch, hidden] and the advanced state.
 
-        The recurrence ``h = exp(g) h + k v^T``, ``o = h^T q`` (what ``gla_step`` computes) runs here in the
-        state's dtype, so a float64 model steps in float64 like its parallel form."""
+        The recurrence ``h = exp(g) h + k v^T``, ``o = h^T q`` runs in ``ssd_step`` (float32, float64 for a float64
+        model); the new state is stored in the state's own dtype (the model's, as Mamba-1 keeps it)."""
+        from hybriddsl.kernels.ssd import ssd_step
+
         z, xBC, dt = self._split(self.in_proj(x))
         xBC, conv = self.conv1d.step(xBC, state["conv"])
         q, k, xh, v, g = self._heads(F.silu(xBC), dt)
-        h0 = state["ssm"]
-        w = h0.dtype
-        h = torch.exp(g.to(w))[..., None, None] * h0 + k.to(w)[..., :, None] * v.to(w)[..., None, :]
-        o = torch.einsum("bhk,bhkv->bhv", q.to(w), h).to(x.dtype)
+        o, h = ssd_step(q, k, v, g, scale=1.0, state=state["ssm"])
+        h = h.to(state["ssm"].dtype)
         return self._finish(o, xh, z), {"conv": conv, "ssm": h}

@@ -7,7 +7,8 @@ Math (Yang et al. 2024, GLA; Peng et al. 2024, RWKV-6 "Eagle and Finch")::
     o_t = scale * (q_t^T S_{t-1} + ((q_t * u) . k_t) v_t)    (with the RWKV-6 bonus u)
 
 :func:`chunk_gla` runs the Triton kernels (``triton.py``) on CUDA and the blocked PyTorch path
-(``reference.py``) elsewhere, as chosen by :func:`hybriddsl.kernels.dispatch.use_triton`.
+(``reference.py``) elsewhere, as chosen by :func:`hybriddsl.kernels.dispatch.use_triton`; a scalar decay per
+head without ``u`` (simple GLA) goes to the SSD kernels, :func:`hybriddsl.kernels.ssd.ssd`.
 :func:`gla_step` advances one token (inference after a chunked prefill).
 """
 
@@ -81,6 +82,11 @@ def chunk_gla(
     if chunk_size not in (16, 32, 64):
         raise ValueError(f"chunk_gla: chunk_size must be 16, 32 or 64, got {chunk_size}")
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    if g.dim() == 3 and u is None:  # a scalar decay per head: the SSD kernels (one masked matmul per chunk)
+        from hybriddsl.kernels.ssd import ssd
+
+        o, state = ssd(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
+        return o.to(q.dtype), state
     if q.shape[1] > 0 and use_triton(q, k, v, g, u, initial_state, name="chunk_gla"):
         from hybriddsl.kernels.gla.triton import chunk_gla_triton
 

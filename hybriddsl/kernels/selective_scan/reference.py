@@ -14,6 +14,9 @@ Three functions:
   linear recurrence ``h_t = a_t h_{t-1} + x_t`` is solved by a log-depth (Hillis-Steele) scan over
   pairs (log a, x), so decays stay in log space and only ever multiply as ``exp(<= 0)``: no overflow,
   whatever dt and A are. Chunks are chained sequentially through their last state.
+- :func:`selective_scan_loop`: the CPU training path: one in-place op per token forward and backward, with a
+  hand-written backward (4-5x faster than autograd through the chunked scan, measured on 1 thread).
+- :func:`selective_scan_inference`: the CPU path when nothing needs a gradient: one in-place op per token.
 - :func:`selective_scan_step`: one token with an explicit state, for step-by-step inference.
 """
 
@@ -134,6 +137,146 @@ def selective_scan_chunked(
     if z is not None:
         y = y * F.silu(z.to(cdt))
     final = h if output_final_state else None
+    return y.to(u.dtype), final
+
+
+class _LoopScan(torch.autograd.Function):
+    """``h_t = exp(dt_t A) h_{t-1} + du_t B_t^T``, ``y_t = h_t C_t`` (dt, du: [b, T, Dm]; A: [Dm, N]; B, C:
+    [b, T, N]; h0: [b, Dm, N] or None) with a hand-written backward.
+
+    Forward: chunk by chunk, one in-place ``addcmul_`` per token (as :func:`selective_scan_inference`); only the
+    state at each chunk start is saved. Backward, chunks in reverse: the chunk's states are recomputed from its
+    saved start, ``G_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) G_{t+1}`` is one in-place op per token, and every
+    parameter gradient of the chunk is a handful of whole-chunk ops: ``dL/d(dt_t A) = G_t ∘ h_{t-1} ∘
+    exp(dt_t A)``, ``d du_t = G_t B_t``, ``dB_t = G_t^T du_t``, ``dC_t = h_t^T dy_t``.
+    """
+
+    @staticmethod
+    def forward(ctx, dt, du, A, B, C, h0, chunk: int):
+        b, T, Dm = dt.shape
+        h = h0.clone() if h0 is not None else dt.new_zeros(b, Dm, A.shape[1])
+        y = dt.new_empty(b, T, Dm)
+        starts = []
+        for c0 in range(0, T, chunk):
+            sl = slice(c0, min(c0 + chunk, T))
+            starts.append(h)
+            decay = torch.exp(dt[:, sl, :, None] * A)
+            hs = du[:, sl, :, None] * B[:, sl, None, :]
+            for t in range(hs.shape[1]):
+                hs[:, t].addcmul_(decay[:, t], h)
+                h = hs[:, t]
+            y[:, sl] = torch.matmul(hs, C[:, sl, :, None]).squeeze(-1)
+        ctx.save_for_backward(dt, du, A, B, C, torch.stack(starts) if starts else dt.new_zeros(0))
+        ctx.chunk, ctx.has_h0 = chunk, h0 is not None
+        return y, h.clone()
+
+    @staticmethod
+    def backward(ctx, dy, dhT):
+        dt, du, A, B, C, starts = ctx.saved_tensors
+        chunk = ctx.chunk
+        b, T, Dm = dt.shape
+        carry = dhT if dhT is not None else dt.new_zeros(b, Dm, A.shape[1])  # dL/dh at the chunk's end
+        dy = dy if dy is not None else torch.zeros_like(dt)
+        ddt, ddu, dB, dC = torch.empty_like(dt), torch.empty_like(du), torch.empty_like(B), torch.empty_like(C)
+        dA = torch.zeros_like(A)
+        for i, c0 in reversed(list(enumerate(range(0, T, chunk)))):
+            sl = slice(c0, min(c0 + chunk, T))
+            decay = torch.exp(dt[:, sl, :, None] * A)
+            hs = du[:, sl, :, None] * B[:, sl, None, :]
+            L = hs.shape[1]
+            h = starts[i]
+            for t in range(L):
+                hs[:, t].addcmul_(decay[:, t], h)
+                h = hs[:, t]
+            dC[:, sl] = torch.matmul(hs.transpose(-1, -2), dy[:, sl, :, None]).squeeze(-1)
+            gh = dy[:, sl, :, None] * C[:, sl, None, :]  # becomes G_t, token by token in reverse
+            gh[:, L - 1] += carry
+            for t in range(L - 2, -1, -1):
+                gh[:, t].addcmul_(decay[:, t + 1], gh[:, t + 1])
+            carry = decay[:, 0] * gh[:, 0]
+            g_log = gh * torch.cat([starts[i][:, None], hs[:, :-1]], 1) * decay  # dL/d(dt_t A)
+            ddt[:, sl] = (g_log * A).sum(-1)
+            dA += (g_log * dt[:, sl, :, None]).sum((0, 1))
+            ddu[:, sl] = torch.matmul(gh, B[:, sl, :, None]).squeeze(-1)
+            dB[:, sl] = torch.matmul(gh.transpose(-1, -2), du[:, sl, :, None]).squeeze(-1)
+        return ddt, ddu, dA, dB, dC, (carry if ctx.has_h0 else None), None
+
+
+def selective_scan_loop(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 16,
+) -> tuple[Tensor, Tensor | None]:
+    """The CPU training path (same arguments, shapes and results as :func:`naive_selective_scan`): the scan
+    itself is :class:`_LoopScan` (one in-place op per token forward and backward, a hand-written backward that
+    recomputes each chunk's states); the discretization, D skip and gate around it are differentiated by autograd.
+    """
+    cdt = compute_dtype(u)
+    dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)
+    uf = u.to(cdt)
+    h0 = initial_state.to(cdt) if initial_state is not None else None
+    Bf, Cf = B.to(cdt).contiguous(), C.to(cdt).contiguous()
+    y, h = _LoopScan.apply(dt.contiguous(), (dt * uf).contiguous(), A.to(cdt), Bf, Cf, h0, chunk_size)
+    if D is not None:
+        y = y + D.to(cdt) * uf
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    return y.to(u.dtype), (h if output_final_state else None)
+
+
+@torch.no_grad()
+def selective_scan_inference(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+    initial_state: Tensor | None = None,
+    output_final_state: bool = False,
+    chunk_size: int = 16,
+) -> tuple[Tensor, Tensor | None]:
+    """The CPU path without autograd (same arguments, shapes and results as :func:`naive_selective_scan`).
+
+    Per chunk of ``chunk_size`` tokens, ``exp(dt A)`` and ``(dt u) B^T`` are formed for the whole chunk in one
+    op each; then ONE in-place ``addcmul_`` per token turns the second into the states
+    (``h_t = exp(dt_t A) h_{t-1} + (dt_t u_t) B_t^T``), and one batched matmul reads every state of the chunk
+    with ``C``. A chunk's buffers ([b, chunk, Dm, N]) stay small enough for the cache. No graph is kept.
+    """
+    cdt = compute_dtype(u)
+    batch, T, Dm = u.shape
+    N = A.shape[1]
+    dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, T, Dm]
+    uf = u.to(cdt)
+    du = dt * uf
+    Af, Bf, Cf = A.to(cdt), B.to(cdt), C.to(cdt)
+    h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
+    y = uf.new_empty(batch, T, Dm)
+    for c0 in range(0, T, chunk_size):
+        sl = slice(c0, min(c0 + chunk_size, T))
+        decay = torch.exp(dt[:, sl, :, None] * Af)  # [b, L, Dm, N]
+        hs = du[:, sl, :, None] * Bf[:, sl, None, :]  # becomes the states, token by token
+        for t in range(hs.shape[1]):
+            hs[:, t].addcmul_(decay[:, t], h)
+            h = hs[:, t]
+        y[:, sl] = torch.matmul(hs, Cf[:, sl, :, None]).squeeze(-1)
+    if D is not None:
+        y = y + D.to(cdt) * uf
+    if z is not None:
+        y = y * F.silu(z.to(cdt))
+    final = h.clone() if output_final_state else None
     return y.to(u.dtype), final
 
 
