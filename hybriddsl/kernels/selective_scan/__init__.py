@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import check_device, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.selective_scan.reference import (
-    naive_selective_scan,
-    selective_scan_chunked,
+    selective_scan_naive,
+    selective_scan_torch,
 )
 from hybriddsl.kernels.selective_scan.reference import selective_scan_step as _step_reference
 
@@ -26,7 +27,7 @@ Tensor = torch.Tensor
 
 LOOP_ABOVE = 32768  # state elements (batch * Dm * N) from which the CPU path runs the plain loop over time
 
-__all__ = ["selective_scan", "selective_scan_step", "naive_selective_scan", "selective_scan_chunked"]
+__all__ = ["selective_scan", "selective_scan_step", "selective_scan_naive", "selective_scan_torch"]
 
 
 def _check_shape(name: str, t: Tensor | None, shape: tuple[int, ...]) -> None:
@@ -47,11 +48,7 @@ def _check_args(u: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ..
     """Every given tensor has its expected shape (all shapes first), then sits on u's device."""
     for name, (t, shape) in tensors.items():
         _check_shape(name, t, shape)
-    for name, (t, _) in tensors.items():
-        if t is not None and t.device != u.device:
-            raise ValueError(
-                f"selective_scan: {name} is on {t.device} but u is on {u.device} (all inputs must be on one device)"
-            )
+    check_device("selective_scan", {"u": u} | {name: t for name, (t, _) in tensors.items()})
 
 
 def selective_scan(
@@ -98,6 +95,9 @@ def selective_scan(
             "initial_state": (initial_state, (batch, Dm, N)),
         },
     )
+    check_device("selective_scan", {"u": u, "A": A})
+    if T == 0:
+        return empty_scan((batch, 0, Dm), u, initial_state, (batch, Dm, N), output_final_state)
     if use_triton(u, delta, A, B, C, D, z, delta_bias, initial_state, name="selective_scan"):
         from hybriddsl.kernels.selective_scan.triton import selective_scan_triton
 
@@ -107,7 +107,7 @@ def selective_scan(
     # CPU: the chunked scan does ~6x the memory traffic of the plain loop but has T/32 Python steps, so it wins
     # only while one step's state is small. Measured on 2 cores (fwd+bwd): state 8K elements, T=2048: chunked
     # 2.7x faster; 64K: loop 2x faster; 512K (batch 64): loop 13x faster.
-    scan = naive_selective_scan if batch * Dm * N >= LOOP_ABOVE else selective_scan_chunked
+    scan = selective_scan_naive if batch * Dm * N >= LOOP_ABOVE else selective_scan_torch
     return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state)
 
 

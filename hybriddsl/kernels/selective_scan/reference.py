@@ -9,8 +9,8 @@ Math (mamba_ssm's ``selective_scan_ref`` defines it; channels-last layout here):
 
 Three functions:
 
-- :func:`naive_selective_scan`: the readable definition, a float32 Python loop over time.
-- :func:`selective_scan_chunked`: the fast CPU path. Time is cut into chunks; inside a chunk the
+- :func:`selective_scan_naive`: the readable definition, a float32 Python loop over time.
+- :func:`selective_scan_torch`: the fast CPU path. Time is cut into chunks; inside a chunk the
   linear recurrence ``h_t = a_t h_{t-1} + x_t`` is solved by a log-depth (Hillis-Steele) scan over
   pairs (log a, x), so decays stay in log space and only ever multiply as ``exp(<= 0)``: no overflow,
   whatever dt and A are. Chunks are chained sequentially through their last state.
@@ -36,7 +36,7 @@ def _discretize_dt(delta: Tensor, delta_bias: Tensor | None, delta_softplus: boo
     return dt
 
 
-def naive_selective_scan(
+def selective_scan_naive(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -96,7 +96,7 @@ def _scan_chunk(log_a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
     return x + torch.exp(log_a) * h0[:, None]
 
 
-def selective_scan_chunked(
+def selective_scan_torch(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -111,7 +111,7 @@ def selective_scan_chunked(
     chunk_size: int = 32,
 ) -> tuple[Tensor, Tensor | None]:
     """Fast PyTorch path (differentiable by autograd); same arguments and shapes as
-    :func:`naive_selective_scan`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
+    :func:`selective_scan_naive`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
     cdt = compute_dtype(u)
     batch, T, Dm = u.shape
     N = A.shape[1]
@@ -161,3 +161,7 @@ def selective_scan_step(
     if z is not None:
         y = y * F.silu(z.to(cdt))
     return y.to(u.dtype), new_state
+
+
+# Names before the <family>_naive / <family>_torch scheme (issue 13), kept for callers on other branches.
+naive_selective_scan, selective_scan_chunked = selective_scan_naive, selective_scan_torch

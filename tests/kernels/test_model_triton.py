@@ -1,0 +1,61 @@
+"""A whole model mixing every recurrent kind, run on the Triton kernels (the CPU interpreter here, float32: its
+bf16 tl.dot is wrong, see tests/kernels/test_gla.py) against the same model on the PyTorch paths: outputs,
+every parameter's gradient under a random cotangent, and token-by-token steps after a Triton prefill."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hybriddsl.api import parse_and_build
+from hybriddsl.kernels import backend
+from hybriddsl.kernels.testing import assert_close, rel_rmse
+
+# mamba (selective scan), mamba2 and RWKV-6 and GLA (chunked GLA), DeltaNet and Gated DeltaNet (delta rule),
+# Griffin (linear scan), with the fused residual add + norm between blocks (add_norm). chunk = 16 makes T = 37
+# cross three chunks.
+SRC = (
+    "M(state=4) M2(state=8, head_dim=8, chunk=16) GLA(heads=2, chunk=16) R(head_size=16, chunk=16) "
+    "D(heads=2, chunk=16) GD(heads=2, chunk=16) L"
+)
+T = 37
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = parse_and_build(SRC, hidden=32, dropout=0.0)
+    for p in m.parameters():  # away from the initialization's zeros and ones, so every path carries signal
+        p.data.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def _run(model, x, path):
+    model.zero_grad()
+    with backend(path):
+        y = model(x)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    (y * w).sum().backward()
+    return y.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_forward_and_gradients_match_the_pytorch_paths(model):
+    x = torch.randn(2, T, 32, generator=torch.Generator().manual_seed(2))
+    y_ref, g_ref = _run(model, x, "reference")
+    y, g = _run(model, x, "triton")
+    assert_close("y", y_ref, y, 1e-4)
+    assert g.keys() == g_ref.keys() and len(g) > 20
+    worst = max(rel_rmse(g_ref[n], g[n]) for n in g_ref if g_ref[n].abs().sum() > 0)
+    assert worst <= 2e-3, {n: f"{rel_rmse(g_ref[n], g[n]):.1e}" for n in g_ref}
+
+
+def test_steps_continue_a_triton_prefill(model):
+    x = torch.randn(1, T, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), backend("triton"):
+        y_full = model(x)
+        state = model.init_state(1)
+        outs = []
+        for t in range(T):
+            y_t, state = model.step(x[:, t], state)
+            outs.append(y_t)
+    assert_close("steps", y_full, torch.stack(outs, 1), 1e-4)
