@@ -84,3 +84,25 @@ def test_small_shared_memory_gets_smaller_tiles(compiled):
         small = max(r["shared"] for r in by[("sm_89", kernel)])
         assert big > fake_gpu.GPUS["sm_89"].max_shared_mem, (kernel, big)
         assert small <= fake_gpu.GPUS["sm_89"].max_shared_mem, (kernel, small)
+
+
+def test_launch_fitting_falls_back_and_remembers():
+    from triton.runtime.errors import OutOfResources
+
+    from hybriddsl.kernels.device import launch_fitting
+
+    calls = []
+
+    def launch(cfg):
+        calls.append(cfg["BV"])
+        if cfg["BV"] > 32:
+            raise OutOfResources(200_000, 101_376, "shared memory")
+
+    configs = [{"BV": 128}, {"BV": 64}, {"BV": 32}, {"BV": 16}]
+    assert launch_fitting("test.kernel", (1,), configs, launch) == {"BV": 32}
+    assert calls == [128, 64, 32]
+    calls.clear()
+    assert launch_fitting("test.kernel", (1,), configs, launch) == {"BV": 32}
+    assert calls == [32]  # the first fit is remembered: no failed attempt again
+    with pytest.raises(OutOfResources):
+        launch_fitting("test.other", (1,), configs[:2], launch)
