@@ -1,9 +1,12 @@
-"""Every Triton kernel, forward and backward, compiled for real GPUs (sm_90, sm_80, sm_89) without one.
+"""Every Triton kernel, forward and backward, compiled for real GPUs (sm_90 and sm_89 here; sm_80 too in the
+full matrix, ``python -m benchmarks.gpu_compile``) without one.
 
 The compile runs in its own process (``python -m benchmarks.gpu_compile --ci``): Triton must be imported without
 ``TRITON_INTERPRET``, which this test session sets. It fails on any compile error, and on a kernel whose shared
 memory or threads the target could not launch (Triton's own ``OutOfResources`` check, with the target's limits).
-Deselect with ``-m "not gpu_compile"``; it takes ~2 minutes of CPU on a fresh Triton cache.
+Deselect with ``-m "not gpu_compile"``. Cost on a fresh Triton cache: ~230 CPU-seconds over two processes (measured
+2026-12-02: delta rule 36 + 86, GLA 34 + 30, linear scan 10 + 11, add_norm 5 + 5, selective scan 5 + 5 CPU-s for
+sm_90 + sm_89), i.e. about 2 minutes on the 2-core CI machine; a warm cache (~/.triton/cache) makes it seconds.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def test_every_kernel_compiles_and_fits(compiled):
 
 
 @pytest.mark.gpu_compile
-@pytest.mark.parametrize("target", gpu_compile.TARGETS)
+@pytest.mark.parametrize("target", gpu_compile.CI_TARGETS)
 def test_forward_and_backward_compile_for_each_target(compiled, target):
     """Each family's forward and backward kernels reached the compiler for each target (a launcher that raised
     before its backward, or a family skipped, leaves no backward binary)."""
