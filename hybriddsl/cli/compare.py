@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl.cli.common import overrides
+from hybriddsl.cli.common import overrides, require
 from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
 from hybriddsl.errors import HybOptionError, Span
 
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_output(args.output, (".csv", ".json"))
     png = check_output(args.plot, (".png",))
+    if png is not None:  # before any training, not after it
+        require("matplotlib", "--plot", "pip install 'hybriddsl[plot]' (or pip install matplotlib)")
     lengths = parse_lengths(args.seq_lens)
     tasks = {n: make_task_from(args, n) for n in lengths}  # every bad task option before any training
     cfg = config_from(args)
