@@ -72,7 +72,8 @@ def sliding_window_attention(
         if dropout_p:
             raise ValueError("sliding_window_attention: flex_attention has no dropout; use impl='chunked'")
         eager, make_mask = _flex()
-        flex = _compiled_flex() if q.is_cuda else eager
+        # inside torch.compile, dynamo compiles flex_attention itself: no nested torch.compile
+        flex = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else eager
         return flex(q, k, v, block_mask=_block_mask(make_mask, window, t, str(q.device)), enable_gqa=enable_gqa)
     c = block_size(window)
     pos = torch.arange(t, device=q.device)
