@@ -41,7 +41,7 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 def test_flex_path_matches_the_dense_mask(case):
     """On a GPU: compiled flex_attention, forward and backward in float32. On CPU flex_attention runs eagerly (the
     block mask's logic is the same) and has no backward, so only outputs are compared there."""
-    tol = 1e-12 if DEV == "cpu" else 2e-5
+    tol = 1e-12 if DEV == "cpu" else 2e-3  # compiled flex may multiply float32 in tf32 (10-bit mantissa) on a GPU
     _compare(case, "flex", DEV, torch.float64 if DEV == "cpu" else torch.float32, tol, grads=DEV == "cuda")
 
 
