@@ -1,48 +1,73 @@
 #!/usr/bin/env bash
-# Everything still owed to a GPU (issues 5 and 7), in ONE call of the device tool, so that a task that draws a
-# GPU spends its 15 minutes of device time measuring, not setting up. Not run yet: no GPU has been lent so far.
+# Everything owed to a GPU (issues 5, 7 and 16), in ONE call of the device tool, so that a task that draws a GPU
+# spends its device time measuring, not setting up. Not run yet: no GPU has been lent so far.
 #
 # Here, on a machine with a package index (the GPU machines have none; DESIGN §8 lists what they lack):
-#     pip download --no-deps -d wheels lark graphviz fla-core flash-linear-attention     # wheels/ is git-ignored
+#     bash benchmarks/fetch_wheels.sh        # lark, graphviz, fla-core, flash-linear-attention, transformers -> wheels/
 # Then the device tool, from the repository root:
 #     run(command="bash benchmarks/gpu_session.sh", carry=["wheels"], timeout_s=600)
+# Check the plumbing without a GPU (every step printed with its limit, nothing run):
+#     DRY=1 bash benchmarks/gpu_session.sh
 #
-# Logs go under $OUT (what comes back), one file per step, plus summary.txt with each step's exit status and
-# time. Every step has its own limit, so one slow step cannot eat the others' time.
+# Logs go under $OUT (what comes back: at most 8 files), one file per step plus summary.txt with each step's exit
+# status and time. Every step has its own limit, and the whole run stops starting steps BUDGET seconds (default
+# 570) after it began, so it ends inside the device tool's 10-minute command limit; the most wanted results come
+# first (correctness on the GPU, then the kernel table, then the model's tokens/s).
 set -u
 out=${OUT:-out}
 mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # no install step: the GPU machine cannot fetch build deps
 export FLA_DISABLE_BACKEND_DISPATCH=1              # time fla's own kernels (DESIGN §8)
+export PYTHONUNBUFFERED=1
+dry=${DRY:-0}
+budget=${BUDGET:-570}
+t0=$(date +%s)
 
-step() {  # step NAME SECONDS COMMAND...: run with a time limit, log to $out/NAME.txt
-    local name=$1 limit=$2 start rc
+step() {  # step NAME SECONDS COMMAND...: run with a time limit (cut to what the budget has left), log to $out/NAME.log
+    local name=$1 limit=$2 start rc left
     shift 2
+    left=$((budget - ($(date +%s) - t0)))
+    if [ "$left" -lt 15 ]; then
+        echo "$name: skipped (budget spent)" | tee -a "$out/summary.txt"
+        return
+    fi
+    [ "$limit" -gt "$left" ] && limit=$left
+    if [ "$dry" = 1 ]; then  # pretend the step used its whole limit: shows what the worst case still reaches
+        echo "$name (limit $limit s): $*" | tee -a "$out/summary.txt"
+        t0=$((t0 - limit))
+        return
+    fi
     start=$(date +%s)
-    timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+    timeout "$limit" "$@" >>"$out/$name.log" 2>&1
     rc=$?
     echo "$name: exit $rc after $(($(date +%s) - start)) s (limit $limit s)" | tee -a "$out/summary.txt"
-    tail -n 4 "$out/$name.txt"
+    tail -n 3 "$out/$name.log"
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
-    >"$out/device.txt" 2>&1
-cat "$out/device.txt"
+    >"$out/summary.txt" 2>&1
+cat "$out/summary.txt"
 if ls wheels/*.whl >/dev/null 2>&1; then
-    step wheels 60 pip install --no-deps --no-index wheels/*.whl
+    step setup 40 pip install --no-deps --no-index wheels/*.whl
 fi
+py() { python -m pytest -q -x -p no:cacheprovider "$@"; }
 
-# correctness at real compilation: every kernel family fwd+bwd vs its float32 reference (Hopper miscompile check)
-step test-kernels 140 python -m pytest -q -x -p no:cacheprovider tests/kernels
-# streaming on CUDA: the CUDA-graph stream == the parallel forward, memory flat over 200 frames
-step test-cuda-graph 45 python -m pytest -q -p no:cacheprovider tests/test_streaming.py -k cuda_graph
-# kernel speed vs fla / SDPA / eager (mamba_ssm needs a ~400 s build: a session of its own)
-step bench-kernels 150 python benchmarks/kernels.py --md "$out/kernels.md"
-# whole model, 24-layer Jamba-like, bf16: Triton kernels vs the PyTorch reference path
+# 1. correctness at real compilation, bf16 included: every kernel family fwd+bwd vs its float32 reference (the
+#    Hopper miscompile check), the kernel contract, and a whole model mixing every recurrent kind on CUDA:
+#    forward, gradients, steps, stream and CUDA-graph stream (tests/kernels/test_model_triton.py)
+step tests 130 py tests/kernels
+step tests 90 py tests/layers
+step tests 30 py tests/test_streaming.py -k "cuda_graph or cuda"
+# 2. one-GPU NCCL: DDP and FSDP2 around the mixed model, gradients equal the unwrapped model's
+step ddp 40 python -m benchmarks.ddp_smoke
+# 3. kernel speed vs fla / SDPA / eager (mamba_ssm needs a ~400 s build: a session of its own)
+step kernels 130 python benchmarks/kernels.py --md "$out/kernels.md"
+# 4. whole model, 24-layer Jamba-like, bf16: tokens/s on the Triton kernels vs the PyTorch reference path
 for k in triton reference; do
-    step "bench-jamba-$k" 40 python -m hybriddsl.cli bench benchmarks/jamba_24l.hyb --batch 8 --seq 2048 \
+    step jamba 35 python -m hybriddsl.cli bench benchmarks/jamba_24l.hyb --batch 8 --seq 2048 \
         --dtype bfloat16 --device cuda --kernels "$k"
 done
-# streaming latency: eager, AOTInductor and CUDA-graph streams, batch 1 and 64
-step bench-streaming 90 python -m benchmarks.streaming --device cuda --threads 1 --compile aot --frames 2000
+# 5. sliding-window attention: the fast paths vs the dense mask (T = 2048 .. 16384)
+step attention 40 python -m benchmarks.attention --device cuda
+echo "total: $(($(date +%s) - t0)) s of budget $budget s" | tee -a "$out/summary.txt"

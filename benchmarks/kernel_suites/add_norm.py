@@ -12,7 +12,7 @@ import torch
 
 from benchmarks.common import Timing, bench_ms, fwd_and_fwdbwd
 from hybriddsl.kernels import backend
-from hybriddsl.kernels.add_norm import add_norm, add_norm_reference
+from hybriddsl.kernels.add_norm import add_norm, add_norm_torch
 
 SUITE = "add_norm"
 
@@ -69,7 +69,7 @@ def _case(device: str, quick: bool, norm: str) -> list[Timing]:
     add("eager (x+res, F.norm)", eager)
     add(
         "eager-ours (CPU path, fp32 norm)",
-        lambda *a: add_norm_reference(*a[:3], a[3] if len(a) > 3 else None, eps, norm),
+        lambda *a: add_norm_torch(*a[:3], a[3] if len(a) > 3 else None, eps, norm),
     )
     if not quick:
         add("torch.compile(eager)", torch.compile(eager))

@@ -14,7 +14,7 @@ import torch
 
 from benchmarks.common import Timing, fwd_and_fwdbwd
 from hybriddsl.kernels import backend
-from hybriddsl.kernels.delta_rule import chunk_delta_rule, chunked_delta_rule
+from hybriddsl.kernels.delta_rule import chunk_delta_rule, delta_rule_torch
 
 SUITE = "delta_rule"
 
@@ -61,7 +61,7 @@ def run(device: str, quick: bool) -> list[Timing]:
         else:
             out.append(Timing(SUITE, case, "hybriddsl-triton", None, None, "needs CUDA"))
 
-        add("eager-chunked (ours, CPU path)", lambda q, k, v, beta, g=None: chunked_delta_rule(q, k, v, beta, g))
+        add("eager-chunked (ours, CPU path)", lambda q, k, v, beta, g=None: delta_rule_torch(q, k, v, beta, g))
 
         os.environ.setdefault("FLA_DISABLE_BACKEND_DISPATCH", "1")
         try:

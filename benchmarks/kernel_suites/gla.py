@@ -1,7 +1,7 @@
 """Benchmark suite: chunked gated linear attention, B=8, T=2048, H=16, K=V=128, bf16.
 
 Three variants: per-key decay (GLA), scalar decay per head (Mamba-2/SSD) and the RWKV-6 bonus ``u``.
-Compared: our Triton op, our eager PyTorch path (``chunk_gla_torch``, the CPU path), and
+Compared: our Triton op, our eager PyTorch path (``gla_torch``, the CPU path), and
 flash-linear-attention (``fla.ops.gla.chunk_gla``, ``fla.ops.simple_gla.chunk_simple_gla``,
 ``fla.ops.rwkv6.chunk_rwkv6``) with ``FLA_DISABLE_BACKEND_DISPATCH=1``. fla's chunk_simple_gla refuses
 Hopper with Triton 3.4 - 3.7.0 (DESIGN.md section 8); that shows up as a "failed" note.
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import Timing, fwd_and_fwdbwd
 from hybriddsl.kernels import backend
-from hybriddsl.kernels.gla import chunk_gla, chunk_gla_torch
+from hybriddsl.kernels.gla import chunk_gla, gla_torch
 
 SUITE = "gla"
 
@@ -67,7 +67,7 @@ def _case(device: str, quick: bool, variant: str) -> list[Timing]:
         add("hybriddsl-triton", ours)
     else:
         out.append(Timing(SUITE, case, "hybriddsl-triton", None, None, "needs CUDA"))
-    add("eager-ours (chunk_gla_torch)", lambda *a: chunk_gla_torch(*a)[0])
+    add("eager-ours (gla_torch)", lambda *a: gla_torch(*a)[0])
 
     try:
         fla_fn = _fla(variant)

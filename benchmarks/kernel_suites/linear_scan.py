@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import Timing, bench_ms, fwd_and_fwdbwd
 from hybriddsl.kernels import backend
-from hybriddsl.kernels.linear_scan import chunked_linear_scan, linear_scan, naive_linear_scan
+from hybriddsl.kernels.linear_scan import linear_scan, linear_scan_naive, linear_scan_torch
 
 SUITE = "linear_scan"
 
@@ -61,10 +61,10 @@ def run(device: str, quick: bool) -> list[Timing]:
     else:
         out.append(Timing(SUITE, case, "hybriddsl-triton", None, None, "needs CUDA"))
 
-    add("eager-chunked (ours, CPU path)", chunked_linear_scan, [a, b])
-    add("eager-loop", naive_linear_scan, [a, b], "float32 loop over time")
+    add("eager-chunked (ours, CPU path)", linear_scan_torch, [a, b])
+    add("eager-loop", linear_scan_naive, [a, b], "float32 loop over time")
     if not quick:
-        add("torch.compile(chunked)", torch.compile(chunked_linear_scan), [a, b])
+        add("torch.compile(chunked)", torch.compile(linear_scan_torch), [a, b])
 
     try:
         from fla.ops.hgrn import chunk_hgrn, fused_recurrent_hgrn

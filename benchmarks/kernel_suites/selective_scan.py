@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import Timing, fwd_and_fwdbwd
-from hybriddsl.kernels.selective_scan.reference import selective_scan_chunked
+from hybriddsl.kernels.selective_scan.reference import selective_scan_torch
 
 SUITE = "selective_scan"
 
@@ -63,7 +63,7 @@ def run(device: str, quick: bool) -> list[Timing]:
 
     # ours, eager chunked PyTorch path
     def eager(u, delta, A, B, C, D, z, bias):
-        return selective_scan_chunked(u, delta, A, B, C, D, z, bias, True)
+        return selective_scan_torch(u, delta, A, B, C, D, z, bias, True)
 
     out.append(_measure("eager", case, eager, inputs, quick))
 

@@ -2,7 +2,8 @@
 
 ``auto`` (the default) runs Triton for CUDA tensors when Triton imports, else the reference.
 ``triton`` forces Triton (on CPU tensors this needs ``TRITON_INTERPRET=1``, set before Triton is
-imported: that is how the kernels are tested without a GPU). ``reference`` forces PyTorch.
+imported: that is how the kernels are tested without a GPU; or :func:`compile_only`, under which
+Triton compiles for a stand-in GPU and launches nothing). ``reference`` forces PyTorch.
 The environment variable ``HYBDSL_KERNELS`` sets the starting value.
 """
 
@@ -68,6 +69,21 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+_compile_only = False
+
+
+@contextlib.contextmanager
+def compile_only() -> Iterator[None]:
+    """Let forced Triton calls take CPU tensors without the interpreter: for a driver that compiles for a GPU
+    it does not have and launches nothing (benchmarks/fake_gpu.py). Outputs are then uninitialized."""
+    global _compile_only
+    old, _compile_only = _compile_only, True
+    try:
+        yield
+    finally:
+        _compile_only = old
+
+
 _warned: set[str] = set()
 
 
@@ -80,7 +96,7 @@ def use_triton(*tensors: torch.Tensor | None, name: str = "kernel") -> bool:
     if choice == "triton":
         if not triton_available():
             raise RuntimeError(f"{name}: the Triton backend was forced but triton is not installed")
-        if not on_cuda and not interpreting():
+        if not on_cuda and not interpreting() and not _compile_only:
             raise RuntimeError(f"{name}: Triton on CPU tensors needs TRITON_INTERPRET=1 set before import")
         return True
     if on_cuda and not triton_available():

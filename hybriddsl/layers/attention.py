@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.layers import window_attention
 from hybriddsl.layers.base import Mixer, State
 from hybriddsl.specs.attention import SPEC, attention_flops, keys_per_query, validate  # noqa: F401 (the kind's spec, torch-free)
 
@@ -189,6 +190,10 @@ class Attention(Mixer):
         if self.chunk is None or self.chunk >= t:
             if self.causal and (self.window is None or self.window >= t):
                 o = self._sdpa(q, k, v, None, is_causal=True)  # lets SDPA pick its fused causal kernel
+            elif self.window is not None:  # never a dense [T, T] mask: layers/window_attention.py
+                p = self.dropout if self.training else 0.0
+                gqa = self.kv_heads != self.heads
+                o = window_attention.sliding_window_attention(q, k, v, self.window, window_attention.IMPL, p, gqa)
             else:
                 o = self._sdpa(q, k, v, attention_mask(pos, pos, self.causal, self.window))
         else:

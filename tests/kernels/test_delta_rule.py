@@ -8,9 +8,9 @@ import torch
 from hybriddsl.kernels import backend
 from hybriddsl.kernels.delta_rule import (
     chunk_delta_rule,
-    chunked_delta_rule,
+    delta_rule_naive,
     delta_rule_step,
-    naive_delta_rule,
+    delta_rule_torch,
 )
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from tests.kernels.helpers import DTYPES, grads_of, leaf_copies, random_loss
@@ -38,9 +38,9 @@ def _inputs(bsz, t, h, dk, dv, dtype=torch.float32, seed=0, gated=True, decay=0.
 def test_chunked_matches_naive(t: int, gated: bool, with_h0: bool) -> None:
     q, k, v, beta, g, h0 = _inputs(2, t, 2, 16, 8, seed=t, gated=gated)
     h0 = h0 if with_h0 else None
-    ref_o, ref_s = naive_delta_rule(q, k, v, beta, g, initial_state=h0)
+    ref_o, ref_s = delta_rule_naive(q, k, v, beta, g, initial_state=h0)
     for chunk in (64, 16):
-        o, s = chunked_delta_rule(q, k, v, beta, g, initial_state=h0, chunk_size=chunk)
+        o, s = delta_rule_torch(q, k, v, beta, g, initial_state=h0, chunk_size=chunk)
         assert (o - ref_o).abs().max() <= 1e-4
         assert (s - ref_s).abs().max() <= 1e-4
 
@@ -59,7 +59,7 @@ def test_scale_and_beta_one_overwrites_memory() -> None:
 @pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
 def test_step_matches_naive_and_continues_prefill(gated: bool) -> None:
     q, k, v, beta, g, h0 = _inputs(2, 40, 3, 8, 6, seed=1, gated=gated)
-    ref_o, ref_s = naive_delta_rule(q, k, v, beta, g, initial_state=h0)
+    ref_o, ref_s = delta_rule_naive(q, k, v, beta, g, initial_state=h0)
     # prefill the first 25 steps with the public function, then go on one token at a time
     gp = None if g is None else g[:, :25]
     o, state = chunk_delta_rule(
@@ -77,7 +77,7 @@ def test_step_matches_naive_and_continues_prefill(gated: bool) -> None:
 
 def test_step_from_zero_state() -> None:
     q, k, v, beta, g, _ = _inputs(2, 3, 2, 4, 3, seed=5)
-    ref_o, _ = naive_delta_rule(q, k, v, beta, g)
+    ref_o, _ = delta_rule_naive(q, k, v, beta, g)
     state = None
     for t in range(3):
         o_t, state = delta_rule_step(q[:, t], k[:, t], v[:, t], beta[:, t], g[:, t], state=state)
@@ -90,7 +90,7 @@ def test_chunked_gradcheck_float64(gated: bool) -> None:
     leaves = [x.double().requires_grad_() for x in (q, k, v, beta, h0) + ((g,) if gated else ())]
 
     def fn(q, k, v, beta, h0, g=None):
-        return chunked_delta_rule(q, k, v, beta, g, scale=0.7, initial_state=h0, chunk_size=4)
+        return delta_rule_torch(q, k, v, beta, g, scale=0.7, initial_state=h0, chunk_size=4)
 
     assert torch.autograd.gradcheck(fn, leaves)
 
@@ -99,17 +99,20 @@ def test_auto_backend_on_cpu_is_reference() -> None:
     q, k, v, beta, g, h0 = _inputs(1, 9, 2, 8, 4)
     o, ht = chunk_delta_rule(q, k, v, beta, g, initial_state=h0)
     assert ht is None
-    assert (o - naive_delta_rule(q, k, v, beta, g, initial_state=h0)[0]).abs().max() <= 1e-5
+    assert (o - delta_rule_naive(q, k, v, beta, g, initial_state=h0)[0]).abs().max() <= 1e-5
 
 
+# 16-bit cases are fp16, never bf16: Triton 3.9's CPU interpreter computes bf16 tl.dot wrongly (relative errors
+# ~1e10 where fp16 and fp32 agree), so a bf16 result there is no evidence about the GPU (bf16 runs on a GPU:
+# benchmarks/gpu_session.sh runs this file there).
 CASES = [
     # (B, T, H, K, V, dtype, gated, initial state, chunk size)
     (2, 37, 1, 16, 32, "fp32", True, True, 16),  # T not a multiple of the chunk, three chunks
     (1, 37, 2, 16, 32, "fp32", False, False, 16),
     (1, 1, 1, 16, 16, "fp32", True, True, 64),  # T = 1, batch 1
     (1, 70, 1, 32, 24, "fp32", True, True, 64),  # default chunk size; V not a power of two
-    (1, 40, 2, 32, 16, "bf16", True, True, 32),
-    (2, 33, 1, 64, 16, "bf16", False, False, 64),  # a second head dim
+    (1, 40, 2, 32, 16, "fp16", True, True, 32),
+    (2, 33, 1, 64, 16, "fp16", False, False, 64),  # a second head dim
     (1, 20, 1, 16, 80, "fp16", True, False, 16),  # several value blocks
 ]
 
@@ -139,7 +142,7 @@ def test_triton_matches_naive(bsz, t, h, dk, dv, dt, gated, with_h0, chunk) -> N
 
     # the reference sees the same (rounded) inputs, upcast to float32
     ref_o, ref_s, ref_grads = run(
-        lambda q, k, v, b, g, h0: naive_delta_rule(q, k, v, b, g, 0.5, h0),
+        lambda q, k, v, b, g, h0: delta_rule_naive(q, k, v, b, g, 0.5, h0),
         *map(up, (q, k, v, beta, g, h0)),
     )
     with backend("triton"):
@@ -165,7 +168,7 @@ def test_triton_only_output_used() -> None:
         o, _ = chunk_delta_rule(*leaves[:5], initial_state=leaves[5], chunk_size=16)
     grads = torch.autograd.grad(o.sum(), leaves)
     ref_leaves = [x.clone().requires_grad_() for x in (q, k, v, beta, g, h0)]
-    ref_o, _ = naive_delta_rule(*ref_leaves[:5], initial_state=ref_leaves[5])
+    ref_o, _ = delta_rule_naive(*ref_leaves[:5], initial_state=ref_leaves[5])
     ref_grads = torch.autograd.grad(ref_o.sum(), ref_leaves)
     assert_close("o", ref_o, o, 1e-4)
     for name, r, got in zip(["dq", "dk", "dv", "dbeta", "dg", "dh0"], ref_grads, grads):
@@ -179,18 +182,19 @@ def test_bf16_long_sequence_finite() -> None:
     assert torch.isfinite(o).all() and torch.isfinite(s).all()
     # the state forgets the far past: the last 3000 steps from zeros give the same tail
     tail = slice(16384 - 3000, None)
-    ref_o, _ = naive_delta_rule(q[:, tail], k[:, tail], v[:, tail], beta[:, tail], g[:, tail])
+    ref_o, _ = delta_rule_naive(q[:, tail], k[:, tail], v[:, tail], beta[:, tail], g[:, tail])
     assert_close("tail", ref_o[:, -200:], o[:, -200:].float(), 2e-2)
 
 
-def test_triton_bf16_long_sequence_finite() -> None:
-    q, k, v, beta, g, h0 = _inputs(1, 2048, 1, 16, 16, torch.bfloat16, seed=4, decay=0.02)
+def test_triton_fp16_long_sequence_finite() -> None:
+    # fp16, not bf16: see CASES (the interpreter's bf16 tl.dot defect)
+    q, k, v, beta, g, h0 = _inputs(1, 2048, 1, 16, 16, torch.float16, seed=4, decay=0.02)
     with backend("triton"):
         o, s = chunk_delta_rule(q, k, v, beta, g, initial_state=h0, output_final_state=True)
     assert torch.isfinite(o).all() and torch.isfinite(s).all()
-    ref_o, ref_s = chunked_delta_rule(q.float(), k.float(), v.float(), beta.float(), g.float(), initial_state=h0)
-    assert_close("o", ref_o, o, TOLERANCE[torch.bfloat16]["out"])
-    assert_close("final_state", ref_s, s, TOLERANCE[torch.bfloat16]["out"])
+    ref_o, ref_s = delta_rule_torch(q.float(), k.float(), v.float(), beta.float(), g.float(), initial_state=h0)
+    assert_close("o", ref_o, o, TOLERANCE[torch.float16]["out"])
+    assert_close("final_state", ref_s, s, TOLERANCE[torch.float16]["out"])
 
 
 def test_opcheck_custom_op() -> None:
@@ -219,10 +223,8 @@ def _bad(**over):
         (dict(beta=torch.rand(2, 3)), "beta must be"),
         (dict(g=torch.rand(2, 3, 1)), "g must be"),
         (dict(initial_state=torch.randn(2, 2, 5, 4)), "initial_state"),
-        (dict(q=torch.randn(2, 0, 2, 4), k=torch.randn(2, 0, 2, 4), v=torch.randn(2, 0, 2, 5),
-              beta=torch.rand(2, 0, 2), g=None), "empty"),
     ],
-    ids=["rank", "k", "v", "beta", "g", "state", "empty"],
+    ids=["rank", "k", "v", "beta", "g", "state"],
 )  # fmt: skip
 def test_bad_arguments(over, msg) -> None:
     with pytest.raises(ValueError, match=msg):

@@ -1,5 +1,5 @@
 """Chunked gated linear attention: Triton (interpreter on CPU) and the blocked PyTorch path against the
-float32 loop-over-time definition ``naive_gla`` (outputs, final state, every gradient)."""
+float32 loop-over-time definition ``gla_naive`` (outputs, final state, every gradient)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl.kernels.dispatch import backend
-from hybriddsl.kernels.gla import chunk_gla, chunk_gla_torch, gla_step, naive_gla
+from hybriddsl.kernels.gla import chunk_gla, gla_naive, gla_step, gla_torch
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from tests.kernels.helpers import random_loss
 
@@ -43,7 +43,7 @@ def check_against_naive(case, dtype, chunk_size):
     B, T, H, K, V, scalar_g, use_u, use_h0 = case
     inputs = make_inputs(B, T, H, K, V, dtype, scalar_g, use_u, use_h0)
     ref_inputs = [None if x is None else x.detach().float().requires_grad_(True) for x in inputs]
-    o_ref, s_ref, g_ref = grads(lambda *a: naive_gla(*a[:5], None, a[5], True), *ref_inputs)
+    o_ref, s_ref, g_ref = grads(lambda *a: gla_naive(*a[:5], None, a[5], True), *ref_inputs)
     with backend("triton"):
         o, s, g_got = grads(lambda *a: chunk_gla(*a[:5], None, a[5], True, chunk_size), *inputs)
     assert o.dtype == dtype and s.dtype == torch.float32
@@ -55,22 +55,25 @@ def check_against_naive(case, dtype, chunk_size):
         assert_close(name, r, got, tol["grad"])
 
 
-# (B, T, H, K, V, scalar_g, use_u, use_h0): T not a multiple of the chunk, T = 1, batch 1, two head dims.
+# (B, T, H, K, V, scalar_g, use_u, use_h0): T not a multiple of the chunk, T = 1, batch 1, two head dims, several
+# heads (each head's decay, bonus u and state offsets). 16-bit cases are fp16, never bf16: Triton 3.9's CPU
+# interpreter computes bf16 tl.dot wrongly (relative errors ~1e10 where fp16 and fp32 agree), so a bf16 result
+# there is no evidence about the GPU; bf16 is checked on a GPU (benchmarks/gpu_session.sh runs this file).
 TRITON_CASES = [
     ((1, 20, 1, 16, 16, False, False, True), torch.float32, 16),
-    ((1, 37, 1, 32, 16, False, False, False), torch.float32, 32),
-    ((1, 37, 1, 16, 32, True, False, True), torch.float32, 32),
-    ((1, 40, 1, 32, 16, False, True, True), torch.float32, 32),
+    ((1, 37, 2, 32, 16, False, False, False), torch.float32, 32),
+    ((1, 37, 2, 16, 32, True, False, True), torch.float32, 32),
+    ((2, 40, 2, 32, 16, False, True, True), torch.float32, 32),
     ((2, 1, 1, 16, 16, False, True, False), torch.float32, 16),
     ((1, 50, 1, 16, 16, True, True, False), torch.float32, 64),
-    ((1, 40, 1, 16, 16, False, True, True), torch.bfloat16, 32),
-    ((1, 24, 1, 32, 16, True, False, False), torch.bfloat16, 16),
+    ((1, 40, 2, 16, 16, False, True, True), torch.float16, 32),
+    ((1, 24, 1, 32, 16, True, False, False), torch.float16, 16),
 ]
 
 
 def case_id(p):
     (B, T, H, K, V, sg, u, h0), dt, bt = p
-    dts = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dt]
+    dts = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dt]
     return f"B{B}-T{T}-H{H}-K{K}-V{V}-{'gs' if sg else 'gk'}{'-u' if u else ''}{'-h0' if h0 else ''}-C{bt}-{dts}"
 
 
@@ -91,8 +94,8 @@ REF_CASES = [
 def test_torch_path_matches_naive(case):
     B, T, H, K, V, scalar_g, use_u, use_h0 = case
     q, k, v, g, u, h0 = make_inputs(B, T, H, K, V, torch.float32, scalar_g, use_u, use_h0, decay=3.0)
-    o_ref, s_ref = naive_gla(q, k, v, g, u, None, h0, True)
-    o, s = chunk_gla_torch(q, k, v, g, u, None, h0, True)
+    o_ref, s_ref = gla_naive(q, k, v, g, u, None, h0, True)
+    o, s = gla_torch(q, k, v, g, u, None, h0, True)
     assert (o - o_ref).abs().max().item() <= 1e-4
     assert (s - s_ref).abs().max().item() <= 1e-4
 
@@ -101,7 +104,7 @@ def test_reference_dispatch_on_cpu_matches_naive():
     q, k, v, g, u, h0 = make_inputs(1, 50, 2, 8, 8, torch.float32, use_u=True, use_h0=True)
     with backend("reference"):
         o, s = chunk_gla(q, k, v, g, u, 0.5, h0, True)
-    o_ref, s_ref = naive_gla(q, k, v, g, u, 0.5, h0, True)
+    o_ref, s_ref = gla_naive(q, k, v, g, u, 0.5, h0, True)
     assert (o - o_ref).abs().max().item() <= 1e-4 and (s - s_ref).abs().max().item() <= 1e-4
     assert chunk_gla(q, k, v, g)[1] is None
 
@@ -111,7 +114,7 @@ def test_step_matches_naive(scalar_g, use_u):
     """A chunked prefill followed by token-by-token steps equals the loop over the whole sequence."""
     B, T, H, K, V, T0 = 2, 24, 2, 8, 8, 17
     q, k, v, g, u, h0 = make_inputs(B, T, H, K, V, torch.float32, scalar_g, use_u, use_h0=True)
-    o_ref, s_ref = naive_gla(q, k, v, g, u, None, h0, True)
+    o_ref, s_ref = gla_naive(q, k, v, g, u, None, h0, True)
     o_pre, state = chunk_gla(q[:, :T0], k[:, :T0], v[:, :T0], g[:, :T0], u, None, h0, True)
     outs = [o_pre]
     for t in range(T0, T):
@@ -127,7 +130,7 @@ def test_torch_path_gradcheck(scalar_g, use_u):
     inputs = [None if x is None else x.detach().double().requires_grad_(True) for x in inputs]
 
     def fn(q, k, v, g, u, h0):
-        o, s = chunk_gla_torch(q, k, v, g, u, None, h0, True)
+        o, s = gla_torch(q, k, v, g, u, None, h0, True)
         return o, s
 
     assert torch.autograd.gradcheck(fn, tuple(inputs), eps=1e-6, atol=1e-6)
@@ -136,7 +139,7 @@ def test_torch_path_gradcheck(scalar_g, use_u):
 def test_bf16_long_sequence_strong_decay_is_finite():
     """T = 16384 in bf16 on the PyTorch path, with decays up to e^-40 per step: no NaN/Inf anywhere."""
     q, k, v, g, u, h0 = make_inputs(1, 16384, 1, 16, 16, torch.bfloat16, use_u=True, decay=40.0)
-    o, s = chunk_gla_torch(q, k, v, g, u, None, None, True)
+    o, s = gla_torch(q, k, v, g, u, None, None, True)
     assert torch.isfinite(o).all() and torch.isfinite(s).all()
     (o.float().sum() + s.sum()).backward()
     for x in (q, k, v, g, u):
@@ -144,22 +147,32 @@ def test_bf16_long_sequence_strong_decay_is_finite():
 
 
 def test_triton_long_sequence_strong_decay_is_finite_and_correct():
-    """Triton path in the interpreter at T = 2048 (T = 16384 is too slow there), bf16, decays up to
-    e^-40 per step."""
-    q, k, v, g, _, _ = make_inputs(1, 2048, 1, 16, 16, torch.bfloat16, decay=40.0)
+    """Triton path in the interpreter at T = 2048 (T = 16384 is too slow there), fp16 (the interpreter's bf16
+    tl.dot is wrong, see TRITON_CASES), decays up to e^-40 per step."""
+    q, k, v, g, _, _ = make_inputs(1, 2048, 1, 16, 16, torch.float16, decay=40.0)
     with backend("triton"):
         o, s = chunk_gla(q, k, v, g, output_final_state=True)
     assert torch.isfinite(o).all() and torch.isfinite(s).all()
-    o_ref, s_ref = chunk_gla_torch(q, k, v, g, output_final_state=True)
-    assert_close("o", o_ref, o, TOLERANCE[torch.bfloat16]["out"])
+    o_ref, s_ref = gla_torch(q, k, v, g, output_final_state=True)
+    assert_close("o", o_ref, o, TOLERANCE[torch.float16]["out"])
 
 
 def test_custom_op_opcheck():
+    """Every opcheck utility (schema, fake tensors, autograd registration, AOT dispatch: forward and backward) on
+    the forward op with gradients through all inputs, then the backward op's schema and fake kernel; two heads."""
     from hybriddsl.kernels.gla import triton as gla_triton
 
-    q, k, v, g, u, h0 = make_inputs(1, 16, 1, 16, 16, torch.float32, use_u=True, use_h0=True)
-    args = (q, k, v, g, u, h0.detach(), 0.25, 16)
-    torch.library.opcheck(gla_triton.chunk_gla_fwd_op, args, test_utils=("test_schema", "test_faketensor"))
+    q, k, v, g, u, h0 = make_inputs(1, 16, 2, 16, 16, torch.float32, use_u=True, use_h0=True)
+    torch.library.opcheck(gla_triton.chunk_gla_fwd_op, (q, k, v, g, u, h0, 0.25, 16))
+    fast = ("test_schema", "test_faketensor")
+    torch.library.opcheck(gla_triton.chunk_gla_fwd_op, (q, k, v, g[..., 0], None, None, 0.25, 16), test_utils=fast)
+    with torch.no_grad():
+        o, ht, A = gla_triton.chunk_gla_fwd_op(q, k, v, g, u, h0, 0.25, 16)
+    do, dht = torch.randn_like(o), torch.randn_like(ht)
+    bwd_args = (q, k, v, g, u, h0, A, ht, do, dht, 0.25, 16)
+    bwd_args = tuple(x.detach() if torch.is_tensor(x) else x for x in bwd_args)
+    # the full check above already ran the backward op through autograd; here its own schema and fake kernel
+    torch.library.opcheck(gla_triton.chunk_gla_bwd_op, bwd_args, test_utils=fast)
 
 
 @pytest.mark.parametrize(

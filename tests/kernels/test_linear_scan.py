@@ -7,10 +7,10 @@ import torch
 
 from hybriddsl.kernels import backend
 from hybriddsl.kernels.linear_scan import (
-    chunked_linear_scan,
     linear_scan,
+    linear_scan_naive,
     linear_scan_step,
-    naive_linear_scan,
+    linear_scan_torch,
 )
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from tests.kernels.helpers import DTYPES, grads_of, leaf_copies, random_loss
@@ -32,19 +32,19 @@ def _inputs(bsz: int, t: int, d: int, dtype: torch.dtype, seed: int = 0, zeros: 
 def test_chunked_matches_naive(t: int, with_h0: bool) -> None:
     a, b, h0 = _inputs(2, t, 12, torch.float32, seed=t)
     h0 = h0 if with_h0 else None
-    ref_h, ref_ht = naive_linear_scan(a, b, h0)
-    h, ht = chunked_linear_scan(a, b, h0)
+    ref_h, ref_ht = linear_scan_naive(a, b, h0)
+    h, ht = linear_scan_torch(a, b, h0)
     assert (h - ref_h).abs().max() <= 1e-4
     assert (ht - ref_ht).abs().max() <= 1e-4
     # a small chunk size forces several levels of the recursive chunk-summary scan
-    h, ht = chunked_linear_scan(a, b, h0, chunk_size=4)
+    h, ht = linear_scan_torch(a, b, h0, chunk_size=4)
     assert (h - ref_h).abs().max() <= 1e-4
     assert (ht - ref_ht).abs().max() <= 1e-4
 
 
 def test_step_matches_naive_and_continues_prefill() -> None:
     a, b, h0 = _inputs(2, 40, 8, torch.float32, seed=1)
-    ref_h, ref_ht = naive_linear_scan(a, b, h0)
+    ref_h, ref_ht = linear_scan_naive(a, b, h0)
     # prefill the first 25 steps with the public function, then go on one token at a time
     h, state = linear_scan(a[:, :25], b[:, :25], h0, output_final_state=True)
     outs = [h]
@@ -59,16 +59,18 @@ def test_step_matches_naive_and_continues_prefill() -> None:
 def test_chunked_gradcheck_float64() -> None:
     a, b, h0 = _inputs(1, 10, 3, torch.float64, seed=2)
     args = [x.double().requires_grad_() for x in (a, b, h0)]
-    assert torch.autograd.gradcheck(lambda a, b, h0: chunked_linear_scan(a, b, h0, chunk_size=4), args)
+    assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan_torch(a, b, h0, chunk_size=4), args)
 
 
 def test_auto_backend_on_cpu_is_reference() -> None:
     a, b, h0 = _inputs(1, 9, 5, torch.float32)
     h, ht = linear_scan(a, b, h0)
     assert ht is None
-    assert (h - naive_linear_scan(a, b, h0)[0]).abs().max() <= 1e-5
+    assert (h - linear_scan_naive(a, b, h0)[0]).abs().max() <= 1e-5
 
 
+# bf16 cases run in the interpreter too: this kernel has no tl.dot, the one operation whose bf16 result Triton 3.9's
+# interpreter gets wrong (errors ~1e10 where fp16 and fp32 agree); its bf16 loads, stores and float32 math are right.
 CASES = [
     # (B, T, D, dtype, initial state)
     (2, 37, 40, "fp32", True),  # T not a multiple of the tile, D not a multiple of the channel block
@@ -97,7 +99,7 @@ def test_triton_matches_naive(bsz: int, t: int, d: int, dt: str, with_h0: bool) 
         return h, ht, grads_of(random_loss((h, ht), seed=7), leaves)
 
     # the reference sees the same (rounded) inputs, upcast to float32
-    ref_h, ref_ht, ref_grads = run(naive_linear_scan, a.float(), b.float(), h0)
+    ref_h, ref_ht, ref_grads = run(linear_scan_naive, a.float(), b.float(), h0)
     with backend("triton"):
         h, ht, grads = run(lambda a, b, h0: linear_scan(a, b, h0, output_final_state=True), a, b, h0)
     assert h.dtype == dtype and ht.dtype == torch.float32
@@ -116,7 +118,7 @@ def test_bf16_long_sequence_finite() -> None:
     a, b, h0 = _inputs(1, 16384, 4, torch.bfloat16, seed=3)
     h, ht = linear_scan(a, b, h0, output_final_state=True)
     assert torch.isfinite(h).all() and torch.isfinite(ht).all()
-    ref_h, _ = naive_linear_scan(a[:, -3000:], b[:, -3000:], None)  # the state forgets the far past
+    ref_h, _ = linear_scan_naive(a[:, -3000:], b[:, -3000:], None)  # the state forgets the far past
     assert_close("tail", ref_h[:, -100:], h[:, -100:].float(), 2e-2)
 
 
@@ -125,7 +127,7 @@ def test_triton_bf16_long_sequence_finite() -> None:
     with backend("triton"):
         h, ht = linear_scan(a, b, h0, output_final_state=True)
     assert torch.isfinite(h).all() and torch.isfinite(ht).all()
-    assert_close("h", naive_linear_scan(a, b, h0)[0], h, TOLERANCE[torch.bfloat16]["out"])
+    assert_close("h", linear_scan_naive(a, b, h0)[0], h, TOLERANCE[torch.bfloat16]["out"])
 
 
 def test_opcheck_custom_op() -> None:
@@ -146,7 +148,7 @@ def test_compiles_fullgraph_as_one_op() -> None:
     with backend("triton"):
         h, ht = torch.compile(layer, fullgraph=True, backend="aot_eager")(a, b, h0)
         (h.sum() + ht.sum()).backward()
-    assert (h - naive_linear_scan(a.detach(), b.detach(), h0.detach())[0]).abs().max() <= 1e-5
+    assert (h - linear_scan_naive(a.detach(), b.detach(), h0.detach())[0]).abs().max() <= 1e-5
     assert a.grad is not None and b.grad is not None and h0.grad is not None
 
 
@@ -155,10 +157,9 @@ def test_compiles_fullgraph_as_one_op() -> None:
     [
         ((2, 3), (2, 3), None, r"\[B, T, D\]"),
         ((2, 3, 4), (2, 3, 5), None, "same shape"),
-        ((2, 0, 4), (2, 0, 4), None, "empty"),
         ((2, 3, 4), (2, 3, 4), (2, 5), "initial_state"),
     ],
-    ids=["rank", "mismatch", "empty", "state"],
+    ids=["rank", "mismatch", "state"],
 )
 def test_bad_shapes_raise(a_shape, b_shape, h0_shape, msg) -> None:
     h0 = None if h0_shape is None else torch.zeros(h0_shape)

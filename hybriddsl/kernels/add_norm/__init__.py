@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.add_norm.reference import add_norm_reference, naive_add_norm
-from hybriddsl.kernels.checks import check_floating
+from hybriddsl.kernels.add_norm.reference import add_norm_naive, add_norm_torch
+from hybriddsl.kernels.checks import check_device, check_floating
 from hybriddsl.kernels.dispatch import use_triton
 
-__all__ = ["add_norm", "add_norm_reference", "naive_add_norm", "MAX_TRITON_DIM"]
+__all__ = ["add_norm", "add_norm_torch", "add_norm_naive", "MAX_TRITON_DIM"]
 
 # One row lives in registers as float32: beyond this the kernel would spill, so the reference runs.
 MAX_TRITON_DIM = 16384
@@ -26,6 +26,7 @@ def _check(x, residual, weight, bias, norm) -> None:
     check_floating("add_norm", {"x": x})
     if residual is not None and residual.shape != x.shape:
         raise ValueError(f"add_norm: residual {tuple(residual.shape)} must match x {tuple(x.shape)}")
+    check_device("add_norm", {"x": x, "residual": residual, "weight": weight, "bias": bias})
     d = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.shape != (d,):
@@ -65,8 +66,9 @@ def add_norm(
     """
     _check(x, residual, weight, bias, norm)
     args = (x, residual, weight, bias)
-    if x.shape[-1] <= MAX_TRITON_DIM and use_triton(*args, name="add_norm"):
+    # No rows: nothing to launch; the PyTorch path returns the empty y and r (the same on every device).
+    if x.numel() > 0 and x.shape[-1] <= MAX_TRITON_DIM and use_triton(*args, name="add_norm"):
         from hybriddsl.kernels.add_norm.triton import add_norm_triton
 
         return add_norm_triton(x, residual, weight, bias, eps, norm, residual_in_fp32)
-    return add_norm_reference(x, residual, weight, bias, eps, norm, residual_in_fp32)
+    return add_norm_torch(x, residual, weight, bias, eps, norm, residual_in_fp32)

@@ -26,6 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
+from hybriddsl.kernels.device import multiprocessor_count
 from hybriddsl.kernels.dispatch import interpreting
 
 
@@ -141,10 +142,10 @@ def _block_and_warps(d: int) -> tuple[int, int]:
 
 
 def _num_programs(n_rows: int, device: torch.device) -> int:
-    if device.type == "cuda":  # a few programs per SM: enough parallelism, few partial sums
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(n_rows, 4 * sms))
-    return max(1, min(n_rows, 2 if interpreting() else 8))
+    if interpreting():
+        return max(1, min(n_rows, 2))
+    # a few programs per SM: enough parallelism, few partial sums (SMs from Triton's driver: a stand-in GPU too)
+    return max(1, min(n_rows, 4 * multiprocessor_count()))
 
 
 @torch.library.custom_op("hybriddsl::add_norm", mutates_args=())

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_floating, check_state
-from hybriddsl.kernels.delta_rule.reference import chunked_delta_rule, delta_rule_step, naive_delta_rule
+from hybriddsl.kernels.checks import check_chunk, check_device, check_floating, check_state, empty_scan
+from hybriddsl.kernels.delta_rule.reference import delta_rule_naive, delta_rule_step, delta_rule_torch
 from hybriddsl.kernels.dispatch import use_triton
 
-__all__ = ["chunk_delta_rule", "delta_rule_step", "naive_delta_rule", "chunked_delta_rule"]
+__all__ = ["chunk_delta_rule", "delta_rule_step", "delta_rule_naive", "delta_rule_torch"]
 
 
 def _check(
@@ -37,12 +37,10 @@ def _check(
         raise ValueError(f"{name}: beta must be [B, T, H] = {tuple(q.shape[:3])}, got {tuple(beta.shape)}")
     if g is not None and g.shape != q.shape[:3]:
         raise ValueError(f"{name}: g must be [B, T, H] = {tuple(q.shape[:3])}, got {tuple(g.shape)}")
-    if t_len == 0:
-        raise ValueError(f"{name}: the sequence is empty (T = 0)")
     check_floating(name, {"q": q, "k": k, "v": v, "beta": beta, "g": g})
     check_state(name, "initial_state", initial_state, (bsz, h, dk, v.shape[-1]))
-    if chunk_size < 1:
-        raise ValueError(f"{name}: chunk_size must be positive, got {chunk_size}")
+    check_device(name, {"q": q, "k": k, "v": v, "beta": beta, "g": g, "initial_state": initial_state})
+    check_chunk(name, chunk_size, None)
 
 
 def chunk_delta_rule(
@@ -67,7 +65,7 @@ def chunk_delta_rule(
         initial_state: ``[B, H, K, V]`` (any float dtype; zeros when None).
         output_final_state: also return the state after the last step, e.g. to go on with
             :func:`delta_rule_step`.
-        chunk_size: steps per chunk (the Triton path needs a power of two >= 16).
+        chunk_size: steps per chunk, a power of two >= 16 (the Triton tile), checked on every path.
 
     Returns:
         ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final state ``[B, H, K, V]`` float32 (None
@@ -81,10 +79,13 @@ def chunk_delta_rule(
     """
     _check(q, k, v, beta, g, initial_state, chunk_size)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    bsz, t_len, h, dk = q.shape
+    if t_len == 0:
+        return empty_scan(v.shape, v, initial_state, (bsz, h, dk, v.shape[-1]), output_final_state)
     if use_triton(q, k, v, beta, g, initial_state, name="chunk_delta_rule"):
-        from hybriddsl.kernels.delta_rule.triton import chunk_delta_rule_triton
+        from hybriddsl.kernels.delta_rule.triton import delta_rule_triton
 
-        o, ht = chunk_delta_rule_triton(q, k, v, beta, g, scale, initial_state, chunk_size)
+        o, ht = delta_rule_triton(q, k, v, beta, g, scale, initial_state, chunk_size)
     else:
-        o, ht = chunked_delta_rule(q, k, v, beta, g, scale, initial_state, chunk_size)
+        o, ht = delta_rule_torch(q, k, v, beta, g, scale, initial_state, chunk_size)
     return o, (ht if output_final_state else None)

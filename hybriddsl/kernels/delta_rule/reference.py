@@ -8,8 +8,8 @@ with the state ``S`` a ``[K, V]`` matrix and ``alpha_t = exp(g_t)`` (``alpha_t =
 
 Three functions:
 
-- :func:`naive_delta_rule`: the definition, a float32 Python loop over time (written to be read).
-- :func:`chunked_delta_rule`: the fast path used on CPU. Write the update as
+- :func:`delta_rule_naive`: the definition, a float32 Python loop over time (written to be read).
+- :func:`delta_rule_torch`: the fast path used on CPU. Write the update as
   ``S_t = alpha_t S_{t-1} + k_t u'_t^T`` with ``u'_t = beta_t (v_t - alpha_t S_{t-1}^T k_t)``. Inside a
   chunk of ``C`` steps starting from state ``S_0``, with ``G_i`` the cumulative log decay in the chunk
   and ``D_ij = exp(G_i - G_j)`` (i >= j), the ``u'`` solve the unit lower-triangular system
@@ -30,7 +30,7 @@ import torch
 from hybriddsl.kernels.checks import compute_dtype
 
 
-def naive_delta_rule(
+def delta_rule_naive(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -65,7 +65,7 @@ def naive_delta_rule(
     return torch.stack(out, dim=1), s
 
 
-def chunked_delta_rule(
+def delta_rule_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -77,7 +77,7 @@ def chunked_delta_rule(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Chunked (WY / UT transform) delta rule in PyTorch, differentiable by autograd.
 
-    Shapes as :func:`naive_delta_rule`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
+    Shapes as :func:`delta_rule_naive`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
     state ``[B, H, K, V]`` float32 (float64 for float64 inputs).
     """
     cd = compute_dtype(q)
@@ -146,3 +146,7 @@ def delta_rule_step(
     s = s + beta[..., None, None] * k[..., :, None] * err[..., None, :]
     o = scale * torch.einsum("bhk,bhkv->bhv", q, s)
     return o.to(v.dtype), s
+
+
+# Names before the <family>_naive / <family>_torch scheme (issue 13), kept for callers on other branches.
+naive_delta_rule, chunked_delta_rule = delta_rule_naive, delta_rule_torch

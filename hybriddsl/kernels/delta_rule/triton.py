@@ -40,6 +40,7 @@ import triton
 import triton.language as tl
 
 from hybriddsl.kernels.checks import contiguous
+from hybriddsl.kernels.device import launch_fitting
 
 
 @triton.jit
@@ -431,6 +432,15 @@ def _blocks(dk: int, dv: int) -> tuple[int, int]:
     return bk, bv
 
 
+def _smaller(bv: int, stages: int | None) -> list[dict]:
+    """Launch options from the H100 tiles down to ones that fit ~100 KB of shared memory (sm_89): fewer pipeline
+    stages first (same work per program), then narrower value blocks (more programs)."""
+    first = {"BV": bv} if stages is None else {"BV": bv, "num_stages": stages}
+    out = [first] + [{"BV": bv, "num_stages": s} for s in (2, 1) if stages is None or s < stages]
+    out += [{"BV": b, "num_stages": 1} for b in (32, 16) if b < bv]
+    return out
+
+
 def _precision(*tensors: torch.Tensor) -> str:
     # float32 inputs get exact float32 products; 16-bit inputs lose nothing to tf32
     return "ieee" if all(t.dtype == torch.float32 for t in tensors) else "tf32"
@@ -457,11 +467,11 @@ def _forward(q, k, v, beta, g, initial_state, chunk_size):
         PREC_A="ieee" if prec == "ieee" else "tf32x3", num_warps=4,
     )  # fmt: skip
     h0 = initial_state.contiguous() if initial_state is not None else ht
-    _state_fwd[(triton.cdiv(dv, bv), bsz * h)](
+    launch_fitting("delta_rule._state_fwd", (dk, dv, bt, prec), _smaller(bv, 2), lambda c: _state_fwd[
+        (triton.cdiv(dv, c["BV"]), bsz * h)](
         k, gc, w, u, h0, hs, ht, t_len, nt,
-        H=h, DK=dk, DV=dv, HAS_H0=initial_state is not None, BT=bt, BK=bk, BV=bv, PREC=prec,
-        num_warps=4, num_stages=2,
-    )  # fmt: skip
+        H=h, DK=dk, DV=dv, HAS_H0=initial_state is not None, BT=bt, BK=bk, PREC=prec, num_warps=4, **c,
+    ))  # fmt: skip
     return gc, am, w, u, hs, ht
 
 
@@ -487,10 +497,12 @@ def delta_rule_op(
     o = torch.empty_like(v)
     bk, bv = _blocks(dk, dv)
     nt = triton.cdiv(t_len, chunk_size)
-    _output_fwd[(nt, triton.cdiv(dv, bv), bsz * h)](
+    prec = _precision(q, k, v)
+    launch_fitting("delta_rule._output_fwd", (dk, dv, chunk_size, prec), _smaller(bv, None), lambda c: _output_fwd[
+        (nt, triton.cdiv(dv, c["BV"]), bsz * h)](
         q, k, gc, u, hs, o, scale, t_len, nt,
-        H=h, DK=dk, DV=dv, BT=chunk_size, BK=bk, BV=bv, PREC=_precision(q, k, v), num_warps=4,
-    )  # fmt: skip
+        H=h, DK=dk, DV=dv, BT=chunk_size, BK=bk, PREC=prec, num_warps=4, **c,
+    ))  # fmt: skip
     return o, ht
 
 
@@ -533,20 +545,21 @@ def delta_rule_bwd_op(
         q, k, gc, do, du, scale, t_len,
         H=h, DK=dk, DV=dv, BT=bt, BK=bk, BV=bv, PREC=prec, num_warps=4,
     )  # fmt: skip
-    _state_bwd[(triton.cdiv(dv, bv), bsz * h)](
+    launch_fitting("delta_rule._state_bwd", (dk, dv, bt, prec), _smaller(bv, 2), lambda c: _state_bwd[
+        (triton.cdiv(dv, c["BV"]), bsz * h)](
         q, k, gc, w, do, du, dht if dht is not None else dhs, dhs, dh0, scale, t_len, nt,
-        H=h, DK=dk, DV=dv, HAS_DHT=dht is not None, HAS_H0=has_h0, BT=bt, BK=bk, BV=bv, PREC=prec,
-        num_warps=4, num_stages=2,
-    )  # fmt: skip
+        H=h, DK=dk, DV=dv, HAS_DHT=dht is not None, HAS_H0=has_h0, BT=bt, BK=bk, PREC=prec, num_warps=4, **c,
+    ))  # fmt: skip
     dq, dk_, dv_ = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     dbeta = torch.empty_like(beta)
     dg = torch.empty_like(g) if g is not None else q.new_empty(0)
-    _grads_bwd[(nt, bsz * h)](
+    bv_grads = min(bv, 32) if bk > 64 else bv
+    launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), _smaller(bv_grads, None), lambda c: _grads_bwd[
+        (nt, bsz * h)](
         q, k, v, beta, gc, am, u, du, hs, dhs, do, dq, dk_, dv_, dbeta, dg if g is not None else dbeta,
         scale, t_len, nt,
-        H=h, DK=dk, DV=dv, HAS_G=g is not None, BT=bt, BK=bk, BV=min(bv, 32) if bk > 64 else bv,
-        PREC=prec, num_warps=8,
-    )  # fmt: skip
+        H=h, DK=dk, DV=dv, HAS_G=g is not None, BT=bt, BK=bk, PREC=prec, num_warps=8, **c,
+    ))  # fmt: skip
     return dq, dk_, dv_, dbeta, dg, dh0
 
 
@@ -592,7 +605,7 @@ def _backward(ctx, do, dht):
 delta_rule_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def chunk_delta_rule_triton(
+def delta_rule_triton(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -606,3 +619,6 @@ def chunk_delta_rule_triton(
     if chunk_size < 16 or chunk_size & (chunk_size - 1):
         raise ValueError(f"chunk_delta_rule (Triton): chunk_size must be a power of two >= 16, got {chunk_size}")
     return delta_rule_op(q, k, v, beta, g, initial_state, float(scale), int(chunk_size))
+
+
+chunk_delta_rule_triton = delta_rule_triton  # the name before issue 13's naming scheme, kept for other branches

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_state
+from hybriddsl.kernels.checks import check_chunk, check_device, check_state, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
-from hybriddsl.kernels.gla.reference import chunk_gla_torch, naive_gla
+from hybriddsl.kernels.gla.reference import gla_naive, gla_torch
 from hybriddsl.kernels.gla.reference import gla_step as _gla_step_ref
 
-__all__ = ["chunk_gla", "gla_step", "naive_gla", "chunk_gla_torch"]
+__all__ = ["chunk_gla", "gla_step", "gla_naive", "gla_torch", "MAX_CHUNK"]
+
+MAX_CHUNK = 64  # the largest chunk the Triton kernels tile (chunk_size: a power of two in [16, 64])
 
 
 def _check(
@@ -51,6 +53,7 @@ def _check(
     if u is not None and u.shape != (H, K):
         raise ValueError(f"{name}: u must be [H, K] = {(H, K)}, got {tuple(u.shape)}")
     check_state(name, "state", state, (q.shape[0], H, K, v.shape[-1]))
+    check_device(name, {"q": q, "k": k, "v": v, "g": g, "u": u, "state": state})
 
 
 def chunk_gla(
@@ -73,25 +76,28 @@ def chunk_gla(
         scale: multiplies q (default K ** -0.5).
         initial_state: [B, H, K, V] (float32 preferred) or None (zeros).
         output_final_state: also return the state after the last token.
-        chunk_size: tile length of the Triton kernels (16, 32 or 64); the PyTorch path ignores it.
+        chunk_size: tile length of the Triton kernels (16, 32 or 64), checked on every path; the PyTorch path
+            does not depend on it.
 
     Returns:
         o: [B, T, H, V] in the input dtype; final state [B, H, K, V] float32, or None.
     """
     _check(q, k, v, g, u, initial_state, 2, "chunk_gla")
-    if chunk_size not in (16, 32, 64):
-        raise ValueError(f"chunk_gla: chunk_size must be 16, 32 or 64, got {chunk_size}")
+    check_chunk("chunk_gla", chunk_size, MAX_CHUNK)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    B, T, H, K = q.shape
+    if T == 0:
+        return empty_scan(v.shape, v, initial_state, (B, H, K, v.shape[-1]), output_final_state)
     if g.dim() == 3 and u is None:  # a scalar decay per head: the SSD kernels (one masked matmul per chunk)
         from hybriddsl.kernels.ssd import ssd
 
         o, state = ssd(q, k, v, g, scale, initial_state, output_final_state, chunk_size)
         return o.to(q.dtype), state
-    if q.shape[1] > 0 and use_triton(q, k, v, g, u, initial_state, name="chunk_gla"):
-        from hybriddsl.kernels.gla.triton import chunk_gla_triton
+    if use_triton(q, k, v, g, u, initial_state, name="chunk_gla"):
+        from hybriddsl.kernels.gla.triton import gla_triton
 
-        return chunk_gla_triton(q, k, v, g, u, scale, initial_state, output_final_state, chunk_size)
-    return chunk_gla_torch(q, k, v, g, u, scale, initial_state, output_final_state)
+        return gla_triton(q, k, v, g, u, scale, initial_state, output_final_state, chunk_size)
+    return gla_torch(q, k, v, g, u, scale, initial_state, output_final_state)
 
 
 def gla_step(

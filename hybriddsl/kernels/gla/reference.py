@@ -12,8 +12,8 @@ A scalar decay per head (``g``: [B, T, H], Mamba-2/SSD) broadcasts over K.
 
 Three functions:
 
-- :func:`naive_gla`: the readable float32 loop over time (the definition tests compare against).
-- :func:`chunk_gla_torch`: the fast path used on CPU. Time is cut into blocks of ``_BLOCK`` tokens;
+- :func:`gla_naive`: the readable float32 loop over time (the definition tests compare against).
+- :func:`gla_torch`: the fast path used on CPU. Time is cut into blocks of ``_BLOCK`` tokens;
   inside a block the decay between every pair (i, j) is formed in log space,
   ``exp(b_i - b_j)`` with ``b`` the in-block cumulative log-decay, so no factor ever exceeds 1
   (no overflow however strong the decay); between blocks the state is passed in a short loop
@@ -33,7 +33,7 @@ from hybriddsl.kernels.checks import compute_dtype
 _BLOCK = 16
 
 
-def naive_gla(
+def gla_naive(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -74,7 +74,7 @@ def naive_gla(
     return out, (S if output_final_state else None)
 
 
-def chunk_gla_torch(
+def gla_torch(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
@@ -84,7 +84,7 @@ def chunk_gla_torch(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Blocked PyTorch GLA (same shapes and results as :func:`naive_gla`), differentiable; computes in
+    """Blocked PyTorch GLA (same shapes and results as :func:`gla_naive`), differentiable; computes in
     float32 (float64 for float64 inputs) and returns the final state in that dtype.
 
     Inside a block of ``_BLOCK`` tokens with in-block cumulative log-decay ``b`` (and ``bq = b``,
@@ -169,3 +169,7 @@ def gla_step(
         bonus = (qf * u.float() * kf).sum(-1, keepdim=True) * vf
         o = torch.einsum("bhk,bhkv->bhv", qf, S) + bonus
     return (o * scale).to(q.dtype), new
+
+
+# Names before the <family>_naive / <family>_torch scheme (issue 13), kept for callers on other branches.
+naive_gla, chunk_gla_torch = gla_naive, gla_torch

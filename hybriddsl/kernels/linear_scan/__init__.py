@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_state
+from hybriddsl.kernels.checks import check_device, check_state, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
-from hybriddsl.kernels.linear_scan.reference import chunked_linear_scan, linear_scan_step, naive_linear_scan
+from hybriddsl.kernels.linear_scan.reference import linear_scan_naive, linear_scan_step, linear_scan_torch
 
-__all__ = ["linear_scan", "linear_scan_step", "naive_linear_scan", "chunked_linear_scan"]
+__all__ = ["linear_scan", "linear_scan_step", "linear_scan_naive", "linear_scan_torch"]
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None) -> None:
@@ -20,11 +20,10 @@ def _check(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None)
         raise ValueError(f"linear_scan: a must be [B, T, D], got shape {tuple(a.shape)}")
     if a.shape != b.shape:
         raise ValueError(f"linear_scan: a {tuple(a.shape)} and b {tuple(b.shape)} must have the same shape")
-    if a.shape[1] == 0:
-        raise ValueError("linear_scan: the sequence is empty (T = 0)")
     if not (a.is_floating_point() and b.is_floating_point()):
         raise ValueError(f"linear_scan: a and b must be floating point, got {a.dtype} and {b.dtype}")
     check_state("linear_scan", "initial_state", initial_state, (a.shape[0], a.shape[2]), layout="[B, D]")
+    check_device("linear_scan", {"a": a, "b": b, "initial_state": initial_state})
 
 
 def linear_scan(
@@ -51,10 +50,12 @@ def linear_scan(
         tensor([1.0000, 1.5000, 1.7500])
     """
     _check(a, b, initial_state)
+    if a.shape[1] == 0:
+        return empty_scan(b.shape, b, initial_state, (a.shape[0], a.shape[2]), output_final_state)
     if use_triton(a, b, initial_state, name="linear_scan"):
         from hybriddsl.kernels.linear_scan.triton import linear_scan_triton
 
         h, ht = linear_scan_triton(a, b, initial_state)
     else:
-        h, ht = chunked_linear_scan(a, b, initial_state)
+        h, ht = linear_scan_torch(a, b, initial_state)
     return h, (ht if output_final_state else None)

@@ -6,8 +6,8 @@ Recurrences with Local Attention", arXiv:2402.19427, eq. 4: h_t = a_t ⊙ h_{t-1
 
 Three functions:
 
-- :func:`naive_linear_scan`: the definition, a float32 Python loop over time (written to be read).
-- :func:`chunked_linear_scan`: the fast path used on CPU. The pair (a, b) composes associatively,
+- :func:`linear_scan_naive`: the definition, a float32 Python loop over time (written to be read).
+- :func:`linear_scan_torch`: the fast path used on CPU. The pair (a, b) composes associatively,
   (a1, b1) then (a2, b2) = (a1 a2, a2 b1 + b2), so each chunk of ``chunk_size`` steps is scanned by
   recursive doubling (log2(chunk_size) vectorized steps, Hillis & Steele 1986), and the chunk
   summaries (last row of each chunk) are scanned by the same function recursively. Only products
@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 
-def naive_linear_scan(
+def linear_scan_naive(
     a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The definition: ``h_t = a_t * h_{t-1} + b_t`` looped over time in float32.
@@ -80,7 +80,7 @@ def _scan(a: torch.Tensor, b: torch.Tensor, h0: torch.Tensor | None, chunk_size:
     return h.reshape(bsz, n * chunk_size, d)[:, :t]
 
 
-def chunked_linear_scan(
+def linear_scan_torch(
     a: torch.Tensor,
     b: torch.Tensor,
     initial_state: torch.Tensor | None = None,
@@ -110,3 +110,7 @@ def linear_scan_step(a: torch.Tensor, b: torch.Tensor, state: torch.Tensor) -> t
     Computed in float32; returns the new state ``[B, D]`` float32 (it is also the token's output).
     """
     return a.float() * state.float() + b.float()
+
+
+# Names before the <family>_naive / <family>_torch scheme (issue 13), kept for callers on other branches.
+naive_linear_scan, chunked_linear_scan = linear_scan_naive, linear_scan_torch

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import check_device, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.selective_scan.reference import (
-    naive_selective_scan,
-    selective_scan_chunked,
     selective_scan_inference,
     selective_scan_loop,
+    selective_scan_naive,
+    selective_scan_torch,
 )
 from hybriddsl.kernels.selective_scan.reference import selective_scan_step as _step_reference
 
@@ -29,8 +30,8 @@ Tensor = torch.Tensor
 __all__ = [
     "selective_scan",
     "selective_scan_step",
-    "naive_selective_scan",
-    "selective_scan_chunked",
+    "selective_scan_naive",
+    "selective_scan_torch",
     "selective_scan_inference",
     "selective_scan_loop",
 ]
@@ -54,11 +55,7 @@ def _check_args(u: Tensor, tensors: dict[str, tuple[Tensor | None, tuple[int, ..
     """Every given tensor has its expected shape (all shapes first), then sits on u's device."""
     for name, (t, shape) in tensors.items():
         _check_shape(name, t, shape)
-    for name, (t, _) in tensors.items():
-        if t is not None and t.device != u.device:
-            raise ValueError(
-                f"selective_scan: {name} is on {t.device} but u is on {u.device} (all inputs must be on one device)"
-            )
+    check_device("selective_scan", {"u": u} | {name: t for name, (t, _) in tensors.items()})
 
 
 def selective_scan(
@@ -105,6 +102,9 @@ def selective_scan(
             "initial_state": (initial_state, (batch, Dm, N)),
         },
     )
+    check_device("selective_scan", {"u": u, "A": A})
+    if T == 0:
+        return empty_scan((batch, 0, Dm), u, initial_state, (batch, Dm, N), output_final_state)
     if use_triton(u, delta, A, B, C, D, z, delta_bias, initial_state, name="selective_scan"):
         from hybriddsl.kernels.selective_scan.triton import selective_scan_triton
 
@@ -113,7 +113,7 @@ def selective_scan(
         )
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state)
     if torch.compiler.is_compiling():  # a graph: T / 32 chunked steps trace smaller than T per-token ops
-        return selective_scan_chunked(*args)
+        return selective_scan_torch(*args)
     tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
         # Inference (torch.no_grad() or no input needing a gradient): one in-place op per token, no graph.

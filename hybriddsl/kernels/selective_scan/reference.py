@@ -9,8 +9,8 @@ Math (mamba_ssm's ``selective_scan_ref`` defines it; channels-last layout here):
 
 Three functions:
 
-- :func:`naive_selective_scan`: the readable definition, a float32 Python loop over time.
-- :func:`selective_scan_chunked`: the fast CPU path. Time is cut into chunks; inside a chunk the
+- :func:`selective_scan_naive`: the readable definition, a float32 Python loop over time.
+- :func:`selective_scan_torch`: the fast CPU path. Time is cut into chunks; inside a chunk the
   linear recurrence ``h_t = a_t h_{t-1} + x_t`` is solved by a log-depth (Hillis-Steele) scan over
   pairs (log a, x), so decays stay in log space and only ever multiply as ``exp(<= 0)``: no overflow,
   whatever dt and A are. Chunks are chained sequentially through their last state.
@@ -39,7 +39,7 @@ def _discretize_dt(delta: Tensor, delta_bias: Tensor | None, delta_softplus: boo
     return dt
 
 
-def naive_selective_scan(
+def selective_scan_naive(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -99,7 +99,7 @@ def _scan_chunk(log_a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
     return x + torch.exp(log_a) * h0[:, None]
 
 
-def selective_scan_chunked(
+def selective_scan_torch(
     u: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -114,7 +114,7 @@ def selective_scan_chunked(
     chunk_size: int = 32,
 ) -> tuple[Tensor, Tensor | None]:
     """Fast PyTorch path (differentiable by autograd); same arguments and shapes as
-    :func:`naive_selective_scan`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
+    :func:`selective_scan_naive`. Memory per chunk: a few [b, chunk_size, Dm, N] tensors."""
     cdt = compute_dtype(u)
     batch, T, Dm = u.shape
     N = A.shape[1]
@@ -216,7 +216,7 @@ def selective_scan_loop(
     output_final_state: bool = False,
     chunk_size: int = 16,
 ) -> tuple[Tensor, Tensor | None]:
-    """The CPU training path (same arguments, shapes and results as :func:`naive_selective_scan`): the scan
+    """The CPU training path (same arguments, shapes and results as :func:`selective_scan_naive`): the scan
     itself is :class:`_LoopScan` (one in-place op per token forward and backward, a hand-written backward that
     recomputes each chunk's states); the discretization, D skip and gate around it are differentiated by autograd.
     """
@@ -248,7 +248,7 @@ def selective_scan_inference(
     output_final_state: bool = False,
     chunk_size: int = 16,
 ) -> tuple[Tensor, Tensor | None]:
-    """The CPU path without autograd (same arguments, shapes and results as :func:`naive_selective_scan`).
+    """The CPU path without autograd (same arguments, shapes and results as :func:`selective_scan_naive`).
 
     Per chunk of ``chunk_size`` tokens, ``exp(dt A)`` and ``(dt u) B^T`` are formed for the whole chunk in one
     op each; then ONE in-place ``addcmul_`` per token turns the second into the states
@@ -304,3 +304,7 @@ def selective_scan_step(
     if z is not None:
         y = y * F.silu(z.to(cdt))
     return y.to(u.dtype), new_state
+
+
+# Names before the <family>_naive / <family>_torch scheme (issue 13), kept for callers on other branches.
+naive_selective_scan, selective_scan_chunked = selective_scan_naive, selective_scan_torch

@@ -590,9 +590,9 @@ def selective_scan_triton(
     """Triton selective scan; arguments and shapes as :func:`hybriddsl.kernels.selective_scan.
     selective_scan` (which checks them)."""
     if u.shape[1] == 0:  # nothing to launch; the reference handles the empty sequence
-        from hybriddsl.kernels.selective_scan.reference import selective_scan_chunked
+        from hybriddsl.kernels.selective_scan.reference import selective_scan_torch
 
-        return selective_scan_chunked(
+        return selective_scan_torch(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state
         )
     y, h_final, _ = torch.ops.hybriddsl.selective_scan_fwd(
