@@ -48,7 +48,15 @@ MODEL_SETTINGS: tuple[Option, ...] = (
         max=0.99,
     ),
     Option("seq_len", int, 2048, "sequence length assumed for FLOP and state-size counts", min=1),
-    Option("tie_embeddings", bool, True, "the LM head reuses the embedding matrix (with vocab)"),
+    Option("tie_embeddings", bool, False, "the LM head reuses the embedding matrix (with vocab)"),
+    Option(
+        "embed_std",
+        float,
+        None,
+        "std of the token embedding's normal init (default: 1, or GPT-2's 0.02 with a tied head)",
+        min=0.0,
+        optional=True,
+    ),
 )
 
 _BY_NAME = {o.name: o for o in MODEL_SETTINGS}
