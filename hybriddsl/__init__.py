@@ -2,9 +2,16 @@
 
 A one-line layer pattern such as ``M M A M GLA FFN; shared attn@2,4,6`` becomes a PyTorch module whose
 recurrent layers run on Triton kernels, or a graphviz diagram. See README.md and docs/language.md.
+
+``import hybriddsl`` is cheap: the API functions are loaded on first use (module ``__getattr__``), so parsing,
+checking and ``hybdsl --help`` never import torch.
 """
 
-from hybriddsl.api import compile, load, parse, parse_and_build, render, save
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from hybriddsl.errors import (
     HybError,
     HybFileError,
@@ -17,6 +24,32 @@ from hybriddsl.errors import (
 
 __version__ = "0.1.0"
 
+# name -> module that defines it; imported on first access
+_LAZY = {
+    "compile": "hybriddsl.api",
+    "load": "hybriddsl.api",
+    "parse": "hybriddsl.api",
+    "parse_and_build": "hybriddsl.api",
+    "render": "hybriddsl.api",
+    "save": "hybriddsl.api",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
+    from hybriddsl.api import compile, load, parse, parse_and_build, render, save  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # the next access is a plain global lookup
+        return value
+    raise AttributeError(f"module 'hybriddsl' has no attribute '{name}'")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
 __all__ = [
     "HybError",
     "HybFileError",
@@ -25,6 +58,7 @@ __all__ = [
     "HybSyntaxError",
     "IRError",
     "LoweringError",
+    "__version__",
     "compile",
     "load",
     "parse",

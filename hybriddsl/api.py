@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from hybriddsl import syntax
 from hybriddsl.errors import HybError, HybFileError, Span
 from hybriddsl.fileio import atomic_path, read_source
 from hybriddsl.ir import Graph
-from hybriddsl.lower import HybridModel, lower
 from hybriddsl.passes import run
+
+if TYPE_CHECKING:  # torch and the lowering are imported by the functions that build modules
+    import torch
+
+    from hybriddsl.lower import HybridModel
 
 FORMAT = "hybriddsl-model/1"
 
@@ -60,6 +62,8 @@ def parse_and_build(
     **settings: Any,
 ) -> HybridModel:
     """Source or path -> a ready ``nn.Module``. ``settings`` override the file's (``embed_dim=32``, ``hidden=64``)."""
+    from hybriddsl.lower import lower
+
     graph = compile(src_or_path, **settings)
     model = lower(graph, device=device, dtype=dtype)
     model.graph = graph
@@ -76,6 +80,8 @@ def render(src_or_path: str | os.PathLike | Graph, path: str | os.PathLike, **se
 
 def save(model: HybridModel, path: str | os.PathLike) -> None:
     """Write weights + .hyb source (+ overrides) to ``path`` atomically; ``load`` rebuilds the model."""
+    import torch
+
     payload = {
         "format": FORMAT,
         "source": model.hyb_source,
@@ -92,6 +98,8 @@ def save(model: HybridModel, path: str | os.PathLike) -> None:
 
 def load(path: str | os.PathLike, device: torch.device | str | None = None) -> HybridModel:
     """Rebuild a model saved with ``save`` (or ``hybdsl compile -o model.pt``): same source, same weights."""
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p)))

@@ -258,6 +258,13 @@ class Graph:
         widths = [min(48, max(len(r[i]) for r in rows)) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c[:48].ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
+    def __repr__(self) -> str:
+        """One line: file, stack layers by kind, and the parameter count once the count pass has run."""
+        main = [n for n in self.mixers() if self[n].get("role", "main") == "main"]
+        return f"<Graph {self.file}: {_layers_summary([self[n].get('kind') or self[n].get('name') for n in main])}" + (
+            f", {self.totals['params']:,} params>" if self.totals else ">"
+        )
+
     def _repr_svg_(self) -> str | None:  # Jupyter: the diagram (None without Graphviz's dot: text instead)
         from hybriddsl.notebook import svg
 
@@ -325,3 +332,12 @@ def format_opts(opts: dict[str, Any], keys: tuple[str, ...] | None = None) -> st
             v = getattr(v, "__name__", "fn")
         parts.append(f"{k}={v}")
     return ", ".join(parts)
+
+
+def _layers_summary(kinds: list) -> str:
+    """'6 layers (mamba x3, attention x2, gla)': kinds in first-seen order."""
+    counts: dict = {}
+    for k in kinds:
+        counts[k] = counts.get(k, 0) + 1
+    parts = ", ".join(f"{k} x{c}" if c > 1 else str(k) for k, c in counts.items())
+    return f"{len(kinds)} layer{'' if len(kinds) == 1 else 's'}" + (f" ({parts})" if parts else "")

@@ -262,6 +262,19 @@ class HybridModel(nn.Module):
     def extra_repr(self) -> str:
         return f"hidden={self.hidden}, output={self.output_mode}, steps={len(self.plan)}"
 
+    def __repr__(self) -> str:
+        """One line (layers by kind, parameters); ``print(model.blocks)`` shows the module tree."""
+        from hybriddsl.ir import _layers_summary
+
+        keys = [st.key for st in self.plan if st.op == "mixer"]  # weight keys: kind_i, or sharedN_kind
+        kinds = [
+            k.split("_", 1)[1].rsplit("_", 1)[0] + " (shared)" if k.startswith("shared") else k.rsplit("_", 1)[0]
+            for k in keys
+        ]
+        n = sum(p.numel() for p in self.parameters())
+        blocks = _layers_summary(kinds).replace("layer", "block", 1)  # companions (attention's FFN) count too
+        return f"HybridModel({blocks}; {n:,} params; hidden {self.hidden}, output {self.output_mode})"
+
 
 def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
     """Build the PyTorch module for a graph that went through the pipeline."""

@@ -25,6 +25,7 @@ from typing import Any
 from hybriddsl.errors import HybNameError, suggest
 
 OptionValue = int | float | bool | str | None
+MAX_INT = 2**31 - 1  # largest integer option or setting
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class Option:
             return f"option '{self.name}' takes true or false, got {_show(value)}"
         if self.type is str and not isinstance(value, str):
             return f"option '{self.name}' takes a name or string, got {_show(value)}"
+        if self.type is int and abs(value) > MAX_INT:  # torch sizes are 64-bit; far beyond any real model anyway
+            return f"option '{self.name}' is too large: {value} (at most {MAX_INT:,})"
         if self.min is not None and value < self.min:
             return f"option '{self.name}' must be >= {_num(self.min)}, got {_show(value)}"
         if self.max is not None and value > self.max:

@@ -29,6 +29,7 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -59,6 +60,25 @@ def state_slots(state: State) -> list[tuple[dict, str, str]]:
                 out.append((d, k, prefix + k))
 
     walk(state, "")
+    return out
+
+
+def state_labels(model: nn.Module, names: list[str]) -> list[str]:
+    """User-facing names of state entries: ``n8.k`` -> ``layer 2 (attention) k`` (the graph's node ids are
+    internal); names the model's graph does not know stay as they are."""
+    graph = getattr(model, "graph", None)
+    out = []
+    for name in names:
+        nid, _, rest = name.partition(".")
+        try:
+            d = graph[nid] if graph is not None else None
+        except Exception:  # not a node id
+            d = None
+        if not d or "layer" not in d or "kind" not in d:
+            out.append(name)
+            continue
+        tag = {"companion": "+", "shared": " shared"}.get(d.get("role"), "")
+        out.append(f"layer {d['layer']}{tag} ({d['kind']}) {rest}".rstrip())
     return out
 
 
@@ -275,11 +295,20 @@ class Stream:
             if grow:
                 raise HybOptionError(
                     "compile/cuda_graph streaming needs a fixed-shape state, but these grow every frame: "
-                    + ", ".join(grow)
+                    + ", ".join(state_labels(model, grow))
                     + " (give attention a window, or use the eager stream)"
                 )
         if kind == "aot":
+            # minutes of silence otherwise: say what is happening (stderr, so piped output stays clean)
+            print(
+                "hybriddsl: compiling the streaming step with AOTInductor (once per model and batch; ~0.5-3 min "
+                "on 2 CPU cores) ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            t0 = time.perf_counter()
             run, self._aot_weights = aot_step(model, self.state, self._example_frame())
+            print(f"hybriddsl: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
             self._aot = run
         elif kind == "dynamo":  # the in-place step on flat state, as aot_step exports it

@@ -16,7 +16,7 @@ from typing import Any, Union
 import lark
 from lark import Token, Transformer, v_args
 
-from hybriddsl.errors import HybSyntaxError, Span
+from hybriddsl.errors import HybOptionError, HybSyntaxError, Span
 
 
 # ---------------------------------------------------------------------------------------------------- the AST
@@ -357,10 +357,14 @@ def parse(text: str, file: str = "<string>") -> Program:
     """Parse .hyb source into a :class:`Program`. Raises HybSyntaxError with file:line:col."""
     if not isinstance(text, str):
         raise HybSyntaxError(f"expected .hyb source text, got {type(text).__name__}", Span(0, 0, 1, file))
+    text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some Windows editors write
+    _check_nesting(text, file)
     try:
         tree = _parser().parse(text + ("\n" if not text.endswith("\n") else ""))
     except lark.UnexpectedInput as exc:
-        raise _syntax_error(exc, text, file) from None
+        err = _syntax_error(exc, text, file)
+        err.hint = err.hint or _space_hint(text, err.span)
+        raise err from None
     try:
         prog = _ToAST(file).transform(tree)
     except lark.exceptions.VisitError as exc:  # errors raised inside transformer methods arrive wrapped
@@ -369,4 +373,68 @@ def parse(text: str, file: str = "<string>") -> Program:
             raise inner.with_source(text, file) from None
         raise
     prog.source, prog.file = text, file
+    _check_duplicates(prog)
     return prog
+
+
+MAX_NESTING = 64  # levels of ( ) and [ ]; far beyond any real model, well within Python's recursion limit
+
+
+def _check_nesting(text: str, file: str) -> None:
+    """A HybSyntaxError at the first bracket nested deeper than MAX_NESTING (comments and strings skipped)."""
+    depth, line, col, quote = 0, 1, 0, ""
+    in_comment = False
+    for ch in text:
+        col += 1
+        if ch == "\n":
+            line, col, in_comment = line + 1, 0, False
+            continue
+        if in_comment:
+            continue
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            in_comment = True
+        elif ch in "([":
+            depth += 1
+            if depth > MAX_NESTING:
+                raise HybSyntaxError(
+                    f"groups nested more than {MAX_NESTING} levels deep", Span(line, col, 1, file), text
+                )
+        elif ch in ")]":
+            depth = max(depth - 1, 0)
+
+
+def _space_hint(text: str, span: Span | None) -> str:
+    """The hint for ``A (heads=4)``: options attach to the name, without a space before '('."""
+    if span is None or not span.line:
+        return ""
+    lines = text.splitlines()
+    if span.line > len(lines):
+        return ""
+    before = lines[span.line - 1][: max(span.column - 1, 0)]
+    import re
+
+    m = re.search(r"([A-Za-z_*-][\w.]*)\s+\(\s*[A-Za-z_]\w*\s*$", before)
+    if not m or not lines[span.line - 1][span.column - 1 :].startswith("="):
+        return ""
+    return f"options attach to the layer name with no space before '(': write {m.group(1)}(...)"
+
+
+def _check_duplicates(prog: Program) -> None:
+    """A setting written twice is an error naming both places (which one should win is not obvious)."""
+    seen: dict[tuple[str | None, str], Setting] = {}
+    for st in prog.settings:
+        key = (st.scope, st.name)
+        if key in seen:
+            first = seen[key].span
+            name = f"{st.scope}.{st.name}" if st.scope else st.name
+            raise HybOptionError(
+                f"setting '{name}' is given twice: at line {first.line}, column {first.column} and here",
+                st.span,
+                prog.source,
+                hint="keep one of them (--set on the command line overrides a file's setting)",
+            )
+        seen[key] = st

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
-from hybriddsl.errors import HybOptionError, Span
+from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
 def add_file(p: argparse.ArgumentParser) -> None:
@@ -27,8 +28,6 @@ def source_arg(args: argparse.Namespace) -> str:
 
         return sys.stdin.read()
     if not args.file.endswith(".hyb"):
-        from pathlib import Path
-
         return Path(args.file)  # a path all the same; read_source reports a missing file
     return args.file
 
@@ -56,3 +55,23 @@ def parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw.strip("\"'")
+
+
+def require(module: str, what: str, install: str) -> None:
+    """Raise HybOptionError now, before any work, when ``module`` (needed by ``what``) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise HybOptionError(
+            f"{what} needs the '{module}' package, which is not installed: {install}",
+            Span(0, 0, 1, "<command line>"),
+        )
+
+
+def check_output_dir(path: str | Path | None) -> None:
+    """HybFileError now, before any work, when the folder of an output file does not exist."""
+    if path is None:
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise HybFileError(f"cannot write {path}: folder {parent} does not exist", Span(0, 0, 1, str(path)))

@@ -17,7 +17,7 @@ import argparse
 import math
 from pathlib import Path
 
-from hybriddsl.cli.common import overrides
+from hybriddsl.cli.common import overrides, require
 from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
 from hybriddsl.errors import HybOptionError, Span
 
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     out = check_output(args.output, (".csv", ".json"))
     png = check_output(args.plot, (".png",))
+    if png is not None:  # before any training, not after it
+        require("matplotlib", "--plot", "pip install 'hybriddsl[plot]' (or pip install matplotlib)")
     lengths = parse_lengths(args.seq_lens)
     tasks = {n: make_task_from(args, n) for n in lengths}  # every bad task option before any training
     lrs = parse_lrs(args.lr)

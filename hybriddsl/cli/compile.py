@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from hybriddsl import api, registry
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl import registry
+from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import write_text
-from hybriddsl.ir import Graph, Op, format_opts
+
+if TYPE_CHECKING:
+    from hybriddsl.ir import Graph
 
 ARTIFACTS = (".pt", ".py", ".json")
 
@@ -38,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
         raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
+    check_output_dir(out)
+
+    from hybriddsl import api
 
     def dump(name: str, g: Graph) -> None:
         print(f"== after {name} ==\n{g}\n")
@@ -73,6 +79,8 @@ def _human(n: int) -> str:
 
 def table(graph: Graph) -> str:
     """The layer table: one row per mixer use, then totals (parameters counted once per weight group)."""
+    from hybriddsl.ir import Op, format_opts
+
     s = graph.settings
     rows = [("#", "kind", "options", "shape", "params", "FLOPs/tok", "state")]
     for nid in graph.nodes(Op.MIXER):
@@ -108,5 +116,7 @@ def table(graph: Graph) -> str:
 
 
 def _out_shape(graph: Graph) -> tuple:
+    from hybriddsl.ir import Op
+
     (o,) = graph.nodes(Op.OUTPUT)
     return graph[o]["shape"]

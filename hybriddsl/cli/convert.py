@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -94,9 +95,11 @@ def run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError as e:
             raise HybFileError(f"{args.source} is not JSON: {e.msg}", Span(e.lineno, e.colno, 1, args.source)) from None
         text = from_hf(config)
-        if settings:  # settings are declarative: a later line wins over the converted one
-            text += "".join(f"{k} = {value(v)}\n" for k, v in settings.items())
-            settings = {}
+        for k, v in settings.items():  # --set replaces the converted line (a setting may be written once)
+            line = f"{k} = {value(v)}"
+            text, n = re.subn(rf"(?m)^{re.escape(k)} = .*$", lambda _m, line=line: line, text)
+            text += "" if n else line + "\n"
+        settings = {}
     else:
         text = sys.stdin.read() if args.source == "-" else Path(args.source)  # a path keeps its name in errors
     # 2. .hyb text -> the target

@@ -10,10 +10,10 @@ forward to ``<name>.forward.pt2``. Weights are random (``--seed``) unless ``--we
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from hybriddsl import api
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
@@ -34,7 +34,12 @@ def add_parser(sub) -> None:
         "or C++ AOTIModelPackageLoader)",
     )
     p.add_argument("--batch", type=int, default=1, help="streams per step call (default 1)")
-    p.add_argument("--seq", type=int, default=None, help="example length for --forward (default seq_len)")
+    p.add_argument(
+        "--seq",
+        type=int,
+        default=None,
+        help="example length for --forward (default: 64, or seq_len when shorter; tracing time grows with it)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed for the weights (default 0)")
     p.add_argument("--weights", default=None, help="a model.pt whose weights to load (strict)")
     p.set_defaults(func=run)
@@ -43,24 +48,31 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from hybriddsl.export import save_forward, save_step
+    from hybriddsl import api
+    from hybriddsl.export import forward_lengths, save_forward, save_step
 
     out = Path(args.output)
     if out.suffix != ".pt2":
         raise HybFileError(f"export writes a .pt2 file, got '{out.name}'", Span(0, 0, 1, str(out)))
+    check_output_dir(out)
     if args.batch < 1 or (args.seq is not None and args.seq < 1):
         raise HybOptionError("--batch and --seq must be at least 1")
     torch.manual_seed(args.seed)
     model = api.parse_and_build(source_arg(args), **overrides(args)).eval()
     if args.weights:
         _load_weights(model, args.weights)
+    what = "exporting and AOT-compiling (about a minute or more on 2 CPU cores)" if args.aot else "exporting"
+    print(f"{what} the streaming step ...", file=sys.stderr, flush=True)
     save_step(model, out, args.batch, aot=args.aot)
     compiled = ", AOTInductor-compiled inside" if args.aot else ""
     print(f"wrote {out} (step: x, *state -> y, *new_state; batch {args.batch}{compiled})")
     if args.forward:
         fwd = out.with_name(out.stem + ".forward.pt2")
-        save_forward(model, fwd, args.batch, args.seq)
-        print(f"wrote {fwd} (parallel forward)")
+        at = args.seq or "min(seq_len, 64)"
+        print(f"exporting the parallel forward at T = {at} ...", file=sys.stderr, flush=True)
+        lo, hi = forward_lengths(torch.export.load(save_forward(model, fwd, args.batch, args.seq)))
+        lengths = f"T = {lo}" if lo == hi else f"T from {lo}" + (f" to {hi}" if hi is not None else " up")
+        print(f"wrote {fwd} (parallel forward; accepts {lengths}; --seq N for another length)")
     return 0
 
 

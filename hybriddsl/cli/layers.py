@@ -1,5 +1,8 @@
 """``hybdsl layers [KIND]``: the layer kinds, their names and options, read from the registry.
 
+``hybdsl layers --settings`` lists the model-wide settings (``hidden``, ``vocab``, ...); ``hybdsl layers hidden``
+shows one setting.
+
 ``hybdsl layers --markdown`` prints the reference that docs/layers.md holds (a test keeps the two equal).
 """
 
@@ -8,16 +11,18 @@ from __future__ import annotations
 import argparse
 
 from hybriddsl import registry
-from hybriddsl.settings import MODEL_SETTINGS
+from hybriddsl.errors import HybNameError, suggest
+from hybriddsl.settings import MODEL_SETTINGS, model_setting
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "layers",
         help="list layer kinds, their aliases and options",
-        description="List the layer kinds the compiler knows, from its one registry.",
+        description="List the layer kinds the compiler knows, from its one registry, and the model settings.",
     )
-    p.add_argument("kind", nargs="?", help="show one kind (any alias)")
+    p.add_argument("kind", nargs="?", help="show one kind (any alias) or one model setting")
+    p.add_argument("--settings", action="store_true", help="list the model-wide settings (hidden, vocab, ...)")
     p.add_argument("--markdown", action="store_true", help="print the Markdown reference (docs/layers.md)")
     p.set_defaults(func=run)
 
@@ -85,10 +90,26 @@ def markdown() -> str:
     return "\n".join(out) + "\n"
 
 
+def _setting_line(o: registry.Option) -> str:
+    return f"{o.name:16} {_type(o).replace(chr(92), ''):28} default {_default(o):10} {o.doc}"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.markdown:
         print(markdown(), end="")
         return 0
+    if args.settings:
+        print("model settings (write `name = value` in the file, or --set name=value):")
+        for o in MODEL_SETTINGS:
+            print("  " + _setting_line(o))
+        return 0
+    setting = model_setting(args.kind) if args.kind else None
+    if setting is not None:
+        print("model setting:\n  " + _setting_line(setting))
+        return 0
+    if args.kind and registry.canonical(args.kind) is None:
+        known = [*registry.user_names(), *(o.name for o in MODEL_SETTINGS)]
+        raise HybNameError(f"unknown layer or setting '{args.kind}'" + suggest(args.kind, known))
     specs = [registry.get(args.kind)] if args.kind else [s for s in registry.specs() if not s.internal]
     for s in specs:
         names = ", ".join((s.name, *s.aliases, *s.edifice))

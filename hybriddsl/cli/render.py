@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybriddsl import api
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
 
 
 def add_parser(sub) -> None:
@@ -22,7 +21,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hybriddsl import api
+
     out = Path(args.output) if args.output else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
+    check_output_dir(out)
     graph = api.compile(source_arg(args), **overrides(args))
     written = api.render(graph, out)
     print(f"wrote {written}")

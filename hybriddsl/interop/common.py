@@ -7,8 +7,10 @@ blocks exactly as the model has them) and walks :func:`sublayers`. A converter *
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +22,54 @@ class ConvertError(HybOptionError):
     """The model cannot be said in the target convention (or the input is not that convention)."""
 
     kind = "convert error"
+
+
+_problems: list[str] | None = None  # while collecting (collect_problems): problems found so far
+
+
+def problem(message: str) -> None:
+    """A problem the conversion can go on past: raised at once, or, inside :func:`collect_problems`, kept so
+    that every such problem of the model is reported in one error."""
+    if _problems is None:
+        raise ConvertError(message)
+    _problems.append(message)
+
+
+@contextlib.contextmanager
+def collect_problems() -> Iterator[None]:
+    """Run a conversion, then raise one ConvertError listing every problem (and the one that stopped it)."""
+    global _problems
+    outer, _problems = _problems, []
+    found = _problems
+    try:
+        yield
+    except ConvertError as e:
+        found.append(e.message)
+    finally:
+        _problems = outer
+    found = _merge_layers(found)
+    if len(found) == 1:
+        raise ConvertError(found[0])
+    if found:
+        raise ConvertError(f"{len(found)} problems:\n  - " + "\n  - ".join(found))
+
+
+def _merge_layers(messages: list[str]) -> list[str]:
+    """'layer 2 (ffn) X', 'layer 6 (ffn) X' -> 'layer 2 (ffn) X (also layers 6)': one line per problem."""
+    out: dict[str, list[str]] = {}
+    for m in messages:
+        head, _, rest = m.partition(" (")
+        num = head.removeprefix("layer ")
+        key = rest if head.startswith("layer ") and num.isdigit() else m
+        out.setdefault(key, []).append(num if key != m else "")
+    lines = []
+    for key, nums in out.items():
+        if nums == [""]:
+            lines.append(key)
+        else:
+            also = f" (also layer{'s' if len(nums) > 2 else ''} {', '.join(nums[1:])})" if len(nums) > 1 else ""
+            lines.append(f"layer {nums[0]} ({key}{also}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -217,9 +267,9 @@ def hf_base(graph: Graph, model_type: str, arch: str, eps_key: str = "rms_norm_e
     s = graph.settings
     target = f"Hugging Face {model_type}"
     if s["norm"] != "rmsnorm":
-        raise ConvertError(f"{target} uses RMSNorm; the model has norm = {s['norm']} (write 'norm = rmsnorm')")
+        problem(f"{target} uses RMSNorm; the model has norm = {s['norm']} (write 'norm = rmsnorm')")
     if not s["pre_norm"]:
-        raise ConvertError(f"{target} is a pre-norm model; the model has pre_norm = false")
+        problem(f"{target} is a pre-norm model; the model has pre_norm = false")
     cfg: dict[str, Any] = {"model_type": model_type, "architectures": [arch], "hidden_size": s["hidden"]}
     if s["vocab"]:
         cfg["vocab_size"] = s["vocab"]
@@ -258,5 +308,6 @@ def gated_act(f: Sub, target: str) -> str:
     """HF hidden_act of a gated MLP for our ffn/moe act; raises for a plain (ungated) GELU MLP."""
     act = f.opts.get("act", "gelu")
     if act not in ACT:
-        raise ConvertError(f"{f.where()} is a plain {act} MLP; {target}'s MLP is gated (write act=swiglu or act=geglu)")
+        problem(f"{f.where()} is a plain {act} MLP; {target}'s MLP is gated (write act=swiglu or act=geglu)")
+        return f"({act})"  # only reached while collecting problems
     return ACT[act]

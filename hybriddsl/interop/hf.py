@@ -13,7 +13,7 @@ from typing import Any
 
 from hybriddsl.errors import suggest
 from hybriddsl.interop import falcon_h1, jamba, nemotron_h, qwen3_next, recurrent_gemma, zamba2
-from hybriddsl.interop.common import ConvertError, compile_source
+from hybriddsl.interop.common import ConvertError, collect_problems, compile_source
 from hybriddsl.ir import Graph
 
 FAMILIES: dict[str, ModuleType] = {
@@ -67,4 +67,6 @@ def to_hf(src: str | os.PathLike | Graph, family: str, **settings: Any) -> dict[
     """.hyb source (text, path or compiled Graph) -> the config fields of ``family`` ('jamba', 'hf-nemotron-h',
     ...). Raises ConvertError naming the layer and the reason when the family cannot express the model."""
     key = family_name(family)
-    return FAMILIES[key].to_config(compile_source(src, **settings))
+    graph = compile_source(src, **settings)
+    with collect_problems():  # every problem of the model in one error, not one per run
+        return FAMILIES[key].to_config(graph)

@@ -27,14 +27,12 @@ rotation; RoPE is applied to keys before they are cached, with their absolute po
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.attention import SPEC, attention_flops, keys_per_query, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
 class HeadRMSNorm(nn.Module):
@@ -291,65 +289,3 @@ class Attention(Mixer):
         """
         n = seq_len if self.window is None else min(seq_len, self.window)
         return 2 * self.kv_heads * self.head_dim * n * dtype_bytes
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """Cross-option checks, run before anything is allocated."""
-    heads, kv, hd = opts.get("heads", 4), opts.get("kv_heads"), opts.get("head_dim")
-    if hd is None and hidden % heads:
-        return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
-    if kv is not None and heads % kv:
-        return f"kv_heads ({kv}) must divide heads ({heads})"
-    d = hd if hd is not None else hidden // heads
-    if opts.get("rope") and d % 2:
-        return f"rope needs an even head_dim, got {d}"
-    if opts.get("window") is not None and not opts.get("causal", True):
-        return "window needs causal attention (causal = true)"
-    return None
-
-
-def keys_per_query(seq_len: int, window: int | None, causal: bool = True) -> float:
-    """Mean number of keys a query attends to in a sequence of ``seq_len``: mean of min(t, window), t=1..L."""
-    L = max(seq_len, 1)
-    if not causal:
-        return float(L)
-    w = L if window is None else min(window, L)
-    return (w * (w + 1) / 2 + (L - w) * w) / L
-
-
-def attention_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: projections ``2 params`` plus scores and weighted sum ``4 heads head_dim n`` where n
-    is the mean number of keys a query sees: ``(L+1)/2`` for full causal attention, the exact causal average
-    of ``min(t, window)`` with a window, ``L`` without causality. Softmax, norms and RoPE are left out."""
-    heads = opts.get("heads", 4)
-    d = opts.get("head_dim") or hidden // heads
-    n = keys_per_query(seq_len, opts.get("window"), opts.get("causal", True))
-    return int(2 * params + 4 * heads * d * n)
-
-
-SPEC = LayerSpec(
-    name="attention",
-    aliases=("A", "attn", "*"),
-    letter="A",
-    summary="causal softmax attention, GQA / sliding window / RoPE / QK-norm (Vaswani et al. 2017)",
-    factory=Attention,
-    options=(
-        Option("heads", int, 4, "query heads", min=1),
-        Option("kv_heads", int, None, "key/value heads (grouped-query; default = heads)", min=1, optional=True),
-        Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
-        Option("window", int, None, "sliding causal window, counting the current token", min=1, optional=True),
-        Option("qk_norm", bool, False, "RMSNorm on every q and k head"),
-        Option("rope", bool, False, "rotary position embedding on q and k"),
-        Option("rope_theta", float, 10000.0, "RoPE base", min=1.0),
-        Option("bias", bool, False, "biases on the projections"),
-        Option("dropout", float, 0.0, "dropout on attention probabilities (training only)", min=0.0, max=1.0),
-        Option("chunk", int, None, "evaluate queries in blocks of this size (memory)", min=1, optional=True),
-        Option("ffn", bool, True, "attach an FFN residual block after attention (Edifice)"),
-        Option("causal", bool, True, "causal mask"),
-    ),
-    validate=validate,
-    flops=attention_flops,
-    companions=lambda o: [("ffn", {})] if o.get("ffn", True) else [],
-    color="#f4b6b6",
-    key_options=("heads", "kv_heads", "window"),
-)

@@ -16,7 +16,6 @@ by ``hidden`` values per token.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +24,7 @@ from torch import nn
 
 from hybriddsl.errors import LoweringError, suggest
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
-
-_TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
-_FORMAT_HINT = 'write fn = "package.module:factory", e.g. fn = "mypkg.layers:make_block"'
+from hybriddsl.specs.custom import _FORMAT_HINT, _TARGET, SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
 def _show(fn: str | Callable[..., Any]) -> str:
@@ -164,36 +160,3 @@ class Custom(Mixer):
         if self._own_step:
             return super().state_bytes(seq_len, dtype_bytes)
         return seq_len * self.hidden * dtype_bytes
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """fn must be given, as a callable or a 'package.module:factory' string (imported only at build time)."""
-    fn = opts.get("fn")
-    if fn is None:
-        return 'custom needs fn = "package.module:factory"'
-    if not callable(fn) and not (isinstance(fn, str) and _TARGET.match(fn)):
-        return f"fn must look like 'package.module:factory', got {fn!r}"
-    return None
-
-
-SPEC = LayerSpec(
-    name="custom",
-    aliases=(),
-    letter="C",
-    summary="a user factory (hidden_size, **opts) -> nn.Module mapping [B, T, hidden] to itself",
-    factory=Custom,
-    options=(
-        Option(
-            "fn",
-            str,
-            None,
-            "factory as 'package.module:factory' (or a callable from Python)",
-            optional=True,
-            callable_ok=True,
-        ),
-    ),
-    open_options=True,
-    validate=validate,
-    color="#e0e0e0",
-    key_options=("fn",),
-)

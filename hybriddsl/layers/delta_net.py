@@ -18,8 +18,8 @@ shared parts are in :mod:`hybriddsl.layers.delta_common`.
 
 from __future__ import annotations
 
-from hybriddsl.layers.delta_common import DeltaMixer, delta_flops, validate
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layers.delta_common import DeltaMixer
+from hybriddsl.specs.delta_net import SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
 class DeltaNet(DeltaMixer):
@@ -40,24 +40,3 @@ class DeltaNet(DeltaMixer):
         bias: bool = False,
     ):
         super().__init__(hidden_size, heads=heads, head_dim=head_dim, conv=conv, chunk=chunk, bias=bias)
-
-
-SPEC = LayerSpec(
-    name="delta_net",
-    aliases=("D", "delta"),
-    letter="D",
-    summary="DeltaNet: linear attention with the delta rule (Yang et al. 2024)",
-    factory=DeltaNet,
-    options=(
-        Option("heads", int, 4, "heads", min=1),
-        Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
-        Option("conv", int, 4, "width of the short causal convs on q, k, v (0: none)", min=0),
-        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=16),
-        Option("bias", bool, False, "biases on the q/k/v/output projections"),
-    ),
-    validate=validate,
-    flops=delta_flops(6),
-    recurrent=True,
-    color="#c9e4c5",
-    key_options=("heads", "head_dim"),
-)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.ffn import SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
 class FFN(Mixer):
@@ -42,20 +42,3 @@ class FFN(Mixer):
         else:
             h = F.gelu(h)
         return self.down(h)
-
-
-SPEC = LayerSpec(
-    name="ffn",
-    aliases=("F", "mlp", "-"),
-    letter="F",
-    summary="feed-forward MLP (GELU or SwiGLU)",
-    factory=FFN,
-    options=(
-        Option("mult", float, 4.0, "inner width as a multiple of hidden", min=0.01),
-        Option("inner", int, None, "inner width (overrides mult)", min=1, optional=True),
-        Option("act", str, "gelu", "activation", choices=("gelu", "swiglu", "geglu")),
-        Option("bias", bool, True, "biases on the projections"),
-    ),
-    color="#f5e6c8",
-    key_options=("act", "mult"),
-)

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.delta_common import DeltaMixer, delta_flops, validate
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layers.delta_common import DeltaMixer
+from hybriddsl.specs.gated_delta_net import SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
 class GatedDeltaNet(DeltaMixer):
@@ -72,25 +72,3 @@ class GatedDeltaNet(DeltaMixer):
 
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         return self._split(self.g_proj(x), self.head_v_dim)
-
-
-SPEC = LayerSpec(
-    name="gated_delta_net",
-    aliases=("GD", "gdn"),
-    letter="GD",
-    summary="Gated DeltaNet: delta rule with Mamba-2 decay and gated output norm (Yang et al. 2025)",
-    factory=GatedDeltaNet,
-    options=(
-        Option("heads", int, 4, "heads", min=1),
-        Option("head_dim", int, None, "width of a q/k head (default hidden // heads)", min=1, optional=True),
-        Option("expand_v", float, 1.0, "value width per head as a multiple of head_dim (paper: 2)", min=0.0),
-        Option("conv", int, 4, "width of the short causal convs on q, k, v (0: none)", min=0),
-        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=16),
-        Option("bias", bool, False, "biases on the q/k/v/gate/output projections"),
-    ),
-    validate=validate,
-    flops=delta_flops(7),
-    recurrent=True,
-    color="#a8d5a2",
-    key_options=("heads", "expand_v"),
-)

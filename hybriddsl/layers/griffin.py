@@ -36,14 +36,13 @@ The gated MLP that follows in Griffin's residual stack is a companion: ``ffn`` w
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, ShortConv, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.griffin import SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
 
 C = 8.0  # the paper's fixed scalar c
 
@@ -130,40 +129,3 @@ class GriffinBlock(Mixer):
         a, b = self._gates(z)
         h = linear_scan_step(a, b, state["h"])
         return self.out_proj(h.to(x.dtype) * y), {"conv": buf.to(state["conv"].dtype), "h": h}
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """Cross-option checks, run before anything is allocated."""
-    if opts.get("conv", 4) < 1:
-        return f"conv (the temporal conv width) must be >= 1, got {opts.get('conv')}"
-    w = opts.get("width")
-    if w is not None and w < 1:
-        return f"width must be >= 1, got {w}"
-    return None
-
-
-SPEC = LayerSpec(
-    name="griffin",
-    aliases=("L", "lru", "rglru"),
-    edifice=("griffin_lru",),
-    letter="L",
-    summary="Griffin recurrent block: gelu branch * RG-LRU over a short conv (De et al. 2024)",
-    factory=GriffinBlock,
-    options=(
-        Option(
-            "width",
-            int,
-            None,
-            "recurrent width (default hidden, RecurrentGemma's lru_width)",
-            min=1,
-            optional=True,
-        ),
-        Option("conv", int, 4, "temporal conv width", min=1),
-        Option("mlp", bool, True, "attach Griffin's gated MLP (ffn geglu, mult 3) as its own residual block"),
-    ),
-    validate=validate,
-    companions=lambda o: [("ffn", {"act": "geglu", "mult": 3.0})] if o.get("mlp", True) else [],
-    recurrent=True,
-    color="#b3e5fc",
-    key_options=("width",),
-)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.gru import SPEC, gru_flops  # noqa: F401 (the kind's spec, torch-free)
 
 
 class GRU(Mixer):
@@ -64,26 +64,3 @@ class GRU(Mixer):
         if self.out_proj is not None:
             y = self.out_proj(y)
         return y, {"h": h}
-
-
-def gru_flops(opts: dict, hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: ``2 params`` for the matrix products plus about 10 elementwise ops per state unit."""
-    size = opts.get("size") or hidden
-    return 2 * params + 10 * size
-
-
-SPEC = LayerSpec(
-    name="gru",
-    aliases=(),  # "GRU" is the canonical name in another case: names are case-insensitive
-    letter="GRU",
-    summary="gated recurrent unit layer (Cho et al. 2014)",
-    factory=GRU,
-    options=(
-        Option("size", int, None, "state width (default hidden; a projection maps it back)", min=1, optional=True),
-        Option("bias", bool, True, "biases on the gates"),
-    ),
-    flops=gru_flops,
-    recurrent=True,
-    color="#c9d7f0",
-    key_options=("size",),
-)

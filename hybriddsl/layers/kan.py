@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.kan import SPEC, kan_flops  # noqa: F401 (the kind's spec, torch-free)
 
 
 def knots(grid: int, order: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -86,29 +86,3 @@ class KAN(Mixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
-
-
-def kan_flops(opts: dict, hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: ``2 params`` for the weighted sums plus the bases: about ``6 (grid + 2 order)`` per
-    degree and input (two divisions, products and a sum per knot) and a few for tanh/silu; approximate."""
-    g, k = opts.get("grid", 5), opts.get("order", 3)
-    inner = opts.get("inner") or hidden
-    per_input = 6 * (g + 2 * k) * k + 10
-    return 2 * params + per_input * (hidden + inner)
-
-
-SPEC = LayerSpec(
-    name="kan",
-    aliases=("K",),
-    letter="K",
-    summary="Kolmogorov-Arnold network block, B-spline edges (Liu et al. 2024)",
-    factory=KAN,
-    options=(
-        Option("grid", int, 5, "grid intervals over [-1, 1] (Edifice's kan_grid_size)", min=1),
-        Option("order", int, 3, "spline degree", min=1, max=8),
-        Option("inner", int, None, "width between the two KAN layers (default hidden)", min=1, optional=True),
-    ),
-    flops=kan_flops,
-    color="#d9c2e9",
-    key_options=("grid", "order"),
-)

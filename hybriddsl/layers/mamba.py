@@ -26,14 +26,13 @@ per-model rescaling of ``W_out`` by the depth belongs to the model, not to the b
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, ShortConv, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.mamba import SPEC, mamba_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # the paper's Δ initialization range
 
@@ -172,44 +171,3 @@ class Mamba(Mixer):
             state["ssm"].copy_(h)
             return self.out_proj(y), state
         return self.out_proj(y), {"conv": conv, "ssm": h}
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """Cross-option checks, run before anything is allocated."""
-    for name, lo in (("state", 1), ("expand", 1), ("conv", 1)):
-        v = opts.get(name)
-        if v is not None and v < lo:
-            return f"{name} must be >= {lo}, got {v}"
-    r = opts.get("dt_rank")
-    if r is not None and r < 1:
-        return f"dt_rank must be >= 1 (or unset for ceil(hidden / 16)), got {r}"
-    return None
-
-
-def mamba_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: projections ``2 params`` plus the scan, about ``9 D_in N`` (discretize ``exp(Δ A)``
-    and ``Δ u B``, the state update, the ``C`` read-out; the paper's section 3.3 count)."""
-    d_inner = opts.get("expand", 2) * hidden
-    return int(2 * params + 9 * d_inner * opts.get("state", 16))
-
-
-SPEC = LayerSpec(
-    name="mamba",
-    aliases=("M", "ssm"),
-    letter="M",
-    summary="Mamba-1 selective SSM: input-dependent Δ, B, C, causal conv, SiLU gate (Gu & Dao 2023)",
-    factory=Mamba,
-    options=(
-        Option("state", int, 16, "SSM state size N per channel", min=1),
-        Option("expand", int, 2, "inner width D_in as a multiple of hidden", min=1),
-        Option("conv", int, 4, "width of the causal depthwise conv", min=1),
-        Option("dt_rank", int, None, "rank of the Δ projection (default ceil(hidden / 16))", min=1, optional=True),
-        Option("bias", bool, False, "biases on the in/out projections"),
-        Option("conv_bias", bool, True, "bias on the conv"),
-    ),
-    validate=validate,
-    flops=mamba_flops,
-    recurrent=True,
-    color="#bbdefb",
-    key_options=("state", "expand"),
-)

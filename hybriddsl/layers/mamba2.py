@@ -26,15 +26,13 @@ weights PyTorch's default init.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
 from hybriddsl.layers.mamba import dt_bias_init, wide
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.mamba2 import SPEC, mamba2_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's A_init_range
 
@@ -136,53 +134,3 @@ class Mamba2(Mixer):
         q, k, xh, v, g = self._heads(F.silu(xBC), dt)
         o, h = gla_step(q, k, v, g, scale=1.0, state=state["ssm"])
         return self._finish(o, xh, z), {"conv": conv, "ssm": h}
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """Cross-option checks, run before anything is allocated."""
-    expand, head_dim, groups = opts.get("expand", 2), opts.get("head_dim", 64), opts.get("groups", 1)
-    for name, v in (("state", opts.get("state", 64)), ("expand", expand), ("conv", opts.get("conv", 4))):
-        if v < 1:
-            return f"{name} must be >= 1, got {v}"
-    if head_dim < 1 or groups < 1:
-        return f"head_dim and groups must be >= 1, got head_dim={head_dim}, groups={groups}"
-    d_inner = expand * hidden
-    if d_inner % head_dim:
-        width = f"expand * hidden = {expand} * {hidden} = {d_inner}"
-        return f"head_dim ({head_dim}) must divide the inner width {width}"
-    heads = d_inner // head_dim
-    if heads % groups:
-        return f"groups ({groups}) must divide the number of heads expand * hidden / head_dim = {heads}"
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
-    return None
-
-
-def mamba2_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: projections ``2 params`` plus the recurrence, ``4 N P`` per head (decay and
-    ``B (Δ x)^T`` into the state, ``h^T C`` out), i.e. ``4 D_in N``."""
-    return int(2 * params + 4 * opts.get("expand", 2) * hidden * opts.get("state", 64))
-
-
-SPEC = LayerSpec(
-    name="mamba2",
-    aliases=("M2", "ssd"),
-    letter="M2",
-    summary="Mamba-2 / SSD: scalar decay per head, multi-head SSM with gated RMSNorm (Dao & Gu 2024)",
-    factory=Mamba2,
-    options=(
-        Option("state", int, 64, "SSM state size N per head", min=1),
-        Option("expand", int, 2, "inner width D_in as a multiple of hidden", min=1),
-        Option("conv", int, 4, "width of the causal depthwise conv", min=1),
-        Option("head_dim", int, 64, "channels per head P (heads = expand * hidden / head_dim)", min=1),
-        Option("groups", int, 1, "B/C groups shared by heads (must divide heads)", min=1),
-        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
-        Option("bias", bool, False, "biases on the in/out projections"),
-        Option("conv_bias", bool, True, "bias on the conv"),
-    ),
-    validate=validate,
-    flops=mamba2_flops,
-    recurrent=True,
-    color="#90caf9",
-    key_options=("state", "head_dim"),
-)

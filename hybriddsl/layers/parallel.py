@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.parallel import SPEC, _flops  # noqa: F401 (the kind's spec, torch-free)
 
 
 class Parallel(Mixer):
@@ -80,30 +80,3 @@ class Parallel(Mixer):
 
     def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
         return sum(layer.state_bytes(seq_len, dtype_bytes) for branch in self.branches for layer in branch)
-
-
-def _flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    from hybriddsl import registry
-    from hybriddsl.passes.count import layer_cost
-
-    total = 2 * params
-    for branch in opts["branches"]:
-        for b in branch:
-            spec = registry.get(b["kind"])
-            p, _ = layer_cost(b["kind"], b["opts"], hidden, seq_len)
-            total += spec.flops(b["opts"], hidden, p, seq_len) - 2 * p
-    return total
-
-
-SPEC = LayerSpec(
-    name="parallel",
-    aliases=(),
-    letter="P",
-    summary="branches on the same input, combined by mean, learned gate or concat+projection (Hymba, Falcon-H1)",
-    factory=Parallel,
-    options=(Option("mix", str, "mean", "how branch outputs combine", choices=("mean", "gate", "concat")),),
-    flops=_flops,
-    color="#e8e8ff",
-    key_options=("branches", "mix"),
-    internal=True,
-)

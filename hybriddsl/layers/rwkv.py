@@ -36,15 +36,12 @@ would make the block start as the identity map).
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, State
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.rwkv import SPECS, rwkv_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 _MIDDLE = 0.5  # layer_id / n_layer used by the RWKV-6 init schedules (see the module docstring)
 
@@ -189,59 +186,3 @@ class RWKV6ChannelMix(Mixer):
     def step(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         y = self._mix(x, state["shift"].to(x.dtype))
         return y, {"shift": x.to(state["shift"].dtype)}
-
-
-def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    """Cross-option checks, run before anything is allocated."""
-    hs = opts.get("head_size", 64)
-    if hidden % hs:
-        divisors = [d for d in (64, 32, 16, 8) if hidden % d == 0] or [math.gcd(hidden, hs)]
-        return (
-            f"head_size ({hs}) must divide hidden ({hidden}): heads = hidden / head_size; "
-            f"set head_size to a divisor of hidden, e.g. head_size = {divisors[0]}"
-        )
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
-    return None
-
-
-def rwkv_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: ``2 params`` plus the WKV state update and read-out, ``4 head_size^2`` per head
-    (= ``4 hidden head_size``)."""
-    return int(2 * params + 4 * hidden * opts.get("head_size", 64))
-
-
-SPECS = (
-    LayerSpec(
-        name="rwkv",
-        aliases=("R",),
-        letter="R",
-        summary="RWKV-6 time mix: ddlerp token shift, data-dependent decay, bonus u (Peng et al. 2024)",
-        factory=RWKV6TimeMix,
-        options=(
-            Option("head_size", int, 64, "width of a head (heads = hidden / head_size)", min=1),
-            Option("mix_rank", int, 32, "rank of the ddlerp token-shift LoRAs", min=1),
-            Option("decay_rank", int, 64, "rank of the decay LoRA", min=1),
-            Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
-            Option("cmix", bool, True, "attach the RWKV-6 channel mix as its own residual block"),
-        ),
-        validate=validate,
-        flops=rwkv_flops,
-        companions=lambda o: [("rwkv_channel_mix", {})] if o.get("cmix", True) else [],
-        recurrent=True,
-        color="#d1c4e9",
-        key_options=("head_size",),
-    ),
-    LayerSpec(
-        name="rwkv_channel_mix",
-        aliases=(),
-        letter="R",
-        summary="RWKV-6 channel mix: token shift, sigmoid(r) * W_v relu(W_k x)^2 (Peng et al. 2024)",
-        factory=RWKV6ChannelMix,
-        options=(Option("mult", float, 3.5, "inner width as a multiple of hidden", min=0.01),),
-        recurrent=True,
-        color="#ede7f6",
-        key_options=("mult",),
-        internal=True,
-    ),
-)

@@ -12,12 +12,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import torch
-
 from hybriddsl import registry
 from hybriddsl.errors import HybError
 from hybriddsl.ir import Graph, Op, _freeze
-from hybriddsl.lower import build_module
 
 
 def count(graph: Graph) -> Graph:
@@ -88,6 +85,10 @@ class _Opts:
 
 @functools.lru_cache(maxsize=4096)
 def _cost(kind: str, frozen: Any, hidden: int, seq_len: int, opts: _Opts) -> tuple[int, int]:
+    import torch  # here, not at the top: parsing and checking never need it
+
+    from hybriddsl.lower import build_module
+
     with torch.device("meta"):
         module = build_module(kind, opts.opts, hidden)
     params = sum(p.numel() for p in module.parameters())

@@ -84,6 +84,8 @@ def resolve_layer(
             opts[name], where[name] = value, vspan
     for name, (value, vspan) in scoped.get(spec.name, {}).items():
         opts[name], where[name] = value, vspan
+    if node.get("name") == "*" and preset is None:  # Megatron's attention letter: its MLP is a letter of its own
+        preset = {"ffn": False}
     opts.update(preset or {})
     for name, val in node.get("written", {}).items():
         if spec.option(name) is None and spec.open_options:  # e.g. custom: the user's factory takes it

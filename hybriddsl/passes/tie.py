@@ -40,10 +40,13 @@ def tie(graph: Graph) -> Graph:
                 raise HybOptionError("tie needs at least two different layers", st.span)
         first = chosen[0]
         for other in chosen[1:]:
-            if g[other]["opts"] != g[first]["opts"]:
+            a, b = g[first]["opts"], g[other]["opts"]
+            if a != b:
+                keys = [k for k in {**a, **b} if a.get(k) != b.get(k)]  # only what differs
                 raise HybOptionError(
                     f"cannot tie {kind} layers at stack positions {g[first]['layer']} and {g[other]['layer']}: "
-                    f"their options differ ({format_opts(g[first]['opts'])} vs {format_opts(g[other]['opts'])})",
+                    f"their options differ ({format_opts({k: a.get(k) for k in keys})} vs "
+                    f"{format_opts({k: b.get(k) for k in keys})})",
                     st.span,
                 )
             _share(g, first, other)

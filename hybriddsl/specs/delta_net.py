@@ -1,0 +1,29 @@
+"""The delta_net kind for the registry: options, cross-option checks, FLOP formula (no torch here).
+
+The module itself is in :mod:`hybriddsl.layers.delta_net`, imported only when a layer is built."""
+
+from __future__ import annotations
+
+from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.specs.delta_common import delta_flops, validate
+from hybriddsl.specs.refs import module_ref
+
+SPEC = LayerSpec(
+    name="delta_net",
+    aliases=("D", "delta"),
+    letter="D",
+    summary="DeltaNet: linear attention with the delta rule (Yang et al. 2024)",
+    factory=module_ref("hybriddsl.layers.delta_net", "DeltaNet"),
+    options=(
+        Option("heads", int, 4, "heads", min=1),
+        Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
+        Option("conv", int, 4, "width of the short causal convs on q, k, v (0: none)", min=0),
+        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=16),
+        Option("bias", bool, False, "biases on the q/k/v/output projections"),
+    ),
+    validate=validate,
+    flops=delta_flops(6),
+    recurrent=True,
+    color="#c9e4c5",
+    key_options=("heads", "head_dim"),
+)
