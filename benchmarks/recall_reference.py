@@ -18,7 +18,7 @@ close to attention. Three 2-layer models of the same width, each mixer followed 
     recurrence  L L                    Griffin's RG-LRU (De et al. 2024): a state of `hidden` numbers a layer
     hybrid      pos = rope; L A        one RG-LRU layer, then attention
 
-MQAR with vocabulary 64 and ``pairs`` key-value pairs at sequence length ``4 * pairs``; every model is trained
+MQAR with vocabulary 32 and ``pairs`` key-value pairs at sequence length ``4 * pairs``; every model is trained
 at every learning rate of ``--lr`` and seed of ``--seeds`` with :func:`hybriddsl.workbench.compare.compare`
 (same batches for every model per seed) and reported at its best learning rate. The checks printed at the end:
 attention >= 0.95 at every length, the recurrence below attention at the most pairs, the hybrid within 0.1 of
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--pairs", default="2,3,4", help="key-value pairs, comma-separated (sequence length 4x)")
     ap.add_argument("--models", default="attention,recurrence,hybrid", help="which of the three to train")
     ap.add_argument("--merge", nargs="+", help="read .json results of earlier runs instead of training")
-    ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32)
     ap.add_argument("--steps", type=int, default=1000)
