@@ -1,9 +1,11 @@
-"""Compile speed: parse + passes + lowering time for a 1,000-layer pattern (target: under 1 s on CPU).
+"""Compile speed: parse + passes + lowering time of long patterns (target: under 1 s on CPU for 1,000 layers).
 
-    python benchmarks/compile_speed.py [--layers 1000] [--hidden 64]
+    python benchmarks/compile_speed.py                       # the two rows of docs/benchmarks.md
+    python benchmarks/compile_speed.py --layers 1000 --hidden 64
 
-Prints the time of each stage (median of 5 runs). Lowering allocates real weights, so its time grows with
-``hidden``; parse and passes do not (parameters are counted on the meta device).
+Prints one Markdown row per configuration, as docs/benchmarks.md shows them (median of ``--repeats`` runs).
+Lowering allocates real weights, so its time grows with ``hidden``; parse and passes do not (parameters are
+counted on the meta device).
 """
 
 from __future__ import annotations
@@ -18,22 +20,22 @@ from hybriddsl import syntax
 from hybriddsl.lower import lower
 from hybriddsl.passes import run
 
+GROUP = "M M A(window=128, ffn=false) M GLA FFN M D GD L"  # 10 kinds mixed
+CONFIGS = ((1000, 64), (100, 256))  # (stack layers, hidden): the rows of docs/benchmarks.md
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--layers", type=int, default=1000)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
-    args = ap.parse_args()
-    torch.set_num_threads(1)
-    group = "M M A(window=128, ffn=false) M GLA FFN M D GD L"  # 10 kinds mixed
-    n_groups = args.layers // 10
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 0.1 else f"{seconds:.2f} s"
+
+
+def measure(layers: int, hidden: int, repeats: int) -> str:
+    """One Markdown row: pattern | IR nodes | parameters | parse | passes | lowering | total (medians)."""
+    n_groups = max(1, layers // 10)
     n = n_groups * 10
     where = ",".join(str(p) for p in sorted({max(1, n // 200), max(1, n // 20), max(1, n // 2)}))
-    src = f"hidden = {args.hidden}, heads = 4\nmamba.state = 8\n({group})*{n_groups}\nshared A(ffn=false)@{where}"
-    run(syntax.parse("M A GLA D GD L FFN", "warmup"))  # import and registry loading are not compile time
+    src = f"hidden = {hidden}, heads = 4\nmamba.state = 8\n({GROUP})*{n_groups}\nshared A(ffn=false)@{where}"
     stages: dict[str, list[float]] = {"parse": [], "passes": [], "lower": [], "total": []}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         prog = syntax.parse(src)
         t1 = time.perf_counter()
@@ -43,14 +45,30 @@ def main() -> None:
         t3 = time.perf_counter()
         for k, v in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
             stages[k].append(v)
-    n_mixers = len(graph.mixers())
     params = sum(p.numel() for p in model.parameters())
-    print(
-        f"{n_groups * 10} stack layers ({n_mixers} mixer nodes, {len(graph)} IR nodes), hidden {args.hidden}, "
-        f"{params:,} parameters, torch {torch.__version__}"
+    shared = len(where.split(","))
+    med = {k: statistics.median(v) for k, v in stages.items()}
+    return (
+        f"| {n:,} layers (10 kinds mixed + {shared} shared uses), hidden {hidden} | {len(graph):,} | "
+        f"{params / 1e6:.1f} M | {_ms(med['parse'])} | {_ms(med['passes'])} | {_ms(med['lower'])} | "
+        f"{_ms(med['total'])} |"
     )
-    for k, v in stages.items():
-        print(f"  {k:7} {statistics.median(v) * 1e3:8.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--layers", type=int, help="stack layers of one configuration (default: both rows of the docs)")
+    ap.add_argument("--hidden", type=int, default=64, help="hidden size with --layers")
+    ap.add_argument("--repeats", type=int, default=5, help="runs per configuration (the median is shown)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    run(syntax.parse("M A GLA D GD L FFN", "warmup"))  # import and registry loading are not compile time
+    configs = ((args.layers, args.hidden),) if args.layers else CONFIGS
+    print(f"torch {torch.__version__}, median of {args.repeats}\n")
+    print("| pattern | IR nodes | parameters | parse | passes | lowering | total |")
+    print("|---|---|---|---|---|---|---|")
+    for layers, hidden in configs:
+        print(measure(layers, hidden, args.repeats), flush=True)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny shapes (CPU smoke run)")
     ap.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
-    ap.add_argument("--md", help="also write the Markdown tables to this file")
+    ap.add_argument(
+        "--md",
+        nargs="?",
+        const="",
+        metavar="FILE",
+        help="the tables are Markdown (printed); with FILE, also write them there",
+    )
     args = ap.parse_args()
     os.environ.setdefault("FLA_DISABLE_BACKEND_DISPATCH", "1")  # time fla's own kernels, as DESIGN §8 says
     import torch

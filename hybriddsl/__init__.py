@@ -19,7 +19,9 @@ from hybriddsl.errors import (
     HybOptionError,
     HybSyntaxError,
     IRError,
+    LimitError,
     LoweringError,
+    UntrustedCodeError,
 )
 
 __version__ = "0.1.0"
@@ -32,10 +34,12 @@ _LAZY = {
     "parse_and_build": "hybriddsl.api",
     "render": "hybriddsl.api",
     "save": "hybriddsl.api",
+    "Limits": "hybriddsl.limits",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ loads them
     from hybriddsl.api import compile, load, parse, parse_and_build, render, save  # noqa: F401
+    from hybriddsl.limits import Limits  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:
@@ -53,11 +57,14 @@ def __dir__() -> list[str]:
 __all__ = [
     "HybError",
     "HybFileError",
+    "Limits",
     "HybNameError",
     "HybOptionError",
     "HybSyntaxError",
     "IRError",
+    "LimitError",
     "LoweringError",
+    "UntrustedCodeError",
     "__version__",
     "compile",
     "load",

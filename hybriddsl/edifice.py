@@ -233,7 +233,8 @@ def to_hyb(layers: Sequence[str] | None = None, **opts: Any) -> str:
 def build(layers: Sequence[str] | None = None, **opts: Any):
     """Hybrid.build (no ``layers``) or HybridBuilder.build (``layers`` a list of types). Returns an nn.Module
     mapping [batch, seq, embed_dim] -> [batch, hidden_size] (the last position)."""
-    return api.parse_and_build(to_hyb(layers, **opts))
+    # the text is made here from the caller's own arguments: a custom backbone is the caller's code
+    return api.parse_and_build(to_hyb(layers, **opts), trust_custom=True)
 
 
 def build_pattern(name: str, n: int, **opts: Any):
@@ -243,7 +244,12 @@ def build_pattern(name: str, n: int, **opts: Any):
 
 def param_count(layers: Sequence[str] | None = None, **opts: Any) -> int:
     """Exact parameter count (Edifice estimates; this equals ``sum(p.numel())`` of the built model)."""
-    return api.compile(to_hyb(layers, **opts)).totals["params"]
+    graph = api.compile(to_hyb(layers, **opts), trust_custom=True)
+    if graph.totals.get("unknown"):  # a custom backbone is counted by building it, without memory
+        from hybriddsl.lower import lower
+
+        return sum(p.numel() for p in lower(graph, device="meta").parameters())
+    return graph.totals["params"]
 
 
 def output_size(**opts: Any) -> int:

@@ -110,3 +110,15 @@ def first_line(e: BaseException) -> str:
     """``"Type: first line of its message"``: how a wrapped library error (export, compile) is quoted."""
     text = str(e).strip()
     return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+class UntrustedCodeError(HybError):
+    """Source text names Python code to run (``custom(fn="mod:attr")``) and the caller did not opt in."""
+
+    kind = "untrusted code"
+
+
+class LimitError(HybOptionError):
+    """The input asks for more than a safety limit allows (:mod:`hybriddsl.limits`); the caller may raise it."""
+
+    kind = "limit error"

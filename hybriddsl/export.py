@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybriddsl.errors import HybOptionError, first_line
+from hybriddsl.errors import HybFileError, HybOptionError, Span, first_line
 from hybriddsl.fileio import atomic_path
 from hybriddsl.streaming import flatten_state, growing_state, state_labels, step_function
 
@@ -150,11 +150,65 @@ def save_forward(model: nn.Module, path: str | Path, batch: int = 1, seq: int | 
     return Path(path)
 
 
-def load_step(path: str | Path) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
-    """(program, metadata) of a file written by :func:`save_step`."""
+def load_step(path: str | Path, trust: bool = False) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
+    """(program, metadata) of a file written by :func:`save_step`.
+
+    ``torch.export.load`` unpickles (``weights_only=False``) every archive entry marked ``use_pickle``, custom and
+    opaque objects, and any sample-input or legacy ``.pt`` blob that a safe load refuses. A file from someone else
+    could run code that way, so such archives are refused unless ``trust=True``; :func:`save_step` never writes
+    them. Raises HybFileError for a file that is not a readable ``.pt2`` archive."""
+    if not trust:
+        check_archive(path)
     extra = {META: ""}
-    ep = torch.export.load(path, extra_files=extra)
-    return ep, json.loads(extra[META]) if extra[META] else {}
+    try:
+        ep = torch.export.load(path, extra_files=extra)
+    except Exception as e:
+        raise HybFileError(f"{path} is not a loadable .pt2 export ({first_line(e)})", Span(0, 0, 1, str(path))) from e
+    try:
+        meta = json.loads(extra[META]) if extra[META] else {}
+    except ValueError as e:
+        raise HybFileError(f"{path}: {META} is not JSON ({e})", Span(0, 0, 1, str(path))) from None
+    return ep, meta
+
+
+def check_archive(path: str | Path) -> None:
+    """Raise HybFileError when the ``.pt2`` archive at ``path`` holds anything that loading would unpickle."""
+    import io
+    import zipfile
+
+    where = Span(0, 0, 1, str(path))
+
+    def refuse(what: str) -> HybFileError:
+        return HybFileError(
+            f"{path} holds {what}, which loading would unpickle (and so could run code); refused",
+            where,
+            hint="only if you trust whoever made this file: load_step(path, trust=True)",
+        )
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile) as e:
+        raise HybFileError(f"{path} is not a .pt2 archive ({e})", where) from None
+    with archive:
+        for name in archive.namelist():
+            inner = name.split("/", 1)[1] if "/" in name else name
+            if inner.startswith("data/") and inner.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(name)).get("config", {})
+                    entries = list(config.items())
+                except (ValueError, AttributeError):
+                    raise HybFileError(f"{path}: {inner} is not a payload config", where) from None
+                for fqn, meta in entries:
+                    if not isinstance(meta, dict):
+                        raise HybFileError(f"{path}: {inner} is not a payload config", where)
+                    entry = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or not entry.startswith(("weight_", "tensor_")):
+                        raise refuse(f"a pickled entry ({fqn!r} -> {entry!r})")
+            elif inner.endswith(".pt"):  # sample inputs (and legacy weights): loaded with a pickle fallback
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception:
+                    raise refuse(f"a pickle that a safe load refuses ({inner})") from None
 
 
 def initial_state(meta: dict[str, Any], device: torch.device | str | None = None) -> list[torch.Tensor]:

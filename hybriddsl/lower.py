@@ -35,6 +35,13 @@ def build_module(kind: str, opts: dict[str, Any], hidden: int) -> nn.Module:
     except HybError:
         raise
     except Exception as e:  # a factory bug or a user's custom factory failing: say which layer
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):  # a size mistake, not a bug
+            asked = str(e).partition("you tried to allocate ")[2].partition(" bytes")[0]
+            size = f" ({int(asked) / 2**30:,.0f} GiB for one tensor)" if asked.isdigit() else ""
+            raise LoweringError(
+                f"out of memory building a {kind} layer{size}: the model is too large for this machine "
+                "(a smaller hidden, fewer or narrower layers?)"
+            ) from None
         raise LoweringError(f"building a {kind} layer failed: {type(e).__name__}: {e}") from e
 
 
@@ -125,6 +132,9 @@ class HybridModel(nn.Module):
 
     def __init__(self, graph: Graph):
         super().__init__()
+        from hybriddsl.trust import require_trust
+
+        require_trust(graph)  # before any factory runs: custom code named in text needs trust_custom=True
         s = graph.settings
         self.hidden, self.vocab, self.output_mode = s["hidden"], s["vocab"], s["output"]
         self.embed_dim = s["embed_dim"]
@@ -277,7 +287,13 @@ class HybridModel(nn.Module):
 
 
 def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
-    """Build the PyTorch module for a graph that went through the pipeline."""
+    """Build the PyTorch module for a graph that went through the pipeline.
+
+    Refuses (before any tensor exists) a graph that names custom code it was not trusted with, or whose
+    parameters exceed the current limits (:mod:`hybriddsl.trust`, :mod:`hybriddsl.limits`)."""
+    from hybriddsl import limits
+
+    limits.check_budget(graph, device, dtype)
     if device is None or torch.device(device).type == "cpu":
         model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x
     else:

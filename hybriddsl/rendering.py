@@ -130,7 +130,8 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
     t = graph.totals
     if t:
         dot.attr(
-            label=f"{t['params']:,} parameters · {t['flops_per_token']:,} FLOPs/token · "
+            label=f"{t['params']:,}{' + ?' if t.get('unknown') else ''} parameters · "
+            f"{t['flops_per_token']:,} FLOPs/token · "
             f"state {t['state_bytes']:,} bytes/sequence at T={s['seq_len']}",
             labelloc="b",
             fontsize="10",
@@ -151,6 +152,8 @@ def _mixer_label(graph: Graph, nid: str, with_layer: bool = True) -> str:
         lines.append(opts)
     if d.get("params") is not None:
         lines.append(f"{_params(d['params'])} params")
+    elif "params" in d:  # user code, never built for a drawing
+        lines.append("? params")
     return "\n".join(lines)
 
 

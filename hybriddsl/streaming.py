@@ -201,8 +201,8 @@ def aot_step(
     every tensor contiguous, shapes as given) calls the compiled C++ directly, with no Python, guards or
     dispatch per op in between; ``weights`` are the model's own parameter and buffer tensors the compiled
     code reads (by pointer: the caller keeps them alive, and in-place updates such as ``load_state_dict`` or
-    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes ~15-30 s on 2 CPU
-    cores (inductor caches the result on disk for the same model and shapes).
+    an optimizer step are seen; a tensor replaced by a new one is not). Compiling takes from ~15 s on a quiet
+    2-core machine to minutes on a loaded one (inductor caches the result on disk for the same model and shapes).
     """
     import shutil
     import tempfile
@@ -418,20 +418,46 @@ class Stream:
         return {"frames": self.frames, "state": {n: t.clone() for n, t in zip(names, tensors)}}
 
     def restore(self, snap: State) -> None:
-        """Put a :meth:`snapshot` back (in place: the state tensors keep their storage where shapes allow)."""
+        """Put a :meth:`snapshot` back (in place: the state tensors keep their storage where shapes allow).
+
+        Every tensor is checked against this stream before anything is replaced: same names, tensors of the
+        stream's dtype and rank, the stream's batch and state sizes (only a dimension that starts empty, a KV
+        cache's or a prefix's length, may differ). A snapshot of another model, batch or dtype raises
+        HybOptionError and leaves the stream as it was."""
         saved = snap.get("state") if isinstance(snap, dict) else None
         if not isinstance(saved, dict) or set(saved) != set(self.names):
             raise HybOptionError("restore takes a snapshot() of a stream of the same model")
+        frames = snap.get("frames", 0)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
+            raise HybOptionError(f"snapshot 'frames' must be a non-negative integer, got {frames!r}")
+        fixed = self._graph is not None or self._compiled is not None or self._aot is not None
+        with torch.no_grad():
+            fresh = dict(zip(*flatten_state(self.model.init_state(self.batch, device="meta", dtype=self.dtype))))
+        for d, k, n in self._slots:
+            src, want = saved[n], d[k]
+            if not isinstance(src, torch.Tensor):
+                raise HybOptionError(f"snapshot state '{n}' is a {type(src).__name__}, not a tensor")
+            if src.dtype != want.dtype:
+                raise HybOptionError(f"snapshot state '{n}' has dtype {src.dtype}, this stream {want.dtype}")
+            start = fresh[n].shape
+            grows = [i for i, size in enumerate(start) if size == 0] if not fixed else []
+            if src.dim() != len(start) or any(
+                a != b for i, (a, b) in enumerate(zip(src.shape, start)) if i not in grows
+            ):
+                what = f"batch {self.batch}, " if len(start) else ""
+                raise HybOptionError(
+                    f"snapshot state '{n}' has shape {list(src.shape)}; this stream ({what}dtype {self.dtype}) "
+                    f"needs {list(want.shape) if not grows else list(start)}"
+                    + (" (an empty dimension may have any length)" if grows else "")
+                )
         with torch.no_grad():
             for d, k, n in self._slots:
                 src = saved[n]
                 if d[k].shape == src.shape:
                     d[k].copy_(src)
-                elif self._graph is not None or self._compiled is not None or self._aot is not None:
-                    raise HybOptionError(f"snapshot state '{n}' has shape {list(src.shape)}, want {list(d[k].shape)}")
                 else:
                     d[k] = src.clone().to(d[k].device)
-        self.frames = int(snap.get("frames", 0))
+        self.frames = frames
 
     def data_ptrs(self) -> list[int]:
         """Storage addresses of the state tensors (constant across frames for a fixed-shape state)."""

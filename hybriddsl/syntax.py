@@ -8,6 +8,7 @@ later with a suggestion.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Union
 import lark
 from lark import Token, Transformer, v_args
 
-from hybriddsl.errors import HybOptionError, HybSyntaxError, Span
+from hybriddsl.errors import HybError, HybOptionError, HybSyntaxError, Span
 
 
 # ---------------------------------------------------------------------------------------------------- the AST
@@ -353,12 +354,57 @@ def _syntax_error(exc: lark.UnexpectedInput, text: str, file: str) -> HybSyntaxE
     return HybSyntaxError(msg, Span(line, col, 1, file), text)
 
 
+# One cheap pass over the text before lark sees it: comments and strings are skipped, brackets nest.
+_SCAN = re.compile(r"#[^\n]*|\"[^\"\n]*\"|'[^'\n]*'|[()\[\]]|[A-Za-z_]\w*|\d[\d.]*(?:[eE][+-]?\d+)?|\S")
+
+
+def _at(text: str, pos: int, length: int, file: str) -> Span:
+    line = text.count("\n", 0, pos) + 1
+    return Span(line, pos - text.rfind("\n", 0, pos), max(1, length), file)
+
+
+def check_limits(text: str, file: str = "<string>") -> None:
+    """Refuse, before parsing, a text over the limits (:mod:`hybriddsl.limits`): its size, its number of
+    tokens, its bracket nesting and the length of its numbers. Parsing is then bounded in time and depth."""
+    from hybriddsl import limits
+
+    lim = limits.current()
+    if len(text) > lim.max_source_bytes or len(text.encode("utf-8", "surrogatepass")) > lim.max_source_bytes:
+        size = len(text.encode("utf-8", "surrogatepass"))
+        span = Span(0, 0, 1, file)
+        raise limits.exceeded("the source's size in bytes", size, "max_source_bytes", lim.max_source_bytes, span)
+    depth = tokens = 0
+    for m in _SCAN.finditer(text):
+        tok = m.group()
+        if tok[0] in "#\"'":
+            continue
+        tokens += 1
+        if tokens > lim.max_tokens:
+            span = _at(text, m.start(), len(tok), file)
+            raise limits.exceeded("the source's number of tokens", tokens, "max_tokens", lim.max_tokens, span)
+        if tok in "([":
+            depth += 1
+            if depth > lim.max_depth:
+                span = _at(text, m.start(), 1, file)
+                raise limits.exceeded("bracket nesting", depth, "max_depth", lim.max_depth, span)
+        elif tok in ")]":
+            depth = max(0, depth - 1)
+        elif tok[0].isdigit() and len(tok) > lim.max_number_length:
+            span = _at(text, m.start(), len(tok), file)
+            raise limits.exceeded("a number's length", len(tok), "max_number_length", lim.max_number_length, span)
+
+
 def parse(text: str, file: str = "<string>") -> Program:
-    """Parse .hyb source into a :class:`Program`. Raises HybSyntaxError with file:line:col."""
+    """Parse .hyb source into a :class:`Program`. Raises HybSyntaxError with file:line:col.
+
+    The text is checked against the limits first (size, tokens, nesting, number length: ``check_limits``)."""
     if not isinstance(text, str):
         raise HybSyntaxError(f"expected .hyb source text, got {type(text).__name__}", Span(0, 0, 1, file))
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some Windows editors write
-    _check_nesting(text, file)
+    try:
+        check_limits(text, file)  # size, tokens, bracket nesting (within Python's recursion limit), numbers
+    except HybError as e:
+        raise e.with_source(text, file) from None
     try:
         tree = _parser().parse(text + ("\n" if not text.endswith("\n") else ""))
     except lark.UnexpectedInput as exc:
@@ -369,42 +415,12 @@ def parse(text: str, file: str = "<string>") -> Program:
         prog = _ToAST(file).transform(tree)
     except lark.exceptions.VisitError as exc:  # errors raised inside transformer methods arrive wrapped
         inner = exc.orig_exc
-        if isinstance(inner, HybSyntaxError):
+        if isinstance(inner, HybError):
             raise inner.with_source(text, file) from None
-        raise
+        raise HybSyntaxError(f"cannot read this text: {type(inner).__name__}: {inner}", Span(0, 0, 1, file)) from None
     prog.source, prog.file = text, file
     _check_duplicates(prog)
     return prog
-
-
-MAX_NESTING = 64  # levels of ( ) and [ ]; far beyond any real model, well within Python's recursion limit
-
-
-def _check_nesting(text: str, file: str) -> None:
-    """A HybSyntaxError at the first bracket nested deeper than MAX_NESTING (comments and strings skipped)."""
-    depth, line, col, quote = 0, 1, 0, ""
-    in_comment = False
-    for ch in text:
-        col += 1
-        if ch == "\n":
-            line, col, in_comment = line + 1, 0, False
-            continue
-        if in_comment:
-            continue
-        if quote:
-            quote = "" if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "#":
-            in_comment = True
-        elif ch in "([":
-            depth += 1
-            if depth > MAX_NESTING:
-                raise HybSyntaxError(
-                    f"groups nested more than {MAX_NESTING} levels deep", Span(line, col, 1, file), text
-                )
-        elif ch in ")]":
-            depth = max(depth - 1, 0)
 
 
 def _space_hint(text: str, span: Span | None) -> str:

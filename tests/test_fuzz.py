@@ -1,6 +1,7 @@
 """Property test: thousands of random and mutated inputs; every failure is a HybError with a position.
 
-Inputs go through parse and all passes (no weights are built). No input may produce any other exception.
+Inputs go through parse and all passes with ``debug=True`` (the IR is linted after each pass; no weights are
+built). No input may produce any other exception, and every error points at a line of the text.
 """
 
 from __future__ import annotations
@@ -81,9 +82,11 @@ FAST = {"hidden": 16}
 
 def _check(text: str) -> None:
     try:
-        compile(text, **FAST)
+        compile(text, debug=True, **FAST)  # the IR is linted after every pass
     except HybError as e:
         assert e.span is not None, f"no position for: {e.message!r} from {text!r}"
+        # a real position: a line of the text, or the keyword argument the error is about
+        assert e.span.line > 0 or e.span.file.startswith("<keyword"), f"placeholder span {e.span} for {e.message!r}"
         assert e.message
         str(e)  # formatting the message must not fail either
 

@@ -92,7 +92,8 @@ def build(src: str, batch_frames: tuple[int, int] = (2, 11)):
     torch.manual_seed(0)
     vocab = "vocab" in src
     settings = {k: v for k, v in SMALL.items() if not (vocab and k == "embed_dim")}
-    model = parse_and_build(src, **settings, output="logits" if vocab else "sequence").eval()
+    trusted = "custom(" in src  # this file's own factories (tests/test_security.py covers the refusal)
+    model = parse_and_build(src, **settings, output="logits" if vocab else "sequence", trust_custom=trusted).eval()
     b, t = batch_frames
     x = torch.randint(0, 13, (b, t)) if vocab else torch.randn(b, t, SMALL["embed_dim"])
     return model, x

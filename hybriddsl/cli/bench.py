@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from hybriddsl.cli.common import add_file, overrides, require, source_arg
+from hybriddsl.cli.common import add_build, add_file, overrides, require, source_arg
 from hybriddsl.errors import HybOptionError
 
 
@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
         description=__doc__,
     )
     add_file(p)
+    add_build(p)
     p.add_argument("--batch", type=int, default=4, help="sequences per call")
     p.add_argument("--seq", type=int, default=256, help="tokens per sequence")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights and inputs")

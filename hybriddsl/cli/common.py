@@ -19,22 +19,56 @@ def add_file(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a setting, e.g. --set hidden=512 --set mamba.state=32 (repeatable)",
     )
+    p.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="raise a safety limit, e.g. --limit max_mixers=50000 (see docs/security.md; repeatable)",
+    )
 
 
-def source_arg(args: argparse.Namespace) -> str:
-    """The FILE argument as something api.compile accepts (stdin is read as source text)."""
+def add_build(p: argparse.ArgumentParser) -> None:
+    """Options of commands that build weights: the custom-code opt-in and the parameter budget."""
+    p.add_argument(
+        "--trust-custom",
+        action="store_true",
+        help='allow custom(fn="module:factory") layers named in the file to import and run that code',
+    )
+    p.add_argument("--max-params", type=int, default=None, metavar="N", help="refuse models with more parameters")
+
+
+def source_arg(args: argparse.Namespace):
+    """The FILE argument as something api.compile accepts: a Path, or standard input as source text (never a
+    path, whatever it says)."""
+    from hybriddsl.fileio import SourceText
+
     if args.file == "-":
         import sys
 
-        return sys.stdin.read()
-    if not args.file.endswith(".hyb"):
-        return Path(args.file)  # a path all the same; read_source reports a missing file
-    return args.file
+        return SourceText(sys.stdin.read(), "<stdin>")
+    return Path(args.file)  # read_source reports a missing file
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """``--set`` values parsed like .hyb values: numbers, true/false/none, or names."""
+    """Keyword arguments for the API calls: ``--set`` values parsed like .hyb values (numbers, true/false/none,
+    names), plus ``limits`` from ``--limit``/``--max-params`` and ``trust_custom`` from ``--trust-custom``."""
+    from hybriddsl import limits
+
     out: dict[str, Any] = {}
+    changes: dict[str, Any] = {}
+    for item in getattr(args, "limit", []) or []:
+        key, eq, raw = item.partition("=")
+        value = parse_value(raw.strip())
+        if not eq or not isinstance(value, int):
+            raise HybOptionError(f"--limit takes NAME=N, got '{item}'", Span(0, 0, 1, "<command line>"))
+        changes[key.strip()] = value
+    if getattr(args, "max_params", None) is not None:
+        changes["max_params"] = args.max_params
+    if changes:
+        out["limits"] = limits.DEFAULT.replace(**changes)
+    if getattr(args, "trust_custom", False):
+        out["trust_custom"] = True
     for item in args.set:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():

@@ -17,7 +17,7 @@ import argparse
 import math
 from pathlib import Path
 
-from hybriddsl.cli.common import overrides, require
+from hybriddsl.cli.common import add_build, overrides, require
 from hybriddsl.cli.train import add_task_options, check_output, config_from, make_task_from, results_table
 from hybriddsl.errors import HybOptionError, Span
 
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
         "-s", "--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting in every file"
     )
     add_task_options(p, lr=False)
+    add_build(p)
     p.add_argument(
         "--lr",
         default="1e-3,3e-3,1e-2",
@@ -88,6 +89,11 @@ def run(args: argparse.Namespace) -> int:
     png = check_output(args.plot, (".png",))
     if png is not None:  # before any training, not after it
         require("matplotlib", "--plot", "pip install 'hybriddsl[plot]' (or pip install matplotlib)")
+    seen = {}
+    for f in args.files:  # results and plot lines are keyed by file name
+        if f in seen:
+            raise HybOptionError(f"'{f}' is given twice: compare different files", Span(0, 0, 1, "<command line>"))
+        seen[f] = True
     lengths = parse_lengths(args.seq_lens)
     tasks = {n: make_task_from(args, n) for n in lengths}  # every bad task option before any training
     lrs = parse_lrs(args.lr)

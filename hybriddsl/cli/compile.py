@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hybriddsl import registry
-from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
+from hybriddsl.cli.common import add_build, add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import write_text
 
@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_file(p)
+    add_build(p)
     p.add_argument(
         "-o", "--output", help="write model.pt (weights+source), model.py (PyTorch source) or model.json (IR)"
     )
@@ -70,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human(n: int) -> str:
+def _human(n: int | None) -> str:
+    if n is None:  # a custom layer: counted only once built
+        return "?"
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= div:
             return f"{n / div:.2f}{unit}"
@@ -96,7 +99,7 @@ def table(graph: Graph) -> str:
                 "x".join(map(str, d["shape"])),
                 params,
                 _human(d["flops"]),
-                _human(d["state_bytes"]) + "B" if d["state_bytes"] else "-",
+                _human(d["state_bytes"]) + "B" if d["state_bytes"] else "-" if d["state_bytes"] == 0 else "?",
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
@@ -107,7 +110,8 @@ def table(graph: Graph) -> str:
     lines += [
         "-" * len(lines[0]),
         f"input {inp} -> hidden {s['hidden']} -> output {s['output']} ({'x'.join(map(str, _out_shape(graph)))})",
-        f"parameters      {t['params']:,}",
+        f"parameters      {t['params']:,}"
+        + (f" + ? ({t['unknown']} custom layer(s), counted when built)" if t.get("unknown") else ""),
         f"FLOPs / token   {t['flops_per_token']:,}  (forward, at seq_len {s['seq_len']})",
         f"state / seq     {t['state_bytes']:,} bytes  (recurrent states + KV caches after {s['seq_len']} tokens)",
         f"fused add+norm  {sum(1 for _ in graph.nodes(Op.ADD_NORM))}",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from hybriddsl.cli.common import overrides
 from hybriddsl.errors import HybFileError, Span
-from hybriddsl.fileio import read_source, write_text
+from hybriddsl.fileio import SourceText, read_source, write_text
 from hybriddsl.interop import from_hf, from_megatron, to_hf, to_megatron
 from hybriddsl.interop.common import ConvertError, value
 from hybriddsl.interop.hf import DISPLAY
@@ -101,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
             text += "" if n else line + "\n"
         settings = {}
     else:
-        text = sys.stdin.read() if args.source == "-" else Path(args.source)  # a path keeps its name in errors
+        # standard input is text whatever it says; a path keeps its name in errors
+        text = SourceText(sys.stdin.read(), "<stdin>") if args.source == "-" else Path(args.source)
     # 2. .hyb text -> the target
     if dst == "hyb":
         out = str(text)

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hybriddsl.cli.common import add_file, check_output_dir, overrides, source_arg
+from hybriddsl.cli.common import add_build, add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_file(p)
+    add_build(p)
     p.add_argument("-o", "--output", required=True, help="the .pt2 file for the step")
     p.add_argument("--forward", action="store_true", help="also write the parallel forward to NAME.forward.pt2")
     p.add_argument(

@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     from hybriddsl import api
 
     out = Path(args.output) if args.output else Path(args.file if args.file != "-" else "model.hyb").with_suffix(".svg")
-    check_output_dir(out)
+    if args.output:  # the default sits next to FILE: a missing FILE is reported as such
+        check_output_dir(out)
     graph = api.compile(source_arg(args), **overrides(args))
     written = api.render(graph, out)
     print(f"wrote {written}")

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hybriddsl.cli.common import add_file, overrides, source_arg
+from hybriddsl.cli.common import add_build, add_file, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
@@ -48,6 +48,7 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_file(p)
+    add_build(p)
     add_task_options(p)
     p.add_argument("--seq-len", type=int, help="sequence length (default: the task's, 64)")
     p.add_argument("-o", "--output", help="write the results (config, history, final accuracy) as .json")

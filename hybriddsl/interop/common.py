@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,20 +159,42 @@ def cycle(items: list[Any]) -> list[Any]:
 
 
 # -------------------------------------------------------------------------------------------- writing .hyb
-def value(v: Any) -> str:
-    """A Python value as .hyb text."""
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+_SAFE_STRING = re.compile(r"^[^\"'\\\x00-\x1f\x7f]*$")  # no quote, backslash or control character
+
+
+def value(v: Any, what: str = "a value") -> str:
+    """A Python value as .hyb text. Only finite numbers, booleans and strings that stay one token (a name, or a
+    quoted string with no quote, backslash or control character) are written: a config is untrusted input,
+    and anything else raises ConvertError instead of becoming .hyb text."""
     if isinstance(v, bool):
         return "true" if v else "false"
+    if isinstance(v, int):
+        text = str(v)
+        if len(text) > 30:
+            raise ConvertError(f"{what} = {text[:20]}... is not a plausible number ({len(text)} digits)")
+        return text
     if isinstance(v, float):
+        if not math.isfinite(v):
+            raise ConvertError(f"{what} must be a finite number, got {v!r}")
         return f"{v:g}" if v != int(v) else f"{int(v)}.0"
-    if isinstance(v, str) and not v.isidentifier():
-        return f'"{v}"'
-    return str(v)
+    if isinstance(v, str):
+        if v.isidentifier() and v.isascii():
+            return v
+        if len(v) <= 200 and _SAFE_STRING.match(v):
+            return f'"{v}"'
+        raise ConvertError(f"{what} has a string value that cannot be written safely into .hyb text: {v[:60]!r}")
+    raise ConvertError(f"{what} must be a number, true/false or a name, got {type(v).__name__} {str(v)[:60]!r}")
+
+
+def comment(text: str) -> str:
+    """Text for a ``#`` comment: one line (newlines and control characters escaped), so it stays a comment."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in str(text))
 
 
 def call(name: str, **opts: Any) -> str:
     """``A(heads=8, window=64)``; options that are None are left out."""
-    args = ", ".join(f"{k}={value(v)}" for k, v in opts.items() if v is not None)
+    args = ", ".join(f"{k}={value(v, f'{name} option {k}')}" for k, v in opts.items() if v is not None)
     return f"{name}({args})" if args else name
 
 
@@ -219,9 +242,12 @@ class HybText:
             self.settings.append((key, v))
 
     def render(self) -> str:
-        lines = [f"# {self.title}"]
-        lines += [f"# note: {n}" for n in self.notes]
-        lines += [f"{k} = {value(v)}" for k, v in self.settings]
+        lines = [f"# {comment(self.title)}"]
+        lines += [f"# note: {comment(n)}" for n in self.notes]
+        for k, _ in self.settings:
+            if not _KEY.match(k):
+                raise ConvertError(f"cannot write a setting named {k[:60]!r} into .hyb text")
+        lines += [f"{k} = {value(v, k)}" for k, v in self.settings]
         lines += [f"block {name} = {body}" for name, body in self.blocks]
         lines.append(compress(self.stack))
         lines += self.shared
@@ -236,9 +262,26 @@ def need(config: dict[str, Any], key: str, family: str) -> Any:
 
 
 def as_int(v: Any, what: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+    """A config field as a whole number in a plausible range (a layer count at most the limit max_mixers):
+    a config is untrusted input, and ``num_hidden_layers: 1e18`` must not become a list of 10^18 layers."""
+    from hybriddsl import limits
+
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
         raise ConvertError(f"{what} must be a whole number, got {v!r}")
-    return int(v)
+    if v != int(v):
+        raise ConvertError(f"{what} must be a whole number, got {v!r}")
+    n = int(v)
+    hi = limits.current().max_mixers if "layer" in what and "offset" not in what else 2**40
+    if not -(2**40) <= n <= hi:
+        raise ConvertError(f"{what} = {v!r} is out of range (at most {hi:,}; see the limit max_mixers)")
+    return n
+
+
+def as_float(v: Any, what: str) -> float:
+    """A config field as a finite number."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ConvertError(f"{what} must be a finite number, got {v!r}")
+    return float(v)
 
 
 __all__ = ["ConvertError", "HybError", "HybText", "Sub", "compile_source", "sublayers"]
@@ -258,7 +301,7 @@ def hf_settings(doc: HybText, cfg: dict[str, Any], family: str, eps_key: str = "
         doc.set("tie_embeddings", bool(cfg.get("tie_word_embeddings", False)))
     doc.set("norm", "rmsnorm")
     if cfg.get(eps_key) is not None:
-        doc.set("norm_eps", float(cfg[eps_key]))
+        doc.set("norm_eps", as_float(cfg[eps_key], eps_key))
     return hidden
 
 

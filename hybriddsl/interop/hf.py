@@ -60,7 +60,11 @@ def detect(config: dict[str, Any]) -> str:
 def from_hf(config: dict[str, Any], family: str | None = None) -> str:
     """A Hugging Face config (the dict of config.json) -> .hyb source text. ``family`` skips auto-detection."""
     key = family_name(family) if family else detect(config)
-    return FAMILIES[key].from_config(config)
+    try:
+        return FAMILIES[key].from_config(config)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, ZeroDivisionError) as e:
+        # a config is untrusted input: a field of the wrong type or value is the file's fault, not a bug
+        raise ConvertError(f"the {key} config has a malformed field ({type(e).__name__}: {e})") from None
 
 
 def to_hf(src: str | os.PathLike | Graph, family: str, **settings: Any) -> dict[str, Any]:

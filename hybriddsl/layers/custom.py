@@ -1,7 +1,8 @@
 """A user-supplied mixer: ``custom(fn = "pkg.mod:factory")`` builds ``factory(hidden_size, **opts)``.
 
-The factory may be named by a ``"pkg.mod:attr"`` string (imported at build time) or, through the Python API,
-passed as a callable. Every other keyword option is handed to the factory unchanged. The returned module must
+The factory may be named by a ``"pkg.mod:attr"`` string (imported at build time, and only when the caller
+trusts the text: ``trust_custom=True`` / ``--trust-custom``, see :mod:`hybriddsl.trust`) or, through the Python
+API, passed as a callable. Every other keyword option is handed to the factory unchanged. The returned module must
 map ``[batch, seq, hidden] -> [batch, seq, hidden]``; :class:`Custom` checks that once at build time on a tiny
 input and raises :class:`~hybriddsl.errors.LoweringError` with a clear message (and a suggestion for a
 misspelt name) when the factory cannot be imported, fails, or returns something else.

@@ -2,6 +2,9 @@
 
 Parameters are counted on the modules themselves, built on the ``meta`` device (no memory), so the count equals
 ``sum(p.numel() for p in model.parameters())`` of the lowered model by construction: each weight group once.
+A layer that runs user code (``custom``, or a parallel block holding one) is never built here, trusted or not:
+its ``params``, ``flops`` and ``state_bytes`` are None (unknown) and ``totals['unknown']`` counts such layers;
+``parse_and_build`` fills them in from the built model (:func:`fill_built`).
 FLOPs per token come from each kind's formula (matmuls: 2 per weight; attention scores and state updates on top)
 and count every application (a shared block applied three times costs three times). State bytes are per
 sequence after ``seq_len`` tokens, fp32 recurrent states and the KV cache in the model's dtype (2 bytes).
@@ -12,7 +15,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from hybriddsl import registry
+from hybriddsl import registry, trust
 from hybriddsl.errors import HybError
 from hybriddsl.ir import Graph, Op, _freeze
 
@@ -23,7 +26,7 @@ def count(graph: Graph) -> Graph:
     s = g.settings
     hidden, seq_len = s["hidden"], s["seq_len"]
     seen: set[str] = set()
-    totals = {"params": 0, "flops_per_token": 0, "state_bytes": 0}
+    totals = {"params": 0, "flops_per_token": 0, "state_bytes": 0, "unknown": 0}
     for nid in g.order():
         node = g[nid]
         op = node["op"]
@@ -42,6 +45,8 @@ def count(graph: Graph) -> Graph:
         elif op == Op.HEAD:
             params = 0 if s["tie_embeddings"] else s["vocab"] * hidden
             flops = 2 * s["vocab"] * hidden
+        elif op == Op.MIXER and trust.runs_code(node["kind"], node["opts"]):
+            params = flops = state = None  # counting would build it, i.e. run the user's code
         elif op == Op.MIXER:
             try:
                 params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
@@ -55,14 +60,41 @@ def count(graph: Graph) -> Graph:
         node["flops"] = flops
         node["state_bytes"] = state
         node["shared_use"] = w is not None and w in seen  # a later use of weights counted already
-        if not node["shared_use"]:
-            totals["params"] += params
+        if params is None:
+            totals["unknown"] += 0 if node["shared_use"] else 1
+        else:
+            if not node["shared_use"]:
+                totals["params"] += params
+            totals["flops_per_token"] += flops
+            totals["state_bytes"] += state
         if w is not None:
             seen.add(w)
-        totals["flops_per_token"] += flops
-        totals["state_bytes"] += state
     g.totals = totals
     return g
+
+
+def fill_built(graph: Graph, model: Any) -> None:
+    """Fill in (in place) the counts of layers left unknown by ``count``, from the built model's modules."""
+    if not graph.totals.get("unknown"):
+        return
+    s = graph.settings
+    seen: set[str] = set()
+    for nid in graph.nodes(Op.MIXER):
+        node = graph[nid]
+        if node.get("params") is not None:
+            continue
+        module = model.blocks[node["weights"]]
+        params = sum(p.numel() for p in module.parameters())
+        node["params"] = params
+        # the kind's own formula may count sub-layers by building them (parallel): 2 FLOPs per weight instead
+        node["flops"] = registry.matmul_flops(node["opts"], s["hidden"], params, s["seq_len"])
+        node["state_bytes"] = int(module.state_bytes(s["seq_len"], dtype_bytes=2))
+        if node["weights"] not in seen and not node["shared_use"]:
+            graph.totals["params"] += params
+            graph.totals["unknown"] -= 1
+        seen.add(node["weights"])
+        graph.totals["flops_per_token"] += node["flops"]
+        graph.totals["state_bytes"] += node["state_bytes"]
 
 
 def layer_cost(kind: str, opts: dict[str, Any], hidden: int, seq_len: int) -> tuple[int, int]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl import registry
+from hybriddsl import limits, registry
 from hybriddsl.errors import HybNameError, HybOptionError, HybSyntaxError, Span
 from hybriddsl.ir import Graph, Op
 from hybriddsl.settings import model_setting
 from hybriddsl.syntax import Group, Item, Layer, Parallel, Program, Repeat
-
-MAX_LAYERS = 10_000  # a guard against `(M*1000)*1000` eating the machine before anything is checked
 
 # Megatron-LM hybrid pattern letters, which real configs run together ("M-M-M-MM-M-M*-").
 MEGATRON = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe"}
@@ -51,6 +49,7 @@ def expand(prog: Program) -> Graph:
                 f"block '{block.name}' would hide the layer kind '{registry.canonical(name)}'; choose another name",
                 block.span,
             )
+    _check_size(prog)
     entries = flatten(prog.stack, prog)
     if not entries:
         raise HybSyntaxError("the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file))
@@ -68,8 +67,14 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
             if item.count < 1:
                 raise HybOptionError(f"a repeat count must be at least 1, got {item.count}", item.span)
             body = flatten([item.item], prog, stack)
-            if len(body) * item.count + len(out) > MAX_LAYERS:
-                raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", item.span)
+            if len(body) * item.count + len(out) > limits.current().max_mixers:  # _check_size saw it first
+                raise limits.exceeded(
+                    "the stack's number of layers",
+                    len(body) * item.count + len(out),
+                    "max_mixers",
+                    limits.current().max_mixers,
+                    item.span,
+                )
             for _ in range(item.count):
                 out += [dict(e) for e in body]
         elif isinstance(item, Group):
@@ -79,8 +84,9 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
             out.append({"name": "parallel", "written": item.options, "span": item.span, "branches": branches})
         elif isinstance(item, Layer):
             out += _layer(item, prog, stack)
-        if len(out) > MAX_LAYERS:
-            raise HybOptionError(f"the stack would have more than {MAX_LAYERS:,} layers", getattr(item, "span", None))
+        if len(out) > limits.current().max_mixers:
+            lim = limits.current().max_mixers
+            raise limits.exceeded("the stack's number of layers", len(out), "max_mixers", lim, item.span)
     return out
 
 
@@ -102,3 +108,48 @@ def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[dict[str,
     if registry.canonical(item.name) is None and model_setting(item.name) is not None:
         raise HybSyntaxError(f"'{item.name}' is a setting: write '{item.name} = value'", item.span)
     return [{"name": item.name, "written": item.options, "span": item.span}]
+
+
+def _check_size(prog: Program) -> None:
+    """Count the mixers the program expands to (stack, parallel branches, macros, shared uses) and its nesting
+    depth, without expanding anything; raise a positioned error over :mod:`hybriddsl.limits` before any work."""
+    lim = limits.current()
+    memo: dict[tuple[str, int], int] = {}  # (block, depth): a block's size, its depth checked where it is used
+
+    def size(items: list[Item], depth: int, stack: tuple[str, ...]) -> int:
+        n = 0
+        for item in items:
+            n += one(item, depth, stack)
+            if n > lim.max_mixers:
+                return n
+        return n
+
+    def one(item: Item, depth: int, stack: tuple[str, ...]) -> int:
+        if depth > lim.max_depth:
+            raise limits.exceeded("nesting depth (brackets and blocks)", depth, "max_depth", lim.max_depth, item.span)
+        if isinstance(item, Repeat):
+            n = one(item.item, depth, stack) * max(item.count, 0)
+        elif isinstance(item, Group):
+            n = size(item.items, depth + 1, stack)
+        elif isinstance(item, Parallel):
+            n = 1 + sum(size(b, depth + 1, stack) for b in item.branches)
+        else:
+            key = item.name.lower()
+            if key not in prog.blocks or key in stack:  # a cycle is reported by flatten
+                return 1
+            if (key, depth) not in memo:
+                memo[key, depth] = size(prog.blocks[key].items, depth + 1, (*stack, key))
+            n = memo[key, depth]
+        if n > lim.max_mixers:
+            raise limits.exceeded("the layers this expands to", n, "max_mixers", lim.max_mixers, item.span)
+        return n
+
+    total = 0
+    for item in prog.stack:  # item by item, so that the error points where the total crosses the limit
+        total += one(item, 0, ())
+        if total > lim.max_mixers:
+            raise limits.exceeded("the stack's number of layers", total, "max_mixers", lim.max_mixers, item.span)
+    for st in prog.shared:
+        total += one(st.item, 0, ()) * len(st.positions)
+        if total > lim.max_mixers:
+            raise limits.exceeded("the layers built with shared blocks", total, "max_mixers", lim.max_mixers, st.span)

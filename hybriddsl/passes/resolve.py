@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl import registry
+from hybriddsl import limits, registry
 from hybriddsl.errors import HybError, HybNameError, HybOptionError, Span, suggest
 from hybriddsl.ir import Graph, Op
 from hybriddsl.settings import MODEL_SETTINGS, model_setting
@@ -104,6 +104,11 @@ def resolve_layer(
         if msg:
             raise HybOptionError(f"{spec.name}: {msg}", where.get(o.name) or span)
         opts[o.name] = o.coerce(opts[o.name])
+    if isinstance(opts.get("experts"), int) and opts["experts"] > limits.current().max_experts:
+        lim = limits.current().max_experts
+        raise limits.exceeded(
+            "the number of experts", opts["experts"], "max_experts", lim, where.get("experts") or span
+        )
     if spec.name == "parallel":
         opts["branches"] = [
             [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden))) for b in branch]

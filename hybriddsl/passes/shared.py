@@ -36,6 +36,7 @@ def insert_shared(graph: Graph) -> Graph:
                     )
                 )
         seen = set()
+        tails = stream_tails(g)  # one walk per statement, not one per position
         for pos, span in st.positions:
             if not 1 <= pos <= n_layers:
                 raise HybOptionError(
@@ -45,7 +46,9 @@ def insert_shared(graph: Graph) -> Graph:
             if pos in seen:
                 raise HybOptionError(f"position {pos} is listed twice", span)
             seen.add(pos)
-            tail = stream_tail(g, pos)
+            if pos not in tails:
+                raise HybOptionError(f"no layer at position {pos}", span)
+            tail = tails[pos]
             for j, (kind, opts, espan) in enumerate(resolved):
                 tail = g.add_block(
                     tail,
@@ -65,7 +68,18 @@ def insert_shared(graph: Graph) -> Graph:
                         layer=pos,
                     ),
                 )
+            tails[pos] = tail
     return g
+
+
+def stream_tails(g: Graph) -> dict[int, str]:
+    """For every stack position, the residual-stream node that ends it (see :func:`stream_tail`)."""
+    end_op = Op.ADD if g.settings.get("pre_norm", True) else Op.NORM
+    tails: dict[int, str] = {}
+    for nid in g.order():
+        if g[nid]["op"] in (end_op, Op.ADD_NORM) and g[nid].get("layer") is not None:
+            tails[g[nid]["layer"]] = nid
+    return tails
 
 
 def stream_tail(g: Graph, pos: int) -> str:

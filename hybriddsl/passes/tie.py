@@ -14,12 +14,17 @@ from hybriddsl.ir import Graph, format_opts
 def tie(graph: Graph) -> Graph:
     """Apply every ``tie`` statement; returns a new graph."""
     g = graph.copy()
+    order = g.mixers()  # one topological sort for every statement: the pass is linear in the graph
+    companions: dict[str, list[str]] = {}
+    for n in order:
+        if g[n].get("parent") is not None:
+            companions.setdefault(g[n]["parent"], []).append(n)
     for st in g.directives.get("ties", []):
         try:
             kind = registry.get(st.name).name
         except HybError as e:
             raise HybNameError(e.message, st.span) from None
-        layers = [n for n in g.mixers() if g[n]["kind"] == kind and g[n]["role"] == "main"]
+        layers = [n for n in order if g[n]["kind"] == kind and g[n]["role"] == "main"]
         if st.positions is None:
             chosen = layers
             if len(chosen) < 2:
@@ -49,13 +54,12 @@ def tie(graph: Graph) -> Graph:
                     f"{format_opts({k: b.get(k) for k in keys})})",
                     st.span,
                 )
-            _share(g, first, other)
+            _share(g, first, other, companions)
     return g
 
 
-def _share(g: Graph, first: str, other: str) -> None:
+def _share(g: Graph, first: str, other: str, companions: dict[str, list[str]]) -> None:
     """Give ``other`` (and its companions, in order) the weight groups of ``first`` (and its companions)."""
     g[other]["weights"] = g[first]["weights"]
-    comp = lambda p: [n for n in g.mixers() if g[n].get("parent") == p]
-    for a, b in zip(comp(first), comp(other)):
+    for a, b in zip(companions.get(first, []), companions.get(other, [])):
         g[b]["weights"] = g[a]["weights"]

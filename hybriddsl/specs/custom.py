@@ -15,6 +15,21 @@ _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za
 _FORMAT_HINT = 'write fn = "package.module:factory", e.g. fn = "mypkg.layers:make_block"'
 
 
+def importable_name(fn: Any) -> str | None:
+    """``"module:qualname"`` when importing that name gives back ``fn`` itself (so it can be written into a file
+    and found again), else None (a lambda, a closure, a function defined in ``__main__``)."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(mod, str) or not isinstance(qual, str) or "<" in qual or mod == "__main__":
+        return None
+    import sys
+
+    obj: Any = sys.modules.get(mod)  # only an already imported module: naming must not run code
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    name = f"{mod}:{qual}"
+    return name if obj is fn and _TARGET.match(name) else None
+
+
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """fn must be given, as a callable or a 'package.module:factory' string (imported only at build time)."""
     fn = opts.get("fn")
@@ -36,7 +51,8 @@ SPEC = LayerSpec(
             "fn",
             str,
             None,
-            "factory as 'package.module:factory' (or a callable from Python)",
+            "factory as 'package.module:factory' (or a callable from Python); a string from source text is "
+            "built only with trust_custom=True / --trust-custom",
             optional=True,
             callable_ok=True,
         ),

@@ -182,7 +182,9 @@ def train(
         model = model_or_src.to(cfg.device)
     else:
         model = build_for_task(model_or_src, task, cfg.device, **overrides)
-        is_path = isinstance(model_or_src, os.PathLike) or str(model_or_src).strip().endswith(".hyb")
+        from hybriddsl.fileio import is_path as _is_path
+
+        is_path = _is_path(model_or_src)
         name = name or (str(model_or_src) if is_path else None)
     name = name or "model"
     params = sum(p.numel() for p in model.parameters())
@@ -196,7 +198,8 @@ def train(
     evals = _eval_data(task, cfg)
     lb = cfg.batch // world
     history: list[dict[str, float]] = []
-    bar = tqdm(range(cfg.steps), desc=name, disable=not cfg.progress or rank != 0, leave=False, dynamic_ncols=True)
+    off = True if not cfg.progress or rank != 0 else None  # None: tqdm shows the bar only on a terminal
+    bar = tqdm(range(cfg.steps), desc=name, disable=off, leave=False, dynamic_ncols=True)
     t0 = time.perf_counter()
     loss_v = float("nan")
     net.train()
