@@ -85,10 +85,9 @@ def scale_residual_outputs(blocks: list[nn.Module], n_blocks: int) -> None:
     """
     if n_blocks <= 1:
         return
-    s = 1.0 / math.sqrt(n_blocks)
-    for block in {id(b): b for b in blocks}.values():
-        for lin in residual_outputs(block):
-            lin.weight.mul_(s)
+    weights = [lin.weight for b in {id(b): b for b in blocks}.values() for lin in residual_outputs(b)]
+    if weights:  # one foreach call: a 1,000-layer model has ~1,000 of them
+        torch._foreach_mul_(weights, 1.0 / math.sqrt(n_blocks))
 
 
 def init_model(model: nn.Module, settings: dict[str, Any]) -> None:
