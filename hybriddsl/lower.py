@@ -21,6 +21,7 @@ from torch import nn
 
 from hybriddsl import registry, scales
 from hybriddsl.errors import HybError, LoweringError
+from hybriddsl.init import init_model
 from hybriddsl.ir import Graph, Op
 
 State = dict[str, Any]
@@ -151,9 +152,7 @@ class HybridModel(nn.Module):
             op, key = node["op"], node.get("weights") or ""
             if op == Op.IN_PROJ:
                 if self.vocab:
-                    self.embed = scales.embedding(self.vocab, self.hidden, s["embed_scale"])
-                    # GPT-2's init: the (tied) head then starts near uniform logits, not at loss ~25
-                    nn.init.normal_(self.embed.weight, std=0.02)
+                    self.embed = scales.embedding(self.vocab, self.hidden, s["embed_scale"])  # init: hybriddsl.init
                 elif self.embed_dim != self.hidden:
                     self.embed = nn.Linear(self.embed_dim, self.hidden)
                 self.plan.append(Step("in_proj", "", nid))
@@ -300,6 +299,7 @@ def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.d
     else:
         with torch.device(device):
             model = HybridModel(graph)
+    init_model(model, graph.settings)  # model-level rules: embedding, head, depth-scaled residual outputs
     if dtype is not None:
         model = model.to(dtype)
     return model

@@ -48,7 +48,7 @@ MODEL_SETTINGS: tuple[Option, ...] = (
         max=0.99,
     ),
     Option("seq_len", int, 2048, "sequence length assumed for FLOP and state-size counts", min=1),
-    Option("tie_embeddings", bool, True, "the LM head reuses the embedding matrix (with vocab)"),
+    Option("tie_embeddings", bool, False, "the LM head reuses the embedding matrix (with vocab)"),
     Option("embed_scale", float, 1.0, "token embeddings are multiplied by this (RecurrentGemma: sqrt(hidden))"),
     Option("logit_scale", float, 1.0, "logits are multiplied by this (Falcon-H1's lm_head_multiplier)"),
     Option(
@@ -57,6 +57,14 @@ MODEL_SETTINGS: tuple[Option, ...] = (
         None,
         "logits become c tanh(logits / c) (RecurrentGemma's logits_soft_cap)",
         min=1e-6,
+        optional=True,
+    ),
+    Option(
+        "embed_std",
+        float,
+        None,
+        "std of the token embedding's normal init (default: 1, or GPT-2's 0.02 with a tied head)",
+        min=0.0,
         optional=True,
     ),
 )

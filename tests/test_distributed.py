@@ -32,7 +32,7 @@ def _model():
     from hybriddsl import api
 
     torch.manual_seed(0)
-    return api.parse_and_build(SRC, vocab=VOCAB, output="logits", dtype=torch.float64)
+    return api.parse_and_build(SRC, vocab=VOCAB, output="logits", tie_embeddings=True, dtype=torch.float64)
 
 
 def _grads(model) -> dict[str, torch.Tensor]:

@@ -20,8 +20,8 @@ from hybriddsl.cli.common import add_build, add_file, overrides, source_arg
 from hybriddsl.errors import HybFileError, HybOptionError, Span
 
 
-def add_task_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by train and compare: the task and the optimization."""
+def add_task_options(p: argparse.ArgumentParser, lr: bool = True) -> None:
+    """Options shared by train and compare: the task and the optimization (``lr=False``: the caller adds --lr)."""
     p.add_argument("--task", default="mqar", help="mqar | selective_copy | induction | text (default mqar)")
     p.add_argument("--text", help="text file for --task text (byte-level next-token prediction)")
     p.add_argument("--num-kv-pairs", type=int, help="mqar: key-value pairs per sequence (default 8)")
@@ -29,7 +29,8 @@ def add_task_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab", type=int, help="task vocabulary (default: the task's)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--batch", type=int, default=64, help="global batch size (default 64)")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
+    if lr:
+        p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (default 3e-3)")
     p.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay (default 0.1)")
     p.add_argument("--warmup", type=int, help="warm-up steps (default 10%% of --steps)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the data order (default 0)")
@@ -75,10 +76,10 @@ def make_task_from(args: argparse.Namespace, seq_len: int | None):
 def config_from(args: argparse.Namespace, **extra):
     from hybriddsl.workbench.train import TrainConfig
 
+    extra.setdefault("lr", args.lr)
     cfg = TrainConfig(
         steps=args.steps,
         batch=args.batch,
-        lr=args.lr,
         weight_decay=args.weight_decay,
         warmup=args.warmup,
         seed=args.seed,
