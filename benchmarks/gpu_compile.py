@@ -118,6 +118,17 @@ def _delta_rule(dt, shape):
     return out
 
 
+def _ssd(dt, shape):
+    import torch
+
+    # the issue-15 bar's shape: B8 T2048, 32 heads of 64, state 128, one B/C group (mamba_chunk_scan_combined's)
+    b, t, h, g, n, p = (8, 2048, 32, 1, 128, 64) if shape == "bench" else (2, 256, 8, 1, 64, 64)
+    fn = launcher("ssd")
+    ins = [_leaf(b, t, g, n, dtype=dt), _leaf(b, t, g, n, dtype=dt), _leaf(b, t, h, p, dtype=dt)]
+    ins.append(_leaf(b, t, h, dtype=torch.float32))
+    return [(f"B{b}-T{t}-H{h}x{p}-G{g}-N{n}", _fwd_bwd(lambda *a: fn(*a, 1.0, None, True, 64), ins))]
+
+
 def _linear_scan(dt, shape):
     b, t, d = (8, 2048, 4096) if shape == "bench" else (2, 256, 256)
     fn = launcher("linear_scan")
@@ -141,6 +152,7 @@ CASES: dict[str, Callable] = {
     "delta_rule": _delta_rule,
     "linear_scan": _linear_scan,
     "add_norm": _add_norm,
+    "ssd": _ssd,
 }
 
 

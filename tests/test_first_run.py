@@ -256,7 +256,8 @@ def test_hybdsl_kernels_is_honoured_by_bench(hyb, capsys, monkeypatch):
 def test_convert_reports_every_problem_at_once(capsys):
     assert main(["convert", str(ROOT / "examples" / "jamba.hyb"), "--to", "hf-jamba"]) == 2
     err = _err(capsys)
-    assert "3 problems" in err and "RMSNorm" in err and "layer 2 (ffn)" in err and "layer 4 (moe)" in err
+    assert "7 problems" in err and "RMSNorm" in err and "layer 2 (ffn)" in err and "layer 4 (moe)" in err
+    assert "bc_norm=true" in err and "no biases" in err and "norm_topk=false" in err
 
 
 def test_compare_the_same_file_twice(hyb, capsys):

@@ -28,6 +28,7 @@ from hybriddsl.interop.common import (
     need,
     pairs,
     period_offset,
+    problem,
     reject_ties,
     sublayers,
     uniform,
@@ -122,15 +123,13 @@ def to_config(graph: Graph) -> dict[str, Any]:
         if a["window"]:
             raise ConvertError(f"{attn[0].where()}: {TARGET}'s attention has no sliding window in transformers 5")
         if a["bias"]:
-            raise ConvertError(f"{attn[0].where()}: {TARGET}'s attention projections have no biases")
+            problem(f"{attn[0].where()}: {TARGET}'s attention projections have no biases")
     keys = ("state", "expand", "conv", "dt_rank", "bias", "conv_bias", "bc_norm", "bc_norm_eps")
     m = uniform(mamba, keys, TARGET)
     if mamba and not m["bc_norm"]:
-        raise ConvertError(f"{mamba[0].where()}: {TARGET}'s Mamba layers normalize dt, B and C (write bc_norm=true)")
+        problem(f"{mamba[0].where()}: {TARGET}'s Mamba layers normalize dt, B and C (write bc_norm=true)")
     if mamba and m["bc_norm_eps"] != graph.settings["norm_eps"]:
-        raise ConvertError(
-            f"{mamba[0].where()}: {TARGET} uses rms_norm_eps for dt/B/C norms; set bc_norm_eps = norm_eps"
-        )
+        problem(f"{mamba[0].where()}: {TARGET} uses rms_norm_eps for dt/B/C norms; set bc_norm_eps = norm_eps")
     ffns = [f for _, f in layers]
     inners = {ffn_inner(f.opts, hidden) for f in ffns}
     acts = {gated_act(f, TARGET) for f in ffns}
@@ -141,15 +140,15 @@ def to_config(graph: Graph) -> dict[str, Any]:
         )
     for f in ffns:
         if f.opts.get("bias"):
-            raise ConvertError(f"{f.where()}: {TARGET}'s MLPs and experts have no biases (write bias=false)")
+            problem(f"{f.where()}: {TARGET}'s MLPs and experts have no biases (write bias=false)")
     e = uniform(moes, ("experts", "top_k", "norm_topk", "score", "score_bias", "groups", "scale", "shared"), TARGET)
     if moes and (e["norm_topk"] or e["score"] != "softmax" or e["score_bias"] or e["groups"] != 1):
-        raise ConvertError(
+        problem(
             f"{moes[0].where()}: {TARGET}'s router is a softmax whose top-k weights are not renormalized "
             "(write norm_topk=false; no sigmoid scores, score bias or groups)"
         )
     if moes and (e["scale"] != 1.0 or e["shared"]):
-        raise ConvertError(f"{moes[0].where()}: {TARGET} has no shared expert and no routing scale")
+        problem(f"{moes[0].where()}: {TARGET} has no shared expert and no routing scale")
     cfg.update(
         num_hidden_layers=n,
         num_attention_heads=a.get("heads") or 32,

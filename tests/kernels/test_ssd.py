@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl.kernels.dispatch import backend
-from hybriddsl.kernels.gla import naive_gla
+from hybriddsl.kernels.gla import gla_naive
 from hybriddsl.kernels.ssd import ssd, ssd_naive, ssd_step, ssd_torch
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from tests.kernels.helpers import random_loss
@@ -88,7 +88,7 @@ def test_naive_equals_gla_definition():
     """The SSD loop is the GLA loop with the groups' q, k repeated for their heads and the decay broadcast."""
     q, k, v, g, h0 = make_inputs(2, 23, 2, 4, 8, 4, torch.float32, use_h0=True)
     o, s = ssd_naive(q, k, v, g, 0.7, h0, True)
-    o_ref, s_ref = naive_gla(q.repeat_interleave(2, 2), k.repeat_interleave(2, 2), v, g, None, 0.7, h0, True)
+    o_ref, s_ref = gla_naive(q.repeat_interleave(2, 2), k.repeat_interleave(2, 2), v, g, None, 0.7, h0, True)
     assert (o - o_ref).abs().max().item() <= 1e-5 and (s - s_ref).abs().max().item() <= 1e-5
 
 
