@@ -8,10 +8,8 @@ float32 whatever the input dtype, so float64 would compare our float64 against i
 
 from __future__ import annotations
 
-import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers  # a test dependency (the dev extra): these tests must run, not skip
 from transformers.models.recurrent_gemma import modeling_recurrent_gemma as rg  # noqa: E402
 
 from hybriddsl.layers.attention import Attention  # noqa: E402

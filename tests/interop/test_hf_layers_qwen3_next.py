@@ -7,10 +7,8 @@ float32: transformers' delta rule and its (1 + w) RMSNorms compute in float32 wh
 
 from __future__ import annotations
 
-import pytest
 import torch
-
-transformers = pytest.importorskip("transformers")
+import transformers  # a test dependency (the dev extra): these tests must run, not skip
 from transformers.models.qwen3_next import modeling_qwen3_next as qn  # noqa: E402
 
 from hybriddsl.layers.attention import Attention  # noqa: E402
