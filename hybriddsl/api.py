@@ -80,7 +80,6 @@ def parse_and_build(
     graph = compile(src_or_path, trust_custom=trust_custom, limits=lim, **settings)
     model = lower(graph, device=device, dtype=dtype)
     fill_built(graph, model)
-    model.graph = graph
     return model
 
 
