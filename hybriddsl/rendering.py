@@ -158,7 +158,7 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
     if fmt not in FORMATS:
         raise HybFileError(
             f"cannot render to '{out.suffix or out.name}': use one of .svg, .png, .pdf, .dot",
-            Span(0, 0, 1, str(out)),
+            Span.none(str(out)),
         )
     dot = to_dot(graph)
     if fmt == "dot":
@@ -195,7 +195,7 @@ def _write(path: Path, data: bytes) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     except OSError as e:
-        raise HybFileError(f"cannot write {path}: {e.strerror}", Span(0, 0, 1, str(path))) from None
+        raise HybFileError(f"cannot write {path}: {e.strerror}", Span.none(str(path))) from None
 
 
 __all__ = ["DotNotFound", "render_graph", "svg", "to_dot"]

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
-        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
+        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span.none(str(out)))
     check_output_dir(out)
 
     from hybriddsl import api
