@@ -23,18 +23,25 @@ class Timing:
 
 
 def bench_ms(fn: Callable[[], object], warmup: int = 5, rep: int = 20) -> float:
-    """Median milliseconds of ``fn()``: triton.testing.do_bench on CUDA, wall clock on CPU."""
-    if torch.cuda.is_available():
-        import triton.testing
-
-        return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
+    """Median milliseconds of ``fn()`` over ``rep`` calls after ``warmup`` calls: CUDA events on a GPU (the
+    device time of each call), wall clock on CPU. ``warmup`` and ``rep`` are call counts on both."""
     for _ in range(warmup):
         fn()
     times = []
-    for _ in range(rep):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        for _ in range(rep):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(rep):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return times[len(times) // 2]
 

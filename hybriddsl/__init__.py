@@ -13,14 +13,18 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from hybriddsl.errors import (
+    ExportError,
     HybError,
     HybFileError,
     HybNameError,
     HybOptionError,
+    HybRuntimeError,
     HybSyntaxError,
     IRError,
     LimitError,
     LoweringError,
+    StreamError,
+    TrainingError,
     UntrustedCodeError,
 )
 
@@ -70,17 +74,21 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "ExportError",
     "HybError",
     "HybFileError",
     "Limits",
     "HybNameError",
     "HybOptionError",
+    "HybRuntimeError",
     "HybSyntaxError",
     "IRError",
     "LimitError",
     "LoweringError",
     "UntrustedCodeError",
     "__version__",
+    "StreamError",
+    "TrainingError",
     "compile",
     "from_pretrained",
     "load",

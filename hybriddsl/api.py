@@ -50,7 +50,7 @@ def compile(
         prog = syntax.parse(text, file)
         for name, value in settings.items():
             scope, _, key = name.rpartition(".")
-            span = Span(0, 0, 1, f"<keyword argument {name}={value!r}>")
+            span = Span.none(f"<keyword argument {name}={value!r}>")
             prog.settings.append(syntax.Setting(key, scope or None, syntax.Value(value, span), span))
         g = run(prog, passes=passes, debug=debug, dump=dump)
     g.directives["overrides"] = dict(settings)
@@ -80,7 +80,6 @@ def parse_and_build(
     graph = compile(src_or_path, trust_custom=trust_custom, limits=lim, **settings)
     model = lower(graph, device=device, dtype=dtype)
     fill_built(graph, model)
-    model.graph = graph
     return model
 
 
@@ -230,7 +229,7 @@ def load(
 
     p = Path(path)
     if not p.exists():
-        raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p)))
+        raise HybFileError(f"no such file: {p}", Span.none(str(p)))
     lim = _limits.resolve(limits, max_params=max_params)
     _check_unpacked_size(p, lim)
     try:

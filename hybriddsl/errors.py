@@ -26,6 +26,11 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}" if self.line else self.file
 
+    @classmethod
+    def none(cls, where: str) -> Span:
+        """A place outside any source text: a file as a whole (``model.pt``) or ``<command line>``."""
+        return cls(0, 0, 1, where)
+
 
 class HybError(Exception):
     """Root of every error a user can cause. Carries a message, a span and the source text."""
@@ -95,6 +100,30 @@ class HybFileError(HybError):
     """A file that cannot be read or written."""
 
     kind = "file error"
+
+
+class HybRuntimeError(HybError):
+    """Running a compiled model failed or was misused (as opposed to a mistake in the model's text or options)."""
+
+    kind = "runtime error"
+
+
+class StreamError(HybRuntimeError):
+    """A stream (:mod:`hybriddsl.streaming`) was fed or driven wrongly, or its compiled step could not be built."""
+
+    kind = "stream error"
+
+
+class TrainingError(HybRuntimeError):
+    """A training run failed (e.g. the loss diverged)."""
+
+    kind = "training error"
+
+
+class ExportError(HybRuntimeError):
+    """``torch.export`` or AOTInductor could not turn the model into an artifact."""
+
+    kind = "export error"
 
 
 def suggest(name: str, known: list[str] | tuple[str, ...]) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybriddsl.errors import HybFileError, HybOptionError, Span, first_line
+from hybriddsl.errors import ExportError, HybFileError, HybOptionError, Span, first_line
 from hybriddsl.fileio import atomic_path
 from hybriddsl.streaming import flatten_state, growing_state, state_labels, step_function
 
@@ -122,7 +122,7 @@ def _aoti_files(ep: torch.export.ExportedProgram) -> list:
                 ep.module(), tuple(ep.example_inputs[0]), options={"aot_inductor.package": True}
             )
     except Exception as e:  # a compiler missing or failing: the plain export still works without --aot
-        raise HybOptionError(f"AOTInductor could not compile the step ({first_line(e)}); export without --aot") from e
+        raise ExportError(f"AOTInductor could not compile the step ({first_line(e)}); export without --aot") from e
 
 
 FORWARD_SEQ = 64  # default example length of export_forward

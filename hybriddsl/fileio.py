@@ -57,20 +57,18 @@ def read_source(path: str | os.PathLike) -> str:
         with open(p, "rb") as f:  # never read more than the limit allows (a path could name a huge file)
             data = f.read(cap + 1)
     except FileNotFoundError:
-        raise HybFileError(f"no such file: {p}", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"no such file: {p}", Span.none(str(p))) from None
     except IsADirectoryError:
-        raise HybFileError(f"{p} is a directory, not a .hyb file", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"{p} is a directory, not a .hyb file", Span.none(str(p))) from None
     except OSError as e:
-        raise HybFileError(f"cannot read {p}: {e.strerror}", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"cannot read {p}: {e.strerror}", Span.none(str(p))) from None
     if len(data) > cap:
         size = p.stat().st_size
-        raise limits.exceeded(
-            f"{p} is too large: its size in bytes", size, "max_source_bytes", cap, Span(0, 0, 1, str(p))
-        )
+        raise limits.exceeded(f"{p} is too large: its size in bytes", size, "max_source_bytes", cap, Span.none(str(p)))
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise HybFileError(f"{p} is not UTF-8 text (byte {e.start})", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"{p} is not UTF-8 text (byte {e.start})", Span.none(str(p))) from None
 
 
 STALE_SECONDS = 24 * 3600  # a temp file this old beside a target is left from a killed write
@@ -85,10 +83,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     files of this target older than a day (from a ``kill -9``) are swept first."""
     dest = Path(path)
     if dest.is_dir():
-        raise HybFileError(f"{dest} is a directory", Span(0, 0, 1, str(dest)))
+        raise HybFileError(f"{dest} is a directory", Span.none(str(dest)))
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.is_dir():
-        raise HybFileError(f"cannot write {dest}: folder {parent} does not exist", Span(0, 0, 1, str(dest)))
+        raise HybFileError(f"cannot write {dest}: folder {parent} does not exist", Span.none(str(dest)))
     sweep_stale(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
     os.close(fd)
@@ -181,4 +179,4 @@ def write_text(path: str | os.PathLike, text: str) -> None:
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise HybFileError(f"cannot write {path}: {e.strerror}", Span(0, 0, 1, str(path))) from None
+        raise HybFileError(f"cannot write {path}: {e.strerror}", Span.none(str(path))) from None

@@ -287,7 +287,7 @@ class HybridModel(nn.Module):
 
 
 def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> HybridModel:
-    """Build the PyTorch module for a graph that went through the pipeline.
+    """Build the PyTorch module for a graph that went through the pipeline; ``model.graph`` is that graph.
 
     Refuses (before any tensor exists) a graph that names custom code it was not trusted with, or whose
     parameters exceed the current limits (:mod:`hybriddsl.trust`, :mod:`hybriddsl.limits`)."""
@@ -302,4 +302,5 @@ def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.d
     init_model(model, graph.settings)  # model-level rules: embedding, head, depth-scaled residual outputs
     if dtype is not None:
         model = model.to(dtype)
+    model.graph = graph  # the diagram, the layer table and distributed wrapping read it
     return model

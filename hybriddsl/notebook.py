@@ -13,19 +13,11 @@ from hybriddsl.ir import Graph
 
 
 def graph_of(obj: Any) -> Graph | None:
-    """The processed Graph of a Graph or a HybridModel (rebuilt from its .hyb source when it has none)."""
+    """The processed Graph of a Graph or a HybridModel (``lower`` sets ``model.graph``), else None."""
     if isinstance(obj, Graph):
         return obj
     g = getattr(obj, "graph", None)
-    if isinstance(g, Graph):
-        return g
-    src = getattr(obj, "hyb_source", None)
-    if not src:
-        return None
-    from hybriddsl import api
-
-    g = api.compile(src, **getattr(obj, "hyb_overrides", {}))
-    return g
+    return g if isinstance(g, Graph) else None
 
 
 def svg(obj: Graph | Any) -> str | None:
@@ -44,13 +36,13 @@ def svg(obj: Graph | Any) -> str | None:
 
 def text(obj: Graph | Any) -> str:
     """The layer table (``hybdsl compile``'s), headed by the model's name for a module."""
-    from hybriddsl.cli.compile import table
+    from hybriddsl.report import layer_table
 
     g = graph_of(obj)
     if g is None or not g.totals:  # a graph between passes has no counts yet: show the IR dump
         return str(obj if isinstance(obj, Graph) else g) if g is not None else repr(obj)
     head = "Graph" if isinstance(obj, Graph) else type(obj).__name__
-    return f"{head} ({g.file})\n{table(g)}"
+    return f"{head} ({g.file})\n{layer_table(g)}"
 
 
 def pretty(obj: Any, p: Any, cycle: bool) -> None:

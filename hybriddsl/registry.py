@@ -137,22 +137,33 @@ class LayerSpec:
 
 _SPECS: dict[str, LayerSpec] = {}
 _NAMES: dict[str, str] = {}  # lower-cased name or alias -> canonical name
+_loaded = False  # the built-in kinds are registered (on first use, so that importing the registry is cheap)
 
 
 def register(spec: LayerSpec) -> LayerSpec:
-    """Add a kind; every name and alias must be new (case-insensitive)."""
+    """Add a kind; every name and alias must be new (case-insensitive). Nothing is added when one is taken."""
+    _ensure_loaded()  # built-ins first: a user kind registered before any lookup must not hide them
     for n in (spec.name, *spec.aliases, *spec.edifice):
         key = n.lower()
         if key in _NAMES and _NAMES[key] != spec.name:
             raise ValueError(f"layer name '{n}' of '{spec.name}' is already used by '{_NAMES[key]}'")
-        _NAMES[key] = spec.name
+    for n in (spec.name, *spec.aliases, *spec.edifice):
+        _NAMES[n.lower()] = spec.name
     _SPECS[spec.name] = spec
     return spec
 
 
 def _ensure_loaded() -> None:
-    if not _SPECS:
-        import hybriddsl.layers  # noqa: F401  (registers every kind)
+    global _loaded
+    if _loaded:
+        return
+    # Set before the import: hybriddsl.specs calls register() for each built-in kind, which lands here again.
+    _loaded = True
+    try:
+        import hybriddsl.specs  # noqa: F401  (registers every built-in kind)
+    except BaseException:
+        _loaded = False
+        raise
 
 
 def canonical(name: str) -> str | None:

@@ -17,6 +17,7 @@ from hybriddsl import registry
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import atomic_path
 from hybriddsl.ir import Graph, Op, format_opts
+from hybriddsl.report import human
 
 FORMATS = ("svg", "png", "pdf", "dot")
 INSTALL_HINT = (
@@ -29,13 +30,6 @@ class DotNotFound(HybFileError):
     """The ``dot`` program is missing; the .dot source was written instead."""
 
     kind = "render error"
-
-
-def _params(n: int) -> str:
-    for unit, div in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.3g}{unit}"
-    return str(n)
 
 
 def to_dot(graph: Graph) -> graphviz.Digraph:
@@ -151,7 +145,7 @@ def _mixer_label(graph: Graph, nid: str, with_layer: bool = True) -> str:
     if opts:
         lines.append(opts)
     if d.get("params") is not None:
-        lines.append(f"{_params(d['params'])} params")
+        lines.append(f"{human(d['params'])} params")
     elif "params" in d:  # user code, never built for a drawing
         lines.append("? params")
     return "\n".join(lines)
@@ -164,7 +158,7 @@ def render_graph(graph: Graph, path: str | os.PathLike) -> Path:
     if fmt not in FORMATS:
         raise HybFileError(
             f"cannot render to '{out.suffix or out.name}': use one of .svg, .png, .pdf, .dot",
-            Span(0, 0, 1, str(out)),
+            Span.none(str(out)),
         )
     dot = to_dot(graph)
     if fmt == "dot":
@@ -201,7 +195,7 @@ def _write(path: Path, data: bytes) -> None:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
     except OSError as e:
-        raise HybFileError(f"cannot write {path}: {e.strerror}", Span(0, 0, 1, str(path))) from None
+        raise HybFileError(f"cannot write {path}: {e.strerror}", Span.none(str(path))) from None
 
 
 __all__ = ["DotNotFound", "render_graph", "svg", "to_dot"]

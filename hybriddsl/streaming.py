@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.errors import HybOptionError, first_line
+from hybriddsl.errors import HybOptionError, StreamError, first_line
 
 State = dict[str, Any]
 
@@ -229,7 +229,7 @@ def aot_step(
             )
             runner = torch._inductor.aoti_load_package(path)
     except Exception as e:  # export/compile failures: say which path failed and what else to use
-        raise HybOptionError(
+        raise StreamError(
             f"compile='aot' could not compile the step ({first_line(e)}); "
             "try compile='dynamo' or the eager stream (compile=False)"
         ) from e
@@ -243,7 +243,7 @@ def aot_step(
     need = runner.get_constant_fqns()
     missing = [n for n in need if n not in have]
     if missing:
-        raise HybOptionError(f"compile='aot': the compiled step wants tensors the model lacks: {', '.join(missing)}")
+        raise StreamError(f"compile='aot': the compiled step wants tensors the model lacks: {', '.join(missing)}")
     weights = {n: have[n] for n in need}
     runner.load_constants(weights, check_full_update=True, user_managed=True)
     loader = getattr(runner, "loader", None)
@@ -275,7 +275,7 @@ class Stream:
         if not isinstance(batch, int) or batch < 1:
             raise HybOptionError(f"stream batch must be a positive integer, got {batch!r}")
         if model.training:
-            raise HybOptionError("call model.eval() before streaming (dropout would differ from frame to frame)")
+            raise StreamError("call model.eval() before streaming (dropout would differ from frame to frame)")
         self.model, self.batch = model, batch
         p = next(model.parameters())
         self.device = torch.device(device) if device is not None else p.device
@@ -293,7 +293,7 @@ class Stream:
         if kind or cuda_graph:
             grow = growing_state(model, 1)
             if grow:
-                raise HybOptionError(
+                raise StreamError(
                     "compile/cuda_graph streaming needs a fixed-shape state, but these grow every frame: "
                     + ", ".join(state_labels(model, grow))
                     + " (give attention a window, or use the eager stream)"
@@ -351,17 +351,15 @@ class Stream:
     # ---- public API ------------------------------------------------------------------------------------
     def _check(self, frame: torch.Tensor) -> torch.Tensor:
         if not isinstance(frame, torch.Tensor):
-            raise HybOptionError(f"push takes a tensor, got {type(frame).__name__}")
+            raise StreamError(f"push takes a tensor, got {type(frame).__name__}")
         if self.model.vocab:
             want = (self.batch,)
             if tuple(frame.shape) != want or frame.is_floating_point():
-                raise HybOptionError(f"push takes token ids of shape {list(want)}, got {list(frame.shape)}")
+                raise StreamError(f"push takes token ids of shape {list(want)}, got {list(frame.shape)}")
             return frame.to(self.device)
         want = (self.batch, self.model.embed_dim)
         if tuple(frame.shape) != want:
-            raise HybOptionError(
-                f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}"
-            )
+            raise StreamError(f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}")
         return frame.to(self.device, next(self.model.parameters()).dtype)
 
     def push(self, frame: torch.Tensor) -> torch.Tensor:
@@ -397,9 +395,9 @@ class Stream:
                 self.frames = 0
                 return
             if not isinstance(i, int) or not 0 <= i < self.batch:
-                raise HybOptionError(f"reset row must be in 0..{self.batch - 1}, got {i!r}")
+                raise StreamError(f"reset row must be in 0..{self.batch - 1}, got {i!r}")
             if any(getattr(m, "_own_step", True) is False for m in self.model.modules()):
-                raise HybOptionError(
+                raise StreamError(
                     "a custom layer without its own step recomputes on a prefix shared by the batch: "
                     "reset() all rows, or give the layer init_state/step"
                 )
@@ -423,29 +421,29 @@ class Stream:
         Every tensor is checked against this stream before anything is replaced: same names, tensors of the
         stream's dtype and rank, the stream's batch and state sizes (only a dimension that starts empty, a KV
         cache's or a prefix's length, may differ). A snapshot of another model, batch or dtype raises
-        HybOptionError and leaves the stream as it was."""
+        StreamError and leaves the stream as it was."""
         saved = snap.get("state") if isinstance(snap, dict) else None
         if not isinstance(saved, dict) or set(saved) != set(self.names):
-            raise HybOptionError("restore takes a snapshot() of a stream of the same model")
+            raise StreamError("restore takes a snapshot() of a stream of the same model")
         frames = snap.get("frames", 0)
         if isinstance(frames, bool) or not isinstance(frames, int) or frames < 0:
-            raise HybOptionError(f"snapshot 'frames' must be a non-negative integer, got {frames!r}")
+            raise StreamError(f"snapshot 'frames' must be a non-negative integer, got {frames!r}")
         fixed = self._graph is not None or self._compiled is not None or self._aot is not None
         with torch.no_grad():
             fresh = dict(zip(*flatten_state(self.model.init_state(self.batch, device="meta", dtype=self.dtype))))
         for d, k, n in self._slots:
             src, want = saved[n], d[k]
             if not isinstance(src, torch.Tensor):
-                raise HybOptionError(f"snapshot state '{n}' is a {type(src).__name__}, not a tensor")
+                raise StreamError(f"snapshot state '{n}' is a {type(src).__name__}, not a tensor")
             if src.dtype != want.dtype:
-                raise HybOptionError(f"snapshot state '{n}' has dtype {src.dtype}, this stream {want.dtype}")
+                raise StreamError(f"snapshot state '{n}' has dtype {src.dtype}, this stream {want.dtype}")
             start = fresh[n].shape
             grows = [i for i, size in enumerate(start) if size == 0] if not fixed else []
             if src.dim() != len(start) or any(
                 a != b for i, (a, b) in enumerate(zip(src.shape, start)) if i not in grows
             ):
                 what = f"batch {self.batch}, " if len(start) else ""
-                raise HybOptionError(
+                raise StreamError(
                     f"snapshot state '{n}' has shape {list(src.shape)}; this stream ({what}dtype {self.dtype}) "
                     f"needs {list(want.shape) if not grows else list(start)}"
                     + (" (an empty dimension may have any length)" if grows else "")

@@ -138,7 +138,7 @@ def _span(meta_or_tok: Any, file: str) -> Span:
         return Span(meta_or_tok.line, meta_or_tok.column, max(1, len(str(meta_or_tok))), file)
     m = meta_or_tok
     if getattr(m, "empty", True) and not hasattr(m, "line"):
-        return Span(0, 0, 1, file)
+        return Span.none(file)
     length = m.end_pos - m.start_pos if m.end_line == m.line else 1
     return Span(m.line, m.column, max(1, length), file)
 
@@ -399,7 +399,7 @@ def parse(text: str, file: str = "<string>") -> Program:
 
     The text is checked against the limits first (size, tokens, nesting, number length: ``check_limits``)."""
     if not isinstance(text, str):
-        raise HybSyntaxError(f"expected .hyb source text, got {type(text).__name__}", Span(0, 0, 1, file))
+        raise HybSyntaxError(f"expected .hyb source text, got {type(text).__name__}", Span.none(file))
     text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark, as some Windows editors write
     try:
         check_limits(text, file)  # size, tokens, bracket nesting (within Python's recursion limit), numbers

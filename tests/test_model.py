@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from hybriddsl import HybOptionError, IRError, compile, parse, parse_and_build
 from hybriddsl.ir import Op
-from hybriddsl.passes import PIPELINE, expand, fuse_add_norm, run
+from hybriddsl.passes import PIPELINE, expand, fuse_add_norm
 
 SMALL = {"hidden": 32, "heads": 4, "mamba.state": 4}
 
@@ -115,8 +117,9 @@ def test_shared_weights_receive_gradient_from_every_use():
         copies.blocks[kc].load_state_dict(shared.blocks[ks].state_dict())
     x = torch.randn(2, 5, 32)
     torch.testing.assert_close(shared(x), copies(x))
-    shared(x).pow(2).sum().backward()
-    copies(x).pow(2).sum().backward()
+    ct = torch.randn(2, 5, 32)  # one random cotangent for both
+    shared(x).backward(ct)
+    copies(x).backward(ct)
     uses = [kc for ks, kc in pairs if ks == "shared0_ffn_0"]
     assert len(uses) == 2
     expected = sum(copies.blocks[k].up.weight.grad for k in uses)
@@ -170,7 +173,7 @@ def test_forward_backward_on_the_mission_example():
     x = torch.randn(2, 16, 32)
     y = model(x)
     assert y.shape == (2, 256)
-    y.pow(2).mean().backward()
+    y.backward(torch.randn_like(y))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
@@ -213,12 +216,33 @@ def test_settings_precedence():
     assert heads == [4, 8]
 
 
+def _snapshot(g) -> tuple:
+    """Everything a pass could change in a graph, deep-copied: node and edge attributes, settings, totals."""
+    return (
+        copy.deepcopy({n: dict(d) for n, d in g.g.nodes(data=True)}),
+        copy.deepcopy(sorted((u, v, dict(d)) for u, v, d in g.g.edges(data=True))),
+        copy.deepcopy(g.settings),
+        dict(g.totals),
+        {k: (v if isinstance(v, (list, dict)) and not v else id(v)) for k, v in g.directives.items()},
+    )
+
+
 def test_passes_do_not_modify_their_input():
-    g0 = expand(parse("M A"))
-    before = sorted(g0.g.nodes)
-    run(parse("M A"))
-    g1 = PIPELINE[0](g0)
-    assert sorted(g0.g.nodes) == before and g1 is not g0
+    src = "hidden = 32\nheads = 4\npos = sinusoidal\nvocab = 13\nM M A GLA [M | A](mix=gate) FFN; shared attn@2; tie M"
+    g = expand(parse(src))
+    for p in PIPELINE:
+        before = _snapshot(g)
+        out = p(g)
+        assert out is not g
+        assert _snapshot(g) == before, f"pass {p.__name__} changed its input"
+        g = out
+
+
+def test_the_snapshot_sees_a_changed_option():  # the check above can fail
+    g = compile("M A", **SMALL)
+    before = _snapshot(g)
+    g[g.mixers()[0]]["opts"]["state"] = 99
+    assert _snapshot(g) != before
 
 
 def test_every_error_is_found_before_allocation(monkeypatch):
@@ -252,7 +276,7 @@ def test_bf16_long_sequence_stays_finite():
     x = torch.randn(1, 2048, 32, dtype=torch.bfloat16) * 4
     y = model(x)
     assert torch.isfinite(y).all()
-    y.float().pow(2).mean().backward()
+    y.backward(torch.randn_like(y))
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 

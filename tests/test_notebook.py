@@ -53,10 +53,10 @@ def test_text_form_is_the_layer_table():
     assert f"parameters      {sum(p.numel() for p in api.parse_and_build(SRC).parameters()):,}" in p.out
 
 
-def test_model_without_graph_attribute_rebuilds_it_from_source():
+def test_lowered_model_shows_its_own_graph():
     g = api.compile(SRC, hidden=48)
-    model = lower(g)  # lower() alone sets no .graph
-    assert not hasattr(model, "graph")
+    model = lower(g)
+    assert model.graph is g
     p = Printer()
     model._repr_pretty_(p, False)
     assert p.out.startswith("HybridModel") and "hidden 48" in p.out

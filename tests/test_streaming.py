@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl import HybOptionError, parse_and_build
+from hybriddsl import HybOptionError, StreamError, parse_and_build
 
 SMALL = {"hidden": 32, "heads": 4, "mamba.state": 4, "embed_dim": 12}
 
@@ -150,7 +150,7 @@ def test_reset_one_row_equals_a_fresh_stream_while_the_others_continue(src):
 
 def test_reset_row_refused_for_a_prefix_recomputing_custom_layer():
     model, _ = build(KINDS["custom-prefix"])
-    with pytest.raises(HybOptionError, match="prefix"):
+    with pytest.raises(StreamError, match="prefix"):
         model.stream(batch=2).reset(0)
 
 
@@ -198,16 +198,19 @@ def test_state_is_updated_in_place():
 def test_bad_input_is_a_hyb_error():
     model, x = build("M")
     s = model.stream(batch=2)
-    with pytest.raises(HybOptionError, match="embed_dim"):
+    with pytest.raises(StreamError) as e:
         s.push(torch.randn(3, SMALL["embed_dim"]))
-    with pytest.raises(HybOptionError, match="reset row"):
+    assert not isinstance(e.value, HybOptionError) and str(e.value).startswith("stream error: push takes")
+    with pytest.raises(StreamError, match="embed_dim"):
+        s.push(torch.randn(3, SMALL["embed_dim"]))
+    with pytest.raises(StreamError, match="reset row"):
         s.reset(2)
-    with pytest.raises(HybOptionError, match="snapshot"):
+    with pytest.raises(StreamError, match="snapshot"):
         s.restore({"state": {}})
-    with pytest.raises(HybOptionError, match="eval"):
+    with pytest.raises(StreamError, match="eval"):
         model.train().stream()
     model.eval()
-    with pytest.raises(HybOptionError, match="grow"):
+    with pytest.raises(StreamError, match="grow"):
         build("A(ffn=false)")[0].stream(compile=True)
     if not torch.cuda.is_available():  # a CPU model cannot be captured
         with pytest.raises(HybOptionError, match="CUDA"):

@@ -72,7 +72,7 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     for item in args.set:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
-            raise HybOptionError(f"--set takes KEY=VALUE, got '{item}'", Span(0, 0, 1, "<command line>"))
+            raise HybOptionError(f"--set takes KEY=VALUE, got '{item}'", Span.none("<command line>"))
         out[key.strip()] = parse_value(raw.strip())
     return out
 

@@ -75,7 +75,7 @@ def parse_lengths(text: str | None) -> list[int | None]:
             n = 0
         if n < 1:
             raise HybOptionError(
-                f"--seq-lens takes positive integers separated by commas, got '{text}'", Span(0, 0, 1, "<command line>")
+                f"--seq-lens takes positive integers separated by commas, got '{text}'", Span.none("<command line>")
             )
         out.append(n)
     return sorted(set(out))

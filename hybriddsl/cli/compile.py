@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hybriddsl import registry
 from hybriddsl.cli.common import add_build, add_file, check_output_dir, overrides, source_arg
 from hybriddsl.errors import HybFileError, Span
 from hybriddsl.fileio import write_text
+from hybriddsl.report import layer_table as table  # the table lives in the core; this name is kept
 
 if TYPE_CHECKING:
     from hybriddsl.ir import Graph
@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else None
     if out is not None and out.suffix not in ARTIFACTS:
-        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span(0, 0, 1, str(out)))
+        raise HybFileError(f"cannot write '{out.suffix or out.name}': use .pt, .py or .json", Span.none(str(out)))
     check_output_dir(out)
 
     from hybriddsl import api
@@ -69,58 +69,3 @@ def run(args: argparse.Namespace) -> int:
         api.save(model, out)
     print(f"wrote {out}")
     return 0
-
-
-def _human(n: int | None) -> str:
-    if n is None:  # a custom layer: counted only once built
-        return "?"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if n >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
-
-
-def table(graph: Graph) -> str:
-    """The layer table: one row per mixer use, then totals (parameters counted once per weight group)."""
-    from hybriddsl.ir import Op, format_opts
-
-    s = graph.settings
-    rows = [("#", "kind", "options", "shape", "params", "FLOPs/tok", "state")]
-    for nid in graph.nodes(Op.MIXER):
-        d = graph[nid]
-        spec = registry.get(d["kind"])
-        pos = str(d["layer"]) + {"companion": "+", "shared": "s"}.get(d["role"], "")
-        params = "(shared)" if d["shared_use"] else _human(d["params"])
-        rows.append(
-            (
-                pos,
-                d["kind"],
-                format_opts(d["opts"], spec.key_options or None),
-                "x".join(map(str, d["shape"])),
-                params,
-                _human(d["flops"]),
-                _human(d["state_bytes"]) + "B" if d["state_bytes"] else "-" if d["state_bytes"] == 0 else "?",
-            )
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    t = graph.totals
-    inp = f"tokens (vocab {s['vocab']})" if s["vocab"] else f"features [B, T, {s['embed_dim']}]"
-    lines += [
-        "-" * len(lines[0]),
-        f"input {inp} -> hidden {s['hidden']} -> output {s['output']} ({'x'.join(map(str, _out_shape(graph)))})",
-        f"parameters      {t['params']:,}"
-        + (f" + ? ({t['unknown']} custom layer(s), counted when built)" if t.get("unknown") else ""),
-        f"FLOPs / token   {t['flops_per_token']:,}  (forward, at seq_len {s['seq_len']})",
-        f"state / seq     {t['state_bytes']:,} bytes  (recurrent states + KV caches after {s['seq_len']} tokens)",
-        f"fused add+norm  {sum(1 for _ in graph.nodes(Op.ADD_NORM))}",
-    ]
-    return "\n".join(lines)
-
-
-def _out_shape(graph: Graph) -> tuple:
-    from hybriddsl.ir import Op
-
-    (o,) = graph.nodes(Op.OUTPUT)
-    return graph[o]["shape"]

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     if out.suffix != ".pt2":
-        raise HybFileError(f"export writes a .pt2 file, got '{out.name}'", Span(0, 0, 1, str(out)))
+        raise HybFileError(f"export writes a .pt2 file, got '{out.name}'", Span.none(str(out)))
     check_output_dir(out)
     if args.batch < 1 or (args.seq is not None and args.seq < 1):
         raise HybOptionError("--batch and --seq must be at least 1")
@@ -82,14 +82,14 @@ def _load_weights(model, path: str) -> None:
 
     p = Path(path)
     if not p.is_file():
-        raise HybFileError(f"no such weights file: {p}", Span(0, 0, 1, str(p)))
+        raise HybFileError(f"no such weights file: {p}", Span.none(str(p)))
     try:
         blob = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise HybFileError(f"cannot read {p}: {e}", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"cannot read {p}: {e}", Span.none(str(p))) from None
     sd = blob.get("state_dict", blob) if isinstance(blob, dict) else None
     if not isinstance(sd, dict):
-        raise HybFileError(f"{p} holds no state_dict", Span(0, 0, 1, str(p)))
+        raise HybFileError(f"{p} holds no state_dict", Span.none(str(p)))
     try:
         model.load_state_dict(sd)
     except RuntimeError as e:

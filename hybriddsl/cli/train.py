@@ -100,9 +100,9 @@ def _check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise HybOptionError(f"unknown device '{device}'", Span(0, 0, 1, "<command line>")) from None
+        raise HybOptionError(f"unknown device '{device}'", Span.none("<command line>")) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise HybOptionError("--device cuda but CUDA is not available here", Span(0, 0, 1, "<command line>"))
+        raise HybOptionError("--device cuda but CUDA is not available here", Span.none("<command line>"))
 
 
 def check_output(path: str | None, suffixes: tuple[str, ...]) -> Path | None:
@@ -110,7 +110,7 @@ def check_output(path: str | None, suffixes: tuple[str, ...]) -> Path | None:
     if path is None:
         return None
     out = Path(path)
-    span = Span(0, 0, 1, str(out))
+    span = Span.none(str(out))
     if out.suffix.lower() not in suffixes:
         raise HybFileError(f"cannot write '{out.name}': use {' or '.join(suffixes)}", span)
     parent = out.parent if str(out.parent) else Path(".")
@@ -143,21 +143,21 @@ def run(args: argparse.Namespace) -> int:
     rank, world = init_from_env()
     cfg = config_from(args, parallel=args.parallel if world > 1 else "none")
     if args.nproc < 1:
-        raise HybOptionError(f"--nproc must be >= 1, got {args.nproc}", Span(0, 0, 1, "<command line>"))
+        raise HybOptionError(f"--nproc must be >= 1, got {args.nproc}", Span.none("<command line>"))
     if args.nproc > 1 and world > 1:
-        raise HybOptionError("--nproc cannot be used under torchrun", Span(0, 0, 1, "<command line>"))
+        raise HybOptionError("--nproc cannot be used under torchrun", Span.none("<command line>"))
     from hybriddsl.workbench.train import build_for_task, train
 
     sets = overrides(args)
     build_for_task(src, task, "cpu", **sets)  # compile errors surface here, once, before any process starts
     if args.nproc > 1:
         if save is not None:
-            raise HybOptionError("--save is not supported with --nproc (use torchrun)", Span(0, 0, 1, "<command line>"))
+            raise HybOptionError("--save is not supported with --nproc (use torchrun)", Span.none("<command line>"))
         from hybriddsl.workbench.distributed import spawn
 
         if cfg.batch % args.nproc:
             raise HybOptionError(
-                f"--batch {cfg.batch} does not split over {args.nproc} processes", Span(0, 0, 1, "<command line>")
+                f"--batch {cfg.batch} does not split over {args.nproc} processes", Span.none("<command line>")
             )
         res = spawn(_train_worker, args.nproc, src, label, _plain(args), args.seq_len, args.parallel)[0]
     else:
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             from hybriddsl import api
 
             if cfg.parallel == "fsdp":
-                raise HybOptionError("--save with FSDP is not supported", Span(0, 0, 1, "<command line>"))
+                raise HybOptionError("--save with FSDP is not supported", Span.none("<command line>"))
             api.save(model, save)
     if rank != 0:
         return 0

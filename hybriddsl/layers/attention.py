@@ -36,28 +36,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers import window_attention
-from hybriddsl.layers.base import Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
 from hybriddsl.specs.attention import SPEC, attention_flops, keys_per_query, validate  # noqa: F401 (the kind's spec, torch-free)
 
-
-class HeadRMSNorm(nn.Module):
-    """RMSNorm over the last dim (``head_dim``), computed in float32. x: [..., head_dim] -> same."""
-
-    def __init__(self, dim: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.to(_compute_dtype(x.dtype))
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (xf * self.weight.to(xf.dtype)).to(x.dtype)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for half types (precision of norms and angles), float64 stays float64 (gradcheck)."""
-    return torch.promote_types(dtype, torch.float32)
+# qk-norm: one RMSNorm class for every layer (layers/base.py); the name stays for importers
+HeadRMSNorm = GatedRMSNorm
 
 
 def rope_angles(
@@ -152,8 +137,8 @@ class Attention(Mixer):
         self.v_proj = nn.Linear(hidden_size, self.kv_heads * d, bias=bias)
         self.out_proj = nn.Linear(heads * d, hidden_size, bias=bias if out_bias is None else out_bias)
         self.gate_proj = nn.Linear(hidden_size, heads * d, bias=bias) if out_gate else None
-        self.q_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
-        self.k_norm = HeadRMSNorm(d, qk_eps) if qk_norm else None
+        self.q_norm = HeadRMSNorm(d, eps=qk_eps) if qk_norm else None
+        self.k_norm = HeadRMSNorm(d, eps=qk_eps) if qk_norm else None
         # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
             if lin is None:
@@ -172,7 +157,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
-            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, compute_dtype(q))
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -260,7 +245,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
-            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, _compute_dtype(q.dtype))
+            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, compute_dtype(q))
             cos, sin = cos[:, None, None], sin[:, None, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.window is None:

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import compute_dtype  # float32, float64 stays float64 (gradcheck)
+
 State = dict[str, torch.Tensor]
 
 
@@ -87,10 +89,7 @@ class GatedRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape
-        # float32 for half inputs (precision), float64 stays float64 (gradcheck)
-        xf = x.to(torch.promote_types(x.dtype, torch.float32)).reshape(
-            *shape[:-1], self.groups, shape[-1] // self.groups
-        )
+        xf = x.to(compute_dtype(x)).reshape(*shape[:-1], self.groups, shape[-1] // self.groups)
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         y = xf.reshape(shape) * self.weight.to(xf.dtype)
         if gate is not None:

@@ -20,35 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
 from hybriddsl.specs.delta_common import delta_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    # float64 stays float64 (gradcheck); every other dtype is computed in float32
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """``x / sqrt(sum(x^2) + eps)`` over the last dim (fla's ``l2norm``), in float32; returns x's dtype."""
-    xf = x.to(_compute_dtype(x))
+    xf = x.to(compute_dtype(x))
     return (xf * torch.rsqrt(xf.pow(2).sum(-1, keepdim=True) + eps)).to(x.dtype)
 
 
-class HeadNorm(GatedRMSNorm):
-    """RMSNorm over a head's value width, times ``silu(gate)`` when a gate is given; x, gate [..., V] -> same.
-
-    Same parameters and math as :class:`GatedRMSNorm` with one group, but float64 inputs are computed in
-    float64 (the base class rounds them through float32, which defeats a float64 gradcheck).
-    """
-
-    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
-        cd = _compute_dtype(x)
-        xf = x.to(cd)
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(cd)
-        if gate is not None:
-            y = y * F.silu(gate.to(cd))
-        return y.to(x.dtype)
+# RMSNorm over a head's value width (times silu(gate) when given): the one RMSNorm class of layers/base.py
+HeadNorm = GatedRMSNorm
 
 
 def _kernels():

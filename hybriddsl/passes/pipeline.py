@@ -33,19 +33,22 @@ def run(
 ) -> Graph:
     """Program -> fully processed Graph. ``passes`` defaults to PIPELINE (drop fuse_add_norm to compare)."""
     passes = PIPELINE if passes is None else passes
-    done: list[str] = ["expand"]
+    done: list[str] = []
+    current = "expand"
     try:
         g = expand(program)
         _after("expand", g, debug, dump)
+        done.append(current)
         for p in passes:
+            current = p.__name__
             g = p(g)
-            done.append(p.__name__)
-            _after(p.__name__, g, debug, dump)
+            _after(current, g, debug, dump)
+            done.append(current)
     except HybError as e:
         raise e.with_source(program.source, program.file) from None
-    except Exception as e:  # a bug in a pass: say where, keep the original as the cause
-        name = passes[len(done) - 1].__name__ if len(done) - 1 < len(passes) else "expand"
-        raise IRError(f"internal error in pass '{name}' (after {', '.join(done)}): {type(e).__name__}: {e}") from e
+    except Exception as e:  # a bug in a pass: say which, keep the original as the cause
+        after = f" (after {', '.join(done)})" if done else ""
+        raise IRError(f"internal error in pass '{current}'{after}: {type(e).__name__}: {e}") from e
     return g
 
 

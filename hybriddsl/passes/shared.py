@@ -7,7 +7,7 @@ the shared block is shared too, so the block is one set of weights wherever it i
 from __future__ import annotations
 
 from hybriddsl import registry
-from hybriddsl.errors import HybOptionError
+from hybriddsl.errors import HybOptionError, IRError
 from hybriddsl.ir import Graph, Op
 from hybriddsl.passes.expand import flatten
 from hybriddsl.passes.resolve import resolve_layer
@@ -90,5 +90,5 @@ def stream_tail(g: Graph, pos: int) -> str:
         if g[nid]["op"] in (end_op, Op.ADD_NORM) and g[nid].get("layer") == pos:
             tail = nid
     if tail is None:
-        raise HybOptionError(f"no layer at position {pos}", None)
+        raise IRError(f"no layer at position {pos}: the shared pass checked its positions before this")
     return tail

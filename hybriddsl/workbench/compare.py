@@ -202,7 +202,7 @@ def write_results(results: list[TrainResult], path: str | os.PathLike) -> None:
         w.writerows(rows(results))
         write_text(p, buf.getvalue())
     else:
-        raise HybFileError(f"cannot write '{p.name}': use .csv or .json", Span(0, 0, 1, str(p)))
+        raise HybFileError(f"cannot write '{p.name}': use .csv or .json", Span.none(str(p)))
 
 
 def plot(results: list[TrainResult], path: str | os.PathLike, title: str = "") -> None:
@@ -254,6 +254,6 @@ def plot(results: list[TrainResult], path: str | os.PathLike, title: str = "") -
         with atomic_path(p) as tmp:
             fig.savefig(tmp, format="png")
     except OSError as e:
-        raise HybFileError(f"cannot write {p}: {e.strerror}", Span(0, 0, 1, str(p))) from None
+        raise HybFileError(f"cannot write {p}: {e.strerror}", Span.none(str(p))) from None
     finally:
         plt.close(fig)

@@ -35,7 +35,7 @@ IGNORE = -100  # the targets' "no loss here" value (torch.nn.functional.cross_en
 
 
 def _opt_error(msg: str) -> HybOptionError:
-    return HybOptionError(msg, Span(0, 0, 1, "<command line>"))
+    return HybOptionError(msg, Span.none("<command line>"))
 
 
 class Task:
@@ -201,7 +201,7 @@ class TextLM(Task):
 
     def __init__(self, path: str | os.PathLike, seq_len: int = 64):
         p = Path(path)
-        span = Span(0, 0, 1, str(p))
+        span = Span.none(str(p))
         try:
             data = p.read_bytes()
         except FileNotFoundError:
@@ -250,7 +250,7 @@ def make_task(name: str, seq_len: int | None = None, text: str | os.PathLike | N
     if key not in TASKS:
         raise HybNameError(
             f"unknown task '{name}'{suggest(name, list(TASKS))} (tasks: {', '.join(TASKS)})",
-            Span(0, 0, 1, "<command line>"),
+            Span.none("<command line>"),
         )
     given = {k: v for k, v in opts.items() if v is not None}
     if seq_len is not None:

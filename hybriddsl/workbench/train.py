@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from hybriddsl import api
-from hybriddsl.errors import HybOptionError, Span
+from hybriddsl.errors import HybOptionError, Span, TrainingError
 from hybriddsl.lower import HybridModel
 from hybriddsl.workbench.tasks import IGNORE, Task
 
@@ -52,7 +52,7 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise HybOptionError for values a run cannot use."""
-        span = Span(0, 0, 1, "<command line>")
+        span = Span.none("<command line>")
         for name in ("steps", "batch", "eval_size"):
             if getattr(self, name) < 1:
                 raise HybOptionError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}", span)
@@ -174,9 +174,7 @@ def train(
     cfg.check()
     rank, world = _dist()
     if cfg.batch % world:
-        raise HybOptionError(
-            f"--batch {cfg.batch} does not split over {world} processes", Span(0, 0, 1, "<command line>")
-        )
+        raise HybOptionError(f"--batch {cfg.batch} does not split over {world} processes", Span.none("<command line>"))
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank and for every run with this seed
     if isinstance(model_or_src, torch.nn.Module):
         model = model_or_src.to(cfg.device)
@@ -229,10 +227,7 @@ def train(
         history.append(rec)
         bar.set_postfix(loss=f"{loss_v:.3f}", acc=f"{rec['train_acc']:.3f}", refresh=False)
         if not math.isfinite(loss_v):
-            raise HybOptionError(
-                f"training diverged at step {step + 1} (loss {loss_v}): try a smaller --lr",
-                Span(0, 0, 1, "<command line>"),
-            )
+            raise TrainingError(f"training diverged at step {step + 1} (loss {loss_v}): try a smaller learning rate")
     bar.close()
     return TrainResult(
         name=name,
