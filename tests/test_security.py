@@ -30,7 +30,7 @@ import hybriddsl
 from hybriddsl import HybError, HybFileError, HybOptionError, LoweringError
 from hybriddsl.api import FORMAT, source_hash
 from hybriddsl.cli import main
-from hybriddsl.errors import UntrustedCodeError
+from hybriddsl.errors import StreamError, UntrustedCodeError
 from hybriddsl.limits import Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -371,7 +371,7 @@ def test_tie_pass_is_linear():
         assert len({out[m]["weights"] for m in out.mixers()}) == 1
         return time.perf_counter() - t
 
-    assert tie_seconds(2000) < 1.0  # quadratic before: > 100 s
+    assert tie_seconds(2000) < 10.0  # quadratic before: > 100 s; linear: ~0.25 s even on a loaded 2-core host
 
 
 def test_convert_of_a_config_with_1e18_layers(tmp_path, capsys):
@@ -431,7 +431,7 @@ def test_restore_checks_every_tensor_before_replacing_anything():
         "dtype": {"frames": 0, "state": {n: t.double() for n, t in s.snapshot()["state"].items()}},
     }
     for what, snap in bad.items():
-        with pytest.raises(HybOptionError, match="snapshot state"):
+        with pytest.raises(StreamError, match="snapshot state"):
             s.restore(snap)
         after = [d[k] for d, k, _ in s._slots]
         assert all(torch.equal(a, b) for a, b in zip(before, after)), what
