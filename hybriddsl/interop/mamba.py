@@ -22,7 +22,7 @@ from hybriddsl.interop.common import (
     sublayers,
     uniform,
 )
-from hybriddsl.interop.weights import Rule, embed_head, final_norm, layer_keys, present, table
+from hybriddsl.interop.weights import Rule, mamba_backbone
 from hybriddsl.ir import Graph
 
 MODEL_TYPE = "mamba"
@@ -111,9 +111,4 @@ def to_config(graph: Graph) -> dict[str, Any]:
 
 def weight_rules(cfg: dict[str, Any], model) -> list[Rule]:
     """Checkpoint tensor names of MambaForCausalLM for every tensor of ours."""
-    rules = embed_head(model, "backbone.embeddings.weight", "lm_head.weight")
-    for i, lk in enumerate(layer_keys(model)):
-        rules.append(Rule(f"blocks.{lk.norm}.weight", f"backbone.layers.{i}.norm.weight"))
-        rules += table(MIXER, f"blocks.{lk.mixer}.", f"backbone.layers.{i}.mixer.")
-    rules.append(Rule(f"blocks.{final_norm(model)}.weight", "backbone.norm_f.weight"))
-    return present(rules, model)
+    return mamba_backbone(model, MIXER)

@@ -141,3 +141,14 @@ def embed_head(model: HybridModel, embed: str, head: str | None) -> list[Rule]:
         tied = model.head.weight is model.embed.weight
         out.append(Rule("head.weight", embed if tied or head is None else head))
     return out
+
+
+def mamba_backbone(model, mixer: dict[str, Any]) -> list[Rule]:
+    """Checkpoint names of the ``backbone.*`` layout that MambaForCausalLM and Mamba2ForCausalLM share: embeddings,
+    one pre-norm and one mixer (named by the family's ``mixer`` table) per layer, ``norm_f``, the head."""
+    rules = embed_head(model, "backbone.embeddings.weight", "lm_head.weight")
+    for i, lk in enumerate(layer_keys(model)):
+        rules.append(Rule(f"blocks.{lk.norm}.weight", f"backbone.layers.{i}.norm.weight"))
+        rules += table(mixer, f"blocks.{lk.mixer}.", f"backbone.layers.{i}.mixer.")
+    rules.append(Rule(f"blocks.{final_norm(model)}.weight", "backbone.norm_f.weight"))
+    return present(rules, model)
