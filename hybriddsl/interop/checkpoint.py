@@ -149,6 +149,7 @@ class Checkpoint:
         self.folder = Path(folder)
         single, index = self.folder / SINGLE, self.folder / INDEX
         self.infos: dict[str, TensorInfo] = {}
+        self.index_file = index if index.is_file() else single  # the file errors about the whole set name
         if index.is_file():
             idx = read_json(index)
             wmap = idx.get("weight_map") if isinstance(idx, dict) else None
@@ -178,19 +179,32 @@ class Checkpoint:
                 self._maps[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         return self._maps[path]
 
+    def _view(self, file: Path, dtype: torch.dtype, start: int, end: int) -> torch.Tensor:
+        import warnings
+
+        n = (end - start) // torch.empty((), dtype=dtype).element_size()
+        with warnings.catch_warnings():  # an ACCESS_COPY map is writable: no read-only warning is due anyway
+            warnings.simplefilter("ignore")
+            return torch.frombuffer(self._map(file), dtype=dtype, count=n, offset=start)
+
     def tensor(self, name: str) -> torch.Tensor:
         """A zero-copy view of the tensor (memory-mapped, copy-on-write)."""
         info = self.infos[name]
         if info.end == info.start:
             return torch.empty(info.shape, dtype=info.dtype)
-        buf = self._map(info.file)
-        n = math.prod(info.shape)
-        import warnings
+        return self._view(info.file, info.dtype, info.start, info.end).view(info.shape)
 
-        with warnings.catch_warnings():  # an ACCESS_COPY map is writable: no read-only warning is due anyway
-            warnings.simplefilter("ignore")
-            t = torch.frombuffer(buf, dtype=info.dtype, count=n, offset=info.start)
-        return t.view(info.shape)
+    def span(self, names: tuple[str, ...] | list[str]) -> torch.Tensor | None:
+        """One flat zero-copy view of tensors ``names`` when they lie back to back, in this order, in one file
+        with one dtype (their concatenation along dim 0, flattened); else None."""
+        infos = [self.infos[n] for n in names]
+        first = infos[0]
+        for a, b in zip(infos, infos[1:]):
+            if b.file != first.file or b.dtype != first.dtype or b.start != a.end:
+                return None
+        if first.start == infos[-1].end:
+            return None
+        return self._view(first.file, first.dtype, first.start, infos[-1].end)
 
     def release(self, name: str) -> None:
         """Drop the resident pages wholly inside this tensor's bytes (after its data was copied elsewhere)."""
