@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybriddsl.interop import rope
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -47,14 +48,11 @@ def detect(cfg: dict[str, Any]) -> bool:
     return cfg.get("model_type") == MODEL_TYPE or "linear_num_value_heads" in cfg
 
 
-def _rope(cfg: dict[str, Any]) -> tuple[float, float]:
-    """(rope_theta, partial_rotary_factor) from ``rope_parameters`` (transformers 5) or the top level."""
-    rp = cfg.get("rope_parameters") or {}
-    kind = rp.get("rope_type", "default")
-    if kind != "default":
-        raise ConvertError(f"rope_type {kind!r} (RoPE scaling) is not supported: our RoPE is the plain one")
-    theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    return float(theta), float(rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25)))
+def _rope(cfg: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """(attention options for theta and scaling, partial_rotary_factor) from ``rope_parameters`` (transformers 5)
+    or the top level."""
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    return rope.read(cfg, "Qwen3-Next"), float(rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25)))
 
 
 def layer_plan(cfg: dict[str, Any]) -> tuple[list[str], list[bool]]:
@@ -84,7 +82,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     eps = float(cfg.get("rms_norm_eps", 1e-6))
     heads = as_int(need(cfg, "num_attention_heads", "Qwen3-Next"), "num_attention_heads")
     hd = as_int(cfg.get("head_dim") or hidden // heads, "head_dim")
-    theta, frac = _rope(cfg)
+    ropts, frac = _rope(cfg)
     rope_dim = int(hd * frac)
     if rope_dim < 2 or rope_dim % 2:
         raise ConvertError(f"partial_rotary_factor {frac} gives {rope_dim} rotary channels; it must be even and >= 2")
@@ -95,7 +93,8 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("attention.qk_norm", True)
     doc.set("attention.qk_eps", eps)
     doc.set("attention.rope", True)
-    doc.set("attention.rope_theta", theta)
+    for k, v in ropts.items():
+        doc.set(f"attention.{k}", v)
     if rope_dim != hd:
         doc.set("attention.rope_dim", rope_dim)
     doc.set("attention.out_gate", True)
@@ -144,7 +143,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
     gdn = [m for m, _ in layers if m.kind == "gated_delta_net"]
     dense = [f for _, f in layers if f.kind == "ffn"]
     moes = [f for _, f in layers if f.kind == "moe"]
-    keys = ("heads", "kv_heads", "head_dim", "rope_theta", "rope_dim", "bias", "qk_eps")
+    keys = ("heads", "kv_heads", "head_dim", "rope_dim", "bias", "qk_eps", *rope.KEYS)
     a = uniform(attn, keys, TARGET)
     g = uniform(gdn, ("heads", "head_dim", "expand_v", "v_heads", "conv", "out_eps", "bias"), TARGET)
     for m in attn:
@@ -192,11 +191,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
             num_key_value_heads=a["kv_heads"] or heads,
             head_dim=hd,
             attention_bias=bool(a["bias"]),
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": float(a["rope_theta"] or 10000.0),
-                "partial_rotary_factor": (a["rope_dim"] or hd) / hd,
-            },
+            rope_parameters={**rope.write(a), "partial_rotary_factor": (a["rope_dim"] or hd) / hd},
         )
     if g:
         kd = g["head_dim"] or hidden // g["heads"]
