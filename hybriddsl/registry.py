@@ -132,7 +132,22 @@ class LayerSpec:
         return None
 
     def defaults(self) -> dict[str, Any]:
+        """Every declared option at its default: the one place a default is written is its :class:`Option`."""
         return {o.name: o.default for o in self.options}
+
+    def complete(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """A copy of ``opts`` with every declared option present (the missing ones at their defaults); keys that
+        are not options (parallel's ``branches``, custom's open options) pass through."""
+        return {**self.defaults(), **opts}
+
+    def check(self, opts: dict[str, Any], hidden: int) -> str | None:
+        """None when complete ``opts`` are allowed for a layer of width ``hidden``, else what is wrong: each
+        option's own check, then the kind's cross-option check."""
+        for o in self.options:
+            msg = o.check(opts[o.name])
+            if msg:
+                return msg
+        return self.validate(opts, hidden) if self.validate is not None else None
 
 
 _SPECS: dict[str, LayerSpec] = {}
@@ -164,6 +179,11 @@ def _ensure_loaded() -> None:
     except BaseException:
         _loaded = False
         raise
+
+
+def complete(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` of a ``kind`` layer with every declared option present, missing ones at the spec's defaults."""
+    return get(kind).complete(opts)
 
 
 def canonical(name: str) -> str | None:

@@ -20,14 +20,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, State
+from hybriddsl.layers.base import Mixer, State, options_from
 from hybriddsl.specs.parallel import SPEC, _flops  # noqa: F401 (the kind's spec, torch-free)
 
 
+@options_from(SPEC)
 class Parallel(Mixer):
     """Branches of mixers on one input. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
 
-    def __init__(self, hidden_size: int, branches: list[list[dict[str, Any]]], mix: str = "mean"):
+    def __init__(self, hidden_size: int, *, branches: list[list[dict[str, Any]]], mix: str):
         super().__init__()
         from hybriddsl.lower import build_module  # lowering owns module construction; imported late (cycle)
 

@@ -16,23 +16,23 @@ def _widths(hidden: int, expand_k: float, expand_v: float) -> tuple[int, int]:
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    heads = opts.get("heads", 4)
-    ek, ev = opts.get("expand_k", 0.5), opts.get("expand_v", 1.0)
+    heads = opts["heads"]
+    ek, ev = opts["expand_k"], opts["expand_v"]
     kd, vd = _widths(hidden, ek, ev)
     if kd < heads or kd % heads:
         return f"heads ({heads}) must divide the key width expand_k * hidden = {ek} * {hidden} = {kd}"
     if vd < heads or vd % heads:
         return f"heads ({heads}) must divide the value width expand_v * hidden = {ev} * {hidden} = {vd}"
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
+    if opts["chunk"] not in (16, 32, 64):
+        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts['chunk']}"
     return None
 
 
 def gla_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: projections ``2 params`` plus the state update and read-out, ``4 dk dv`` per head
     (``k v^T`` and the decay on the state, ``q^T S``), i.e. ``4 key_width value_width / heads``."""
-    kd, vd = _widths(hidden, opts.get("expand_k", 0.5), opts.get("expand_v", 1.0))
-    return int(2 * params + 4 * kd * vd // opts.get("heads", 4))
+    kd, vd = _widths(hidden, opts["expand_k"], opts["expand_v"])
+    return int(2 * params + 4 * kd * vd // opts["heads"])
 
 
 SPEC = LayerSpec(

@@ -13,22 +13,22 @@ from hybriddsl.specs.refs import module_ref
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    hs = opts.get("head_size", 64)
+    hs = opts["head_size"]
     if hidden % hs:
         divisors = [d for d in (64, 32, 16, 8) if hidden % d == 0] or [math.gcd(hidden, hs)]
         return (
             f"head_size ({hs}) must divide hidden ({hidden}): heads = hidden / head_size; "
             f"set head_size to a divisor of hidden, e.g. head_size = {divisors[0]}"
         )
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
+    if opts["chunk"] not in (16, 32, 64):
+        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts['chunk']}"
     return None
 
 
 def rwkv_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: ``2 params`` plus the WKV state update and read-out, ``4 head_size^2`` per head
     (= ``4 hidden head_size``)."""
-    return int(2 * params + 4 * hidden * opts.get("head_size", 64))
+    return int(2 * params + 4 * hidden * opts["head_size"])
 
 
 SPECS = (
@@ -47,7 +47,7 @@ SPECS = (
         ),
         validate=validate,
         flops=rwkv_flops,
-        companions=lambda o: [("rwkv_channel_mix", {})] if o.get("cmix", True) else [],
+        companions=lambda o: [("rwkv_channel_mix", {})] if o["cmix"] else [],
         recurrent=True,
         color="#d1c4e9",
         key_options=("head_size",),
