@@ -33,8 +33,10 @@ class Option:
     """One typed option of a layer kind.
 
     ``type`` is int, float, bool or str (an int is accepted where a float is expected). ``min``/``max`` bound
-    numbers; ``choices`` lists allowed strings. ``default=None`` with ``optional=True`` means "unset": the factory
-    derives the value (e.g. mamba's dt_rank = ceil(hidden / 16)).
+    numbers; ``choices`` lists the allowed values (names, or numbers such as a kernel's tile lengths).
+    ``default=None`` with ``optional=True`` means "unset": the factory derives the value (e.g. mamba's
+    dt_rank = ceil(hidden / 16)). The default is written here only: resolve, the layer classes, the checks and
+    the FLOP formulas all read it from the Option.
     """
 
     name: str
@@ -43,7 +45,7 @@ class Option:
     doc: str
     min: float | None = None
     max: float | None = None
-    choices: tuple[str, ...] = ()
+    choices: tuple[OptionValue, ...] = ()
     optional: bool = False
     callable_ok: bool = False  # the Python API may pass a callable here (custom's fn)
 
@@ -68,9 +70,8 @@ class Option:
         if self.max is not None and value > self.max:
             return f"option '{self.name}' must be <= {_num(self.max)}, got {_show(value)}"
         if self.choices and value not in self.choices:
-            return f"option '{self.name}' must be one of {', '.join(self.choices)}, got {_show(value)}" + suggest(
-                str(value), self.choices
-            )
+            listing = ", ".join(str(c) for c in self.choices)
+            return f"option '{self.name}' must be one of {listing}, got {_show(value)}" + _nearest(value, self.choices)
         return None
 
     def coerce(self, value: Any) -> Any:
@@ -78,6 +79,15 @@ class Option:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         return value
+
+
+def _nearest(value: Any, choices: tuple[OptionValue, ...]) -> str:
+    """' - did you mean ...?': the closest name by spelling, or the closest number(s) by value."""
+    if isinstance(value, str) or not all(isinstance(c, (int, float)) for c in choices):
+        return suggest(str(value), [str(c) for c in choices])
+    gap = min(abs(c - value) for c in choices)
+    near = [str(c) for c in choices if abs(c - value) == gap]
+    return f" - did you mean {' or '.join(near)}?"
 
 
 def _num(x: float) -> str:

@@ -132,3 +132,62 @@ def test_complete_fills_only_what_is_missing():
     assert {k: v for k, v in got.items() if k not in ("state", "branches")} == {
         o.name: o.default for o in registry.get("mamba2").options if o.name != "state"
     }
+
+
+# --- choices ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "src, bad, hint",
+    [
+        ("hidden = 64\nM2(head_dim=32, chunk=48)", "48", "did you mean 32 or 64?"),
+        ("hidden = 64\nmamba2.chunk = 8\nM2(head_dim=32)", "8", "did you mean 16?"),
+        ("hidden = 64\nG(chunk = 100)", "100", "did you mean 64?"),
+        ("hidden = 64\nR(head_size=16, chunk=24)", "24", "did you mean 16 or 32?"),
+    ],
+)
+def test_a_value_outside_the_choices_points_at_it_and_lists_them(src, bad, hint):
+    with pytest.raises(hybriddsl.HybOptionError) as err:
+        hybriddsl.compile(src)
+    e = err.value
+    line = next(i for i, ln in enumerate(src.splitlines(), 1) if "chunk" in ln)
+    text = src.splitlines()[line - 1]
+    assert (e.span.line, e.span.column) == (line, text.index(bad, text.index("chunk")) + 1)
+    assert "option 'chunk' must be one of 16, 32, 64, got " + bad in e.message
+    assert e.message.endswith(hint)
+
+
+def test_named_choices_still_suggest_by_spelling():
+    with pytest.raises(hybriddsl.HybOptionError, match="did you mean 'gate'"):
+        hybriddsl.compile("hidden = 32\n[M | A](mix=gat)")
+
+
+def _kernel_accepts(kind: str, chunk: int) -> bool:
+    """Whether the kernel a ``kind`` layer calls takes ``chunk`` (the real wrappers, on tiny CPU inputs)."""
+    from hybriddsl.kernels.delta_rule import chunk_delta_rule
+    from hybriddsl.kernels.gla import chunk_gla
+    from hybriddsl.kernels.ssd import ssd
+
+    q = torch.randn(1, 4, 1, 8)
+    g = -torch.rand(1, 4, 1)
+    try:
+        if kind == "mamba2":
+            ssd(q, q, q, g, chunk_size=chunk)
+        elif kind in ("delta_net", "gated_delta_net"):
+            chunk_delta_rule(q, q, q, torch.rand(1, 4, 1), g=g if kind == "gated_delta_net" else None, chunk_size=chunk)
+        elif kind == "gla":
+            chunk_gla(q, q, q, -torch.rand(1, 4, 1, 8), chunk_size=chunk)
+        else:  # rwkv: GLA with the bonus u
+            chunk_gla(q, q, q, -torch.rand(1, 4, 1, 8), u=torch.randn(1, 8), chunk_size=chunk)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["mamba2", "gla", "rwkv", "delta_net", "gated_delta_net"])
+def test_the_chunk_option_allows_what_the_kernel_takes(kind):
+    """The spec's checks (option and cross-option) accept exactly the chunk lengths its kernel runs."""
+    spec = registry.get(kind)
+    for chunk in [1, 8, 15, 16, 24, 32, 48, 63, 64, 65, 96, 128, 256]:
+        allowed = spec.check(registry.complete(kind, {"chunk": chunk}), 64) is None
+        assert allowed == _kernel_accepts(kind, chunk), chunk

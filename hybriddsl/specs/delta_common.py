@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybriddsl.tiles import CHUNK_MIN
+
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks shared by delta_net and gated_delta_net, run before anything is allocated."""
@@ -20,8 +22,8 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     if vh is not None and (vh < heads or vh % heads):
         return f"v_heads ({vh}) must be a multiple of heads ({heads}): each q/k head serves v_heads / heads value heads"
     c = opts["chunk"]
-    if c < 16 or c & (c - 1):
-        return f"chunk must be a power of two >= 16 (a tile length of the delta-rule kernel), got {c}"
+    if c < CHUNK_MIN or c & (c - 1):
+        return f"chunk must be a power of two >= {CHUNK_MIN} (a tile length of the delta-rule kernel), got {c}"
     return None
 
 

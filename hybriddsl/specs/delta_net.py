@@ -10,6 +10,7 @@ from hybriddsl.registry import LayerSpec, Option
 from hybriddsl.specs.delta_common import delta_flops
 from hybriddsl.specs.delta_common import validate as delta_validate
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_MIN
 
 # What DeltaNet fixes where Gated DeltaNet has options: values as wide as keys, one value head per q/k head,
 # fla's epsilon of the output norm.
@@ -35,7 +36,7 @@ SPEC = LayerSpec(
         Option("heads", int, 4, "heads", min=1),
         Option("head_dim", int, None, "width of a head (default hidden // heads)", min=1, optional=True),
         Option("conv", int, 4, "width of the short causal convs on q, k, v (0: none)", min=0),
-        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=16),
+        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=CHUNK_MIN),
         Option("bias", bool, False, "biases on the q/k/v/output projections"),
     ),
     validate=validate,

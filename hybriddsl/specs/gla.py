@@ -8,6 +8,7 @@ from typing import Any
 
 from hybriddsl.registry import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def _widths(hidden: int, expand_k: float, expand_v: float) -> tuple[int, int]:
@@ -23,8 +24,6 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
         return f"heads ({heads}) must divide the key width expand_k * hidden = {ek} * {hidden} = {kd}"
     if vd < heads or vd % heads:
         return f"heads ({heads}) must divide the value width expand_v * hidden = {ev} * {hidden} = {vd}"
-    if opts["chunk"] not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts['chunk']}"
     return None
 
 
@@ -53,7 +52,7 @@ SPEC = LayerSpec(
             "divides logsigmoid of the decay logits (fla gate_logit_normalizer)",
             min=1e-6,
         ),
-        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+        Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
     ),
     validate=validate,
     flops=gla_flops,

@@ -8,6 +8,7 @@ from typing import Any
 
 from hybriddsl.registry import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
@@ -25,8 +26,6 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     heads = d_inner // head_dim
     if heads % groups:
         return f"groups ({groups}) must divide the number of heads expand * hidden / head_dim = {heads}"
-    if opts["chunk"] not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts['chunk']}"
     return None
 
 
@@ -49,7 +48,7 @@ SPEC = LayerSpec(
         Option("conv", int, 4, "width of the causal depthwise conv", min=1),
         Option("head_dim", int, 64, "channels per head P (heads = expand * hidden / head_dim)", min=1),
         Option("groups", int, 1, "B/C groups shared by heads (must divide heads)", min=1),
-        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+        Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
         Option("bias", bool, False, "biases on the in/out projections"),
         Option("conv_bias", bool, True, "bias on the conv"),
         Option(

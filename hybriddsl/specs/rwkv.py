@@ -9,6 +9,7 @@ from typing import Any
 
 from hybriddsl.registry import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
@@ -20,8 +21,6 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
             f"head_size ({hs}) must divide hidden ({hidden}): heads = hidden / head_size; "
             f"set head_size to a divisor of hidden, e.g. head_size = {divisors[0]}"
         )
-    if opts["chunk"] not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts['chunk']}"
     return None
 
 
@@ -42,7 +41,7 @@ SPECS = (
             Option("head_size", int, 64, "width of a head (heads = hidden / head_size)", min=1),
             Option("mix_rank", int, 32, "rank of the ddlerp token-shift LoRAs", min=1),
             Option("decay_rank", int, 64, "rank of the decay LoRA", min=1),
-            Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+            Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
             Option("cmix", bool, True, "attach the RWKV-6 channel mix as its own residual block"),
         ),
         validate=validate,

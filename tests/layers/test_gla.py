@@ -145,7 +145,7 @@ def test_spec_and_bad_options():
     assert v({"heads": 4, "expand_k": 1.0, "expand_v": 0.75}, 20) == (
         "heads (4) must divide the value width expand_v * hidden = 0.75 * 20 = 15"
     )
-    assert v({"chunk": 48}, 64) == "chunk must be 16, 32 or 64 (the kernel's tile length), got 48"
+    assert SPEC.option("chunk").check(48) == "option 'chunk' must be one of 16, 32, 64, got 48 - did you mean 32 or 64?"
     assert SPEC.option("rank").check(0) == "option 'rank' must be >= 1, got 0"
     assert SPEC.option("heads").check(2.5) == "option 'heads' takes an integer, got 2.5"
     with pytest.raises(ValueError, match="must divide the key width"):

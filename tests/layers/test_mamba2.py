@@ -174,7 +174,7 @@ def test_spec_and_bad_options():
     assert v({"head_dim": 16, "groups": 3}, 64) == (
         "groups (3) must divide the number of heads expand * hidden / head_dim = 8"
     )
-    assert v({"chunk": 48}, 64) == "chunk must be 16, 32 or 64 (the kernel's tile length), got 48"
+    assert SPEC.option("chunk").check(48) == "option 'chunk' must be one of 16, 32, 64, got 48 - did you mean 32 or 64?"
     assert SPEC.option("groups").check(0) == "option 'groups' must be >= 1, got 0"
     assert SPEC.option("head_dim").check(2.5) == "option 'head_dim' takes an integer, got 2.5"
     with pytest.raises(ValueError, match="head_dim \\(64\\) must divide the inner width"):
