@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.delta_common import delta_flops
 from hybriddsl.specs.delta_common import validate as delta_validate
 from hybriddsl.specs.refs import module_ref

@@ -4,7 +4,7 @@ The module itself is in :mod:`hybriddsl.layers.gated_delta_net`, imported only w
 
 from __future__ import annotations
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.delta_common import delta_flops, validate
 from hybriddsl.specs.refs import module_ref
 from hybriddsl.tiles import CHUNK_MIN

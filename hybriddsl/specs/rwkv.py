@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 from hybriddsl.tiles import CHUNK_SIZES
 
