@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl import registry, scales
+from hybriddsl.errors import LoweringError
 from hybriddsl.init import init_model
 from hybriddsl.ir import Graph, Op
 from hybriddsl.plan import Step
