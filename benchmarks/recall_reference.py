@@ -60,13 +60,16 @@ CLOSE = 0.05  # "close to attention": the hybrid's mean within this of attention
 
 def model_list(text: str) -> list[tuple[str, str]]:
     """'attention,hybrid_ma,mine=pos = rope;A L' -> [(name, source), ...]."""
+    known = {**MODELS, **VARIANTS}
     out = []
     for part in text.split(","):
-        if "=" in part and part.split("=", 1)[0] not in ("pos",):
+        if part in known:
+            out.append(known[part])
+        elif "=" in part:
             name, src = part.split("=", 1)
             out.append((name, src.replace(";", "\n")))
         else:
-            out.append({**MODELS, **VARIANTS}[part])
+            sys.exit(f"unknown model '{part}': one of {', '.join(known)}, or NAME=SOURCE")
     return out
 
 
