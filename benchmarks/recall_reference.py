@@ -212,6 +212,9 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = read_runs(args.merge) if args.merge else run_sweep(args)
+    if len({r.config["steps"] for r in results}) > 1:  # runs of other budgets are other rows, never one mean
+        for r in results:
+            r.name = f"{r.name}, {r.config['steps']} steps"
     report(results, args, time.perf_counter() - t0)
     return 0 if check(results) else 1
 
