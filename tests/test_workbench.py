@@ -248,7 +248,7 @@ def test_cli_compare_is_fair_by_default(tmp_path, monkeypatch):
     f = tmp_path / "a.hyb"
     f.write_text(TINY)
     assert main(["compare", str(f), "--task", "induction", "--steps", "1", "--no-progress"]) == 0
-    assert calls == [([1e-3, 3e-3, 1e-2], 3, 0)]
+    assert calls == [([1e-3, 3e-3, 1e-2], 3, 0)] and tuple(calls[0][0]) == cmp.DEFAULT_LRS
 
 
 def test_cli_compare_writes_csv_json_and_png(tmp_path):
