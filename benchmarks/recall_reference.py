@@ -103,7 +103,7 @@ def run_sweep(args: argparse.Namespace) -> list:
         for p in pairs:
             task = MQAR(num_kv_pairs=p, seq_len=4 * p, vocab=args.vocab)
             for lr in lrs:
-                for seed in range(args.seeds):
+                for seed in seed_list(args.seeds):
                     k = (name, p, args.vocab, args.hidden, args.steps, args.batch, lr, seed)
                     if k in have:
                         results.append(have[k])
@@ -120,6 +120,11 @@ def run_sweep(args: argparse.Namespace) -> list:
                         with runs_file.open("a") as fh:
                             fh.write(json.dumps(r.to_dict()) + "\n")
     return results
+
+
+def seed_list(text: str) -> list[int]:
+    """'3' -> [0, 1, 2]; '1,2' -> [1, 2] (a part of the seeds, e.g. one process each)."""
+    return [int(x) for x in text.split(",") if x] if "," in text else list(range(int(text)))
 
 
 def _key(r) -> tuple:
@@ -203,7 +208,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", default="1e-3,3e-3,1e-2", help="learning rates swept per model (each model's best kept)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per model, length and lr")
+    ap.add_argument("--seeds", default="3", help="N: seeds 0..N-1 per model, length and lr; or a list: 0,2")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     ap.add_argument("--runs", help="append each finished run to this .jsonl and skip the runs it already holds")
     ap.add_argument("-o", "--output", help="write every run's history: .csv or .json")
