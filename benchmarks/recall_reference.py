@@ -217,6 +217,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = read_runs(args.merge) if args.merge else run_sweep(args)
+    order = {name: i for i, (name, _) in enumerate([*MODELS.values(), *VARIANTS.values()])}
+    results.sort(key=lambda r: (r.task_options["num_kv_pairs"], order.get(r.name, len(order)), r.config["steps"]))
     if len({r.config["steps"] for r in results}) > 1:  # runs of other budgets are other rows, never one mean
         for r in results:
             r.name = f"{r.name}, {r.config['steps']} steps"
