@@ -23,6 +23,16 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
     rd = opts["rope_dim"]
     if rd is not None and (rd % 2 or rd > d or rd < 2):
         return f"rope_dim must be even and between 2 and head_dim ({d}), got {rd}"
+    kind = opts["rope_scaling"]
+    if kind != "none":
+        if not opts["rope"]:
+            return f"rope_scaling = {kind} scales RoPE: it needs rope = true"
+        if not opts["rope_factor"] > 0:
+            return f"rope_factor must be > 0, got {opts['rope_factor']}"
+        if kind in ("llama3", "yarn") and opts["rope_original"] is None:
+            return f"rope_scaling = {kind} needs rope_original (the pre-training context length)"
+        if kind == "llama3" and not opts["rope_high_freq"] > opts["rope_low_freq"]:
+            return "rope_high_freq must be larger than rope_low_freq"
     if opts["window"] is not None and not opts["causal"]:
         return "window needs causal attention (causal = true)"
     return None
@@ -77,6 +87,35 @@ SPEC = LayerSpec(
         ),
         Option("out_gate", bool, False, "sigmoid gate on the heads' output from the input (Qwen3-Next)"),
         Option("out_bias", bool, None, "bias on the output projection (default: as bias)", optional=True),
+        Option(
+            "rope_scaling",
+            str,
+            "none",
+            "RoPE context extension, as transformers' rope_type (layers/rope.py)",
+            choices=("none", "linear", "llama3", "yarn"),
+        ),
+        Option("rope_factor", float, 1.0, "RoPE scaling factor (linear, llama3, yarn)", min=0.0),
+        Option(
+            "rope_original",
+            int,
+            None,
+            "pre-training context length (original_max_position_embeddings; llama3, yarn)",
+            min=1,
+            optional=True,
+        ),
+        Option("rope_low_freq", float, 1.0, "llama3 low_freq_factor", min=0.0),
+        Option("rope_high_freq", float, 4.0, "llama3 high_freq_factor", min=0.0),
+        Option("rope_beta_fast", float, 32.0, "yarn beta_fast (rotations where extrapolation ends)", min=0.0),
+        Option("rope_beta_slow", float, 1.0, "yarn beta_slow (rotations where interpolation starts)", min=0.0),
+        Option(
+            "rope_mscale",
+            float,
+            None,
+            "yarn factor on cos/sin (attention_factor; default 0.1 ln(rope_factor) + 1)",
+            min=0.0,
+            optional=True,
+        ),
+        Option("rope_truncate", bool, True, "yarn: round the correction range to whole dimensions"),
     ),
     validate=validate,
     flops=attention_flops,

@@ -167,8 +167,8 @@ def test_rope_theta_older_top_level_field():
     old["rope_theta"] = 77.0
     g = api.compile(from_hf(old))
     assert {g[n]["opts"]["rope_theta"] for n in g.mixers() if g[n]["kind"] == "attention"} == {77.0}
-    with pytest.raises(ConvertError, match="rope_type 'yarn'"):
-        from_hf({**cfg, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}})
+    with pytest.raises(ConvertError, match="rope_parameters.rope_type 'longrope' is not supported"):
+        from_hf({**cfg, "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 4.0}})
 
 
 # ------------------------------------------------------------------------------------------------ Megatron
