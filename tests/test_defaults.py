@@ -191,3 +191,12 @@ def test_the_chunk_option_allows_what_the_kernel_takes(kind):
     for chunk in [1, 8, 15, 16, 24, 32, 48, 63, 64, 65, 96, 128, 256]:
         allowed = spec.check(registry.complete(kind, {"chunk": chunk}), 64) is None
         assert allowed == _kernel_accepts(kind, chunk), chunk
+
+
+def test_hybdsl_layers_lists_the_choices(capsys):
+    from hybriddsl.cli import main
+
+    assert main(["layers", "mamba2"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[2:] if ln.strip()}
+    assert "16 | 32 | 64" in lines["chunk"] and "default 64" in lines["chunk"]
+    assert "gated | before_gate | off" in lines["out_norm"]  # plain text: no Markdown escapes

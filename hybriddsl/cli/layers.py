@@ -115,6 +115,6 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join((s.name, *s.aliases, *s.edifice))
         print(f"{s.name:16} {s.summary}\n{'':16} names: {names}")
         for o in s.options:
-            print(f"{'':18}{o.name:12} {_type(o):28} default {_default(o):10} {o.doc}")
+            print(f"{'':18}{o.name:12} {_type(o).replace(chr(92), ''):28} default {_default(o):10} {o.doc}")
         print()
     return 0

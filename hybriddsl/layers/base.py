@@ -17,6 +17,13 @@ from torch import nn
 from hybriddsl.kernels.checks import compute_dtype  # float32, float64 stays float64 (gradcheck)
 
 State = dict[str, torch.Tensor]
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in its compute dtype: float32, or float64 when it already is (gradcheck)."""
+    return t.to(compute_dtype(t))
+
+
 M = TypeVar("M", bound=type)
 
 

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers.base import options_from
 from hybriddsl.layers.delta_common import DeltaMixer
 from hybriddsl.specs.gated_delta_net import SPEC
@@ -80,7 +81,7 @@ class GatedDeltaNet(DeltaMixer):
 
     def _decay(self, x: torch.Tensor) -> torch.Tensor:
         """g [..., heads] = -exp(A_log) softplus(a_proj x + dt_bias), in float32 (float64 for float64 x)."""
-        cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cd = compute_dtype(x)
         a = self.a_proj(x).to(cd) + self.dt_bias.to(cd)
         return -self.A_log.to(cd).exp() * F.softplus(a)
 

@@ -23,13 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from, wide
 from hybriddsl.specs.gla import SPEC, _widths, gla_flops, validate  # noqa: F401 (the kind's spec, torch-free)
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """x in float32, or float64 when it already is (gradcheck)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 @options_from(SPEC)
@@ -83,7 +78,7 @@ class GLA(Mixer):
         k = self.k_proj(x).view(*lead, self.heads, self.dk)
         v = self.v_proj(x).view(*lead, self.heads, self.dv)
         # the log-decay is kept in float32 (or wider): it is summed over time inside the kernel
-        g = F.logsigmoid(_wide(self.gk_up(self.gk_down(x)))) / self.gate_norm
+        g = F.logsigmoid(wide(self.gk_up(self.gk_down(x)))) / self.gate_norm
         return q, k, v, g.view(*lead, self.heads, self.dk), self.g_proj(x)
 
     def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

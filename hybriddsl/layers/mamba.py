@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, ShortConv, State, options_from
+from hybriddsl.layers.base import Mixer, ShortConv, State, options_from, wide
 from hybriddsl.specs.mamba import SPEC, mamba_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # the paper's Δ initialization range
@@ -45,11 +45,6 @@ def dt_bias_init(n: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX, floor: 
     dt = torch.exp(torch.rand(n) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
     dt = dt.clamp(min=floor)
     return dt + torch.log(-torch.expm1(-dt))
-
-
-def wide(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32, or float64 if it already is (the scan's parameters are kept at least float32)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 def default_dt_rank(hidden: int) -> int:

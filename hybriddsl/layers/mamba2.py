@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State, options_from
-from hybriddsl.layers.mamba import dt_bias_init, wide
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State, options_from, wide
+from hybriddsl.layers.mamba import dt_bias_init
 from hybriddsl.specs.mamba2 import SPEC, mamba2_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's A_init_range
