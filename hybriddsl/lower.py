@@ -128,7 +128,7 @@ class HybridModel(nn.Module):
         self.embed_dim = s["embed_dim"]
         self.dropout = s["dropout"]
         self.hyb_source, self.hyb_file = graph.source, graph.file
-        self.hyb_overrides: dict[str, Any] = dict(graph.directives.get("overrides", {}))
+        self.hyb_overrides: dict[str, Any] = dict(graph.compiled.overrides)
         self.blocks = nn.ModuleDict()
         self.embed: nn.Module = nn.Identity()
         self.pos: nn.Module | None = None

@@ -35,8 +35,6 @@ def fuse_add_norm(graph: Graph) -> Graph:
             norm_role=g[n]["role"],
             role=add["role"],
         )
-        for v, d in list(g.g.succ[n].items()):
-            # consumers of the norm now read the fused node (its normed output)
-            g.g.add_edge(nid, v, **d)
-        g.g.remove_node(n)
+        g.replace_uses(n, nid)  # consumers of the norm now read the fused node (its normed output)
+        g.erase(n)  # with its input edge from the add
     return g

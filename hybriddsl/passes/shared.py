@@ -6,35 +6,18 @@ the shared block is shared too, so the block is one set of weights wherever it i
 
 from __future__ import annotations
 
-from hybriddsl import registry
 from hybriddsl.errors import HybOptionError, IRError
 from hybriddsl.ir import Graph, Op
-from hybriddsl.passes.expand import flatten
-from hybriddsl.passes.resolve import resolve_layer
-from hybriddsl.syntax import Program
 
 
 def insert_shared(graph: Graph) -> Graph:
-    """Insert every ``shared`` statement's block after its positions; returns a new graph."""
+    """Insert every ``shared`` statement's block (resolved by ``resolve``) after its positions; returns a new
+    graph."""
     g = graph.copy()
     n_layers = max((g[n]["layer"] or 0) for n in g.mixers())
-    prog = Program(blocks=g.directives.get("blocks", {}), file=g.file)
-    hidden = g.settings["hidden"]
-    for k, st in enumerate(g.directives.get("shared", [])):
-        entries = flatten([st.item], prog)
-        resolved = []
-        for e in entries:
-            kind, opts = resolve_layer(e, g.directives["layer_defaults"], g.directives["scoped"], hidden)
-            resolved.append((kind, opts, e["span"]))
-            spec = registry.get(kind)
-            for ck, co in spec.companions(opts) if spec.companions else []:
-                sub = {"name": ck, "written": {}, "span": e["span"]}
-                resolved.append(
-                    (
-                        *resolve_layer(sub, g.directives["layer_defaults"], g.directives["scoped"], hidden, preset=co),
-                        e["span"],
-                    )
-                )
+    for k, st in enumerate(g.statements.shared):
+        if len(st.resolved) < len(st.layers):
+            raise IRError("insert_shared runs after resolve: the shared statement's layers are not resolved")
         seen = set()
         tails = stream_tails(g)  # one walk per statement, not one per position
         for pos, span in st.positions:
@@ -49,16 +32,16 @@ def insert_shared(graph: Graph) -> Graph:
             if pos not in tails:
                 raise HybOptionError(f"no layer at position {pos}", span)
             tail = tails[pos]
-            for j, (kind, opts, espan) in enumerate(resolved):
+            for j, layer in enumerate(st.resolved):
                 tail = g.add_block(
                     tail,
                     mixer=dict(
-                        kind=kind,
-                        opts=opts,
-                        weights=f"shared{k}_{kind}_{j}",
+                        kind=layer.kind,
+                        opts=layer.opts,
+                        weights=f"shared{k}_{layer.kind}_{j}",
                         role="shared",
                         layer=pos,
-                        span=espan,
+                        span=layer.span,
                     ),
                     norm=dict(
                         kind=g.settings["norm"],
