@@ -4,7 +4,8 @@ Nodes are operations (a closed set, :class:`Op`); edges carry data. Every edge h
 residual stream, 1 for a block's branch output into an ``add``. Node attributes:
 
     op       Op            what the node does
-    kind     str           layer kind for mixers (canonical registry name), norm type for norms
+    kind     str           layer kind for mixers (canonical registry name), norm type for norms, "sinusoidal"
+                           for pos_enc
     opts     dict          resolved options (mixers), or parameters of the op
     weights  str | None    weight-group id: nodes with equal ids share parameters
     role     str           "main" (from the stack), "companion" (sub-block a kind brings), "shared"
@@ -13,7 +14,10 @@ residual stream, 1 for a block's branch output into an ``add``. Node attributes:
     params, flops, state_bytes   filled by the count pass (params counted once per weight group)
     span     Span | None   where in the source the node came from
 
-A pre-norm block is ``r -> norm -> mixer -> add(r, .)``; a post-norm block is ``r -> mixer -> add(r, .) -> norm``.
+The stream is ``input -> in_proj [-> pos_enc] -> blocks -> [final_norm ->] [head ->] output``. A pre-norm block is
+``r -> norm -> mixer -> add(r, .)``; a post-norm block is ``r -> mixer -> add(r, .) -> norm``. Readers switch
+over ops through :meth:`Graph.walk` (which raises on an op without a handler); passes edit through
+:meth:`Graph.add_block`, :meth:`Graph.insert_after`, :meth:`Graph.replace_uses` and :meth:`Graph.erase`.
 :meth:`Graph.lint` checks every invariant; the pipeline runs it after each pass in debug mode.
 """
 
@@ -23,7 +27,7 @@ import copy
 import enum
 import heapq
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import networkx as nx
@@ -47,6 +51,8 @@ class Op(str, enum.Enum):
 
 
 RESIDUAL, BRANCH = 0, 1  # edge ports
+
+Handler = Callable[[str, dict[str, Any]], Any]  # (node id, node attributes) -> anything: see Graph.walk
 
 
 class Graph:
@@ -83,7 +89,7 @@ class Graph:
         ``mixer``/``norm`` are node attributes. Everything that consumed ``after`` consumes the new block's
         output instead. The block is pre-norm or post-norm by ``settings['pre_norm']``.
         """
-        consumers = [(v, d) for v, d in self.g.succ[after].items()]
+        consumers = list(self.g._succ[after].items())
         for v, _ in consumers:
             self.g.remove_edge(after, v)
         n = self.add(Op.NORM, **norm)
@@ -148,6 +154,46 @@ class Graph:
 
     def succs(self, nid: str) -> list[str]:
         return list(self.g.successors(nid))
+
+    def walk(self, handlers: Mapping[Op, Handler], order: Iterable[str] | None = None) -> None:
+        """Call ``handlers[op](nid, node)`` for every node in topological order (or ``order``).
+
+        The one way readers of the graph (plan, shapes, counts, diagram) switch over node ops: every op present
+        must have a handler, checked before any handler runs, so a reader that misses an op (a new one, or one
+        it never saw, like ``pos_enc``) raises IRError instead of silently skipping nodes."""
+        ids = self.order() if order is None else list(order)
+        nodes = self.g._node
+        missing = {nodes[n]["op"] for n in ids} - handlers.keys()
+        if missing:
+            names = ", ".join(sorted(op.value if isinstance(op, Op) else repr(op) for op in missing))
+            raise IRError(f"no handler for op {names} (handled: {', '.join(sorted(o.value for o in handlers))})")
+        for n in ids:
+            d = nodes[n]
+            handlers[d["op"]](n, d)
+
+    # ------------------------------------------------------------------------------------------ editing
+    def insert_after(self, after: str, op: Op, **attrs: Any) -> str:
+        """Add a node that reads ``after`` and takes over everything ``after`` fed (edges keep their ports).
+
+        ``a -> b`` becomes ``a -> new -> b``; returns the new node's id."""
+        new = self.add(op, **attrs)
+        self.replace_uses(after, new)
+        self.connect(after, new)
+        return new
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Every edge out of ``old`` leaves from ``new`` instead (same port); ``old`` keeps its inputs."""
+        succ = self.g._succ[old]
+        for v, d in list(succ.items()):
+            self.g.remove_edge(old, v)
+            self.g.add_edge(new, v, **d)
+
+    def erase(self, nid: str) -> None:
+        """Remove a node that nothing reads any more (use :meth:`replace_uses` first); raises IRError if it is."""
+        if self.g._succ[nid]:
+            users = ", ".join(self.g._succ[nid])
+            raise IRError(f"cannot erase node {nid} ({self[nid]['op'].value}): {users} still read it")
+        self.g.remove_node(nid)
 
     def copy(self) -> Graph:
         """A deep copy: passes return new graphs and leave their input alone."""

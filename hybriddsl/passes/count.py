@@ -27,34 +27,8 @@ def count(graph: Graph) -> Graph:
     hidden, seq_len = s["hidden"], s["seq_len"]
     seen: set[str] = set()
     totals = {"params": 0, "flops_per_token": 0, "state_bytes": 0, "unknown": 0}
-    for nid in g.order():
-        node = g[nid]
-        op = node["op"]
-        params = flops = state = 0
-        if op == Op.IN_PROJ:
-            if s["vocab"]:
-                params = s["vocab"] * hidden
-            elif s["embed_dim"] != hidden:
-                params = s["embed_dim"] * hidden + hidden
-                flops = 2 * s["embed_dim"] * hidden
-        elif op in (Op.NORM, Op.FINAL_NORM, Op.ADD_NORM):
-            params = hidden * (2 if node["kind"] == "layernorm" else 1)
-            flops = 5 * hidden
-        elif op == Op.ADD:
-            flops = hidden
-        elif op == Op.HEAD:
-            params = 0 if s["tie_embeddings"] else s["vocab"] * hidden
-            flops = 2 * s["vocab"] * hidden
-        elif op == Op.MIXER and trust.runs_code(node["kind"], node["opts"]):
-            params = flops = state = None  # counting would build it, i.e. run the user's code
-        elif op == Op.MIXER:
-            try:
-                params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
-            except HybError as e:  # e.g. a custom factory that fails: point at the layer
-                if e.span is None:
-                    e.span = node.get("span")
-                raise
-            flops = registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len)
+
+    def record(node: dict[str, Any], params: int | None, flops: int | None, state: int | None) -> None:
         w = node.get("weights")
         node["params"] = params
         node["flops"] = flops
@@ -69,6 +43,53 @@ def count(graph: Graph) -> Graph:
             totals["state_bytes"] += state
         if w is not None:
             seen.add(w)
+
+    def free(nid: str, node: dict[str, Any]) -> None:  # input, output: no parameters, no work
+        record(node, 0, 0, 0)
+
+    def in_proj(nid: str, node: dict[str, Any]) -> None:
+        if s["vocab"]:
+            record(node, s["vocab"] * hidden, 0, 0)
+        elif s["embed_dim"] != hidden:
+            record(node, s["embed_dim"] * hidden + hidden, 2 * s["embed_dim"] * hidden, 0)
+        else:
+            record(node, 0, 0, 0)
+
+    def add(nid: str, node: dict[str, Any]) -> None:  # also the positional encoding, a fixed table added
+        record(node, 0, hidden, 0)
+
+    def norm(nid: str, node: dict[str, Any]) -> None:
+        record(node, hidden * (2 if node["kind"] == "layernorm" else 1), 5 * hidden, 0)
+
+    def head(nid: str, node: dict[str, Any]) -> None:
+        record(node, 0 if s["tie_embeddings"] else s["vocab"] * hidden, 2 * s["vocab"] * hidden, 0)
+
+    def mixer(nid: str, node: dict[str, Any]) -> None:
+        if trust.runs_code(node["kind"], node["opts"]):
+            record(node, None, None, None)  # counting would build it, i.e. run the user's code
+            return
+        try:
+            params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
+        except HybError as e:  # e.g. a custom factory that fails: point at the layer
+            if e.span is None:
+                e.span = node.get("span")
+            raise
+        record(node, params, registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len), state)
+
+    g.walk(
+        {
+            Op.INPUT: free,
+            Op.IN_PROJ: in_proj,
+            Op.POS_ENC: add,
+            Op.NORM: norm,
+            Op.FINAL_NORM: norm,
+            Op.ADD_NORM: norm,
+            Op.MIXER: mixer,
+            Op.ADD: add,
+            Op.HEAD: head,
+            Op.OUTPUT: free,
+        }
+    )
     g.totals = totals
     return g
 

@@ -49,10 +49,10 @@ def resolve(graph: Graph) -> Graph:
     if settings["vocab"]:  # token model: an LM head before the output
         (out,) = g.nodes(Op.OUTPUT)
         (prev,) = g.preds(out)
-        head = g.add(Op.HEAD)
-        g.g.remove_edge(prev, out)
-        g.connect(prev, head)
-        g.connect(head, out)
+        g.insert_after(prev, Op.HEAD)
+    if settings["pos"] == "sinusoidal":  # added to the embedded input (rope lives inside attention)
+        (proj,) = g.nodes(Op.IN_PROJ)
+        g.insert_after(proj, Op.POS_ENC, kind="sinusoidal")
     for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
         g[nid].update(kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm"))
     return g
