@@ -51,6 +51,7 @@ class Op(str, enum.Enum):
 
 
 RESIDUAL, BRANCH = 0, 1  # edge ports
+EMBED = 2  # edge port: the embedding output into a side block (zamba_shared; passes/shared.py)
 
 Handler = Callable[[str, dict[str, Any]], Any]  # (node id, node attributes) -> anything: see Graph.walk
 
@@ -257,6 +258,10 @@ class Graph:
                 (m,) = self.preds(n, BRANCH)
                 if self[m]["op"] != Op.MIXER:
                     fail("the branch input of an add must be a mixer", n)
+            elif op == Op.MIXER and node.get("use") is not None:  # a side block: the stream and the embeddings
+                ports = sorted(d["port"] for _, _, d in g.in_edges(n, data=True))
+                if ports != [RESIDUAL, EMBED]:
+                    fail(f"a side block reads the stream and the embedding output, has ports {ports}", n)
             elif op != Op.INPUT and len(preds) != 1:
                 fail(f"expected one input edge, found {len(preds)}", n)
             if op == Op.MIXER:
@@ -265,7 +270,12 @@ class Graph:
                 succ = self.succs(n)
                 if len(succ) != 1 or self[succ[0]]["op"] not in (Op.ADD, Op.ADD_NORM):
                     fail("a mixer must feed exactly one add", n)
-                if self.settings.get("pre_norm", True) and self[preds[0]]["op"] not in (Op.NORM, Op.ADD_NORM):
+                side = node.get("use") is not None  # reads the stream itself (passes/shared.py)
+                if (
+                    not side
+                    and self.settings.get("pre_norm", True)
+                    and self[preds[0]]["op"] not in (Op.NORM, Op.ADD_NORM)
+                ):
                     fail("in a pre-norm model every mixer reads a norm", n)
             shape = node.get("shape")
             if shape is not None and op in (Op.MIXER, Op.ADD, Op.NORM, Op.ADD_NORM):

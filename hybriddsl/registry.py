@@ -124,6 +124,9 @@ class LayerSpec:
     internal: bool = False  # only reachable as a companion (e.g. rwkv channel mix), not by name
     open_options: bool = False  # options beyond `options` pass to the factory unchecked (custom)
     edifice: tuple[str, ...] = field(default=())  # names used by Edifice (atoms), e.g. ("griffin_lru",)
+    # a side block (zamba_shared): used only in ``shared`` statements, reads the stream and the embedding output
+    # and adds its output to the next norm's input, not to the stream; its module takes (r, x0, use)
+    side: bool = False
 
     def option(self, name: str) -> Option | None:
         for o in self.options:

@@ -27,6 +27,7 @@ KINDS = (
     "moe",
     "custom",
     "parallel",
+    "zamba_shared",
 )
 
 for _name in KINDS:

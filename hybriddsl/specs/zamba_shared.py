@@ -39,7 +39,7 @@ def flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
 
 SPEC = LayerSpec(
     name="zamba_shared",
-    aliases=("Z", "zamba"),
+    aliases=("Z",),
     letter="Z",
     summary="Zamba2's shared attention + MLP block on [stream, embeddings], per-use LoRA adapters and linear "
     "(Glorioso et al. 2024)",
@@ -61,4 +61,5 @@ SPEC = LayerSpec(
     flops=flops,
     color="#e8c6f0",
     key_options=("heads", "rank"),
+    side=True,
 )
