@@ -141,6 +141,11 @@ class ZambaShared(Mixer):
             "row_pos": torch.zeros(batch, device=device, dtype=torch.int64),
         }
 
+    def state_bytes(self, seq_len: int, dtype_bytes: int = 4) -> int:
+        """Bytes of K and V cached by one use after ``seq_len`` tokens: ``2 kv_heads head_width seq_len`` (the
+        int64 position counters are not counted)."""
+        return 2 * self.kv_heads * self.head_dim * seq_len * dtype_bytes
+
     def step(
         self, r: torch.Tensor, state: State, x0: torch.Tensor | None = None, use: int = 0
     ) -> tuple[torch.Tensor, State]:

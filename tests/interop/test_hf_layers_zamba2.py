@@ -138,3 +138,13 @@ def test_uses_differ_and_parameter_count():
     core = 3 * w * w + w * hid + w + hid + hid * 2 * inner + inner * hid
     per_use = 3 * (w * r + r * w) + hid * r + r * 2 * inner + hid * hid
     assert sum(p.numel() for p in ours.parameters()) == core + len(layers) * per_use
+
+
+def test_state_bytes_is_the_kv_cache_after_n_steps():
+    m = ZambaShared(16, heads=2, kv_heads=1, rank=2)
+    st = m.init_state(1)
+    with torch.no_grad():
+        for _ in range(5):
+            _, st = m.step(torch.randn(1, 16), st, x0=torch.randn(1, 16), use=0)
+    cache = sum(t.numel() * t.element_size() for k, t in st.items() if k != "row_pos")
+    assert m.state_bytes(5) == cache == 2 * 1 * 16 * 5 * 4

@@ -121,3 +121,22 @@ def test_hybrid_layer_feeds_the_norm_not_the_stream():
         h = h + b[mix[1]](b[norms[1]](h + t))
         want = m.head(b[norms[2]](h))
         assert torch.allclose(m(ids), want, atol=1e-5)
+
+
+def test_zamba2_missing_adapter_and_wrong_shape_are_named(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hybriddsl.errors import HybFileError
+
+    transformers.AutoModelForCausalLM.from_config(zamba2()).save_pretrained(tmp_path)
+    f = tmp_path / "model.safetensors"
+    sd = load_file(f)
+    name = "model.layers.1.shared_transformer.feed_forward.gate_up_proj_adapter_list.2.1.weight"  # block 0, use 2
+    t = sd.pop(name)
+    save_file(sd, f, metadata={"format": "pt"})
+    with pytest.raises(HybFileError, match=f"tensor '{name}' is missing"):
+        hybriddsl.from_pretrained(tmp_path)
+    sd[name] = t[:, :2].contiguous()
+    save_file(sd, f, metadata={"format": "pt"})
+    with pytest.raises(HybFileError, match=r"has shape \[80, 2\], the config says \[80, 4\]"):
+        hybriddsl.from_pretrained(tmp_path)
