@@ -19,20 +19,34 @@ def _shape(shape: tuple | None) -> str:
     return f"[{', '.join(map(str, shape))}]" if shape else ""
 
 
-def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[str, str]:
-    """(import line, constructor call) of one layer kind's module."""
-    f = registry.get(kind).factory
+def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[set[str], str]:
+    """(import lines, constructor call) of one layer kind's module; a parallel block's branches are constructor
+    calls of their own, as :func:`hybriddsl.registry.build` passes built modules."""
+    spec = registry.get(kind)
+    f = spec.factory
     mod, name = f.__module__, f.__qualname__
     import keyword
 
-    plain = {k: v for k, v in opts.items() if k.isidentifier() and not keyword.iskeyword(k)}
-    odd = {k: v for k, v in opts.items() if k not in plain}  # custom's open options may be named `class`
+    imports = {f"from {mod} import {name}"}
+    shown: dict[str, str] = {}
+    for k, v in opts.items():
+        if k == "branches" and spec.branches:
+            calls = []
+            for branch in v:
+                subs = [_ctor(b["kind"], b["opts"], hidden) for b in branch]
+                imports.update(*(i for i, _ in subs))
+                calls.append(f"[{', '.join(c for _, c in subs)}]")
+            shown[k] = f"[{', '.join(calls)}]"
+        else:
+            shown[k] = _literal(kind, k, v)
+    plain = {k: v for k, v in shown.items() if k.isidentifier() and not keyword.iskeyword(k)}
+    odd = {k: v for k, v in shown.items() if k not in plain}  # custom's open options may be named `class`
     args = ", ".join(
         [str(hidden)]
-        + [f"{k}={_literal(kind, k, v)}" for k, v in plain.items()]
-        + ([f"**{{{', '.join(f'{k!r}: {_literal(kind, k, v)}' for k, v in odd.items())}}}"] if odd else [])
+        + [f"{k}={v}" for k, v in plain.items()]
+        + ([f"**{{{', '.join(f'{k!r}: {v}' for k, v in odd.items())}}}"] if odd else [])
     )
-    return f"from {mod} import {name}", f"{name}({args})"
+    return imports, f"{name}({args})"
 
 
 def _literal(kind: str, name: str, value: Any) -> str:
@@ -93,8 +107,8 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
             cls = "nn.RMSNorm" if b.kind == "rmsnorm" else "nn.LayerNorm"
             init.append(f"self.blocks[{key!r}] = {cls}({hidden}, eps={b.opts['eps']!r})")
         else:
-            imp, call = _ctor(b.kind, b.opts, hidden)
-            imports.add(imp)
+            imps, call = _ctor(b.kind, b.opts, hidden)
+            imports |= imps
             init.append(f"self.blocks[{key!r}] = {call}")
     if Op.HEAD in ops:
         if s["logit_scale"] != 1.0 or s["logit_softcap"] is not None:

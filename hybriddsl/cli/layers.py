@@ -37,7 +37,7 @@ def _default(o: registry.Option) -> str:
 
 def _type(o: registry.Option) -> str:
     if o.choices:
-        return " \\| ".join(o.choices)
+        return " \\| ".join(str(c) for c in o.choices)
     rng = ""
     if o.min is not None or o.max is not None:
         lo = "" if o.min is None else f"≥ {o.min:g}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hybriddsl import registry
 from hybriddsl.interop.common import ConvertError, as_float, as_int
 
 SUPPORTED = ("default", "linear", "llama3", "yarn")
@@ -102,30 +103,31 @@ def read(cfg: dict[str, Any], family: str, default_theta: float = 10000.0) -> di
 
 
 def write(opts: dict[str, Any]) -> dict[str, Any]:
-    """``rope_parameters`` for attention options ``opts`` (those of :data:`KEYS`; missing = the default)."""
-    kind = opts.get("rope_scaling") or "none"
+    """``rope_parameters`` for attention options ``opts`` (those of :data:`KEYS`; missing = the spec's default)."""
+    opts = registry.complete("attention", opts)
+    kind = opts["rope_scaling"]
     out: dict[str, Any] = {
         "rope_type": "default" if kind == "none" else kind,
-        "rope_theta": float(opts.get("rope_theta") or 10000.0),
+        "rope_theta": float(opts["rope_theta"]),
     }
     if kind == "none":
         return out
-    out["factor"] = float(opts.get("rope_factor", 1.0))
+    out["factor"] = float(opts["rope_factor"])
     if kind in ("llama3", "yarn"):
         out["original_max_position_embeddings"] = int(opts["rope_original"])
     if kind == "llama3":
-        out["low_freq_factor"] = float(opts.get("rope_low_freq", 1.0))
-        out["high_freq_factor"] = float(opts.get("rope_high_freq", 4.0))
+        out["low_freq_factor"] = float(opts["rope_low_freq"])
+        out["high_freq_factor"] = float(opts["rope_high_freq"])
     if kind == "yarn":
-        out["beta_fast"] = float(opts.get("rope_beta_fast", 32.0))
-        out["beta_slow"] = float(opts.get("rope_beta_slow", 1.0))
-        if opts.get("rope_mscale") is not None:
+        out["beta_fast"] = float(opts["rope_beta_fast"])
+        out["beta_slow"] = float(opts["rope_beta_slow"])
+        if opts["rope_mscale"] is not None:
             out["attention_factor"] = float(opts["rope_mscale"])
-        if opts.get("rope_truncate") is False:
+        if opts["rope_truncate"] is False:
             out["truncate"] = False
     return out
 
 
 def is_plain(opts: dict[str, Any]) -> bool:
     """True when the attention options use no RoPE scaling."""
-    return (opts.get("rope_scaling") or "none") == "none"
+    return registry.complete("attention", opts)["rope_scaling"] == "none"

@@ -42,7 +42,7 @@ from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers import window_attention
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from
 from hybriddsl.layers.rope import apply_rope, rope_angles  # noqa: F401 (importers find them here too)
 from hybriddsl.specs.attention import SPEC, attention_flops, keys_per_query, validate  # noqa: F401 (the kind's spec, torch-free)
 
@@ -61,6 +61,7 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, windo
     return keep
 
 
+@options_from(SPEC)
 class Attention(Mixer):
     """Multi-head / grouped-query causal softmax attention. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -73,52 +74,34 @@ class Attention(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        kv_heads: int | None = None,
-        head_dim: int | None = None,
-        window: int | None = None,
-        qk_norm: bool = False,
-        rope: bool = False,
-        rope_theta: float = 10000.0,
-        bias: bool = False,
-        dropout: float = 0.0,
-        chunk: int | None = None,
-        ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
-        causal: bool = True,
-        qk_eps: float = 1e-6,
-        rope_dim: int | None = None,
-        out_gate: bool = False,
-        out_bias: bool | None = None,
-        rope_scaling: str = "none",
-        rope_factor: float = 1.0,
-        rope_original: int | None = None,
-        rope_low_freq: float = 1.0,
-        rope_high_freq: float = 4.0,
-        rope_beta_fast: float = 32.0,
-        rope_beta_slow: float = 1.0,
-        rope_mscale: float | None = None,
-        rope_truncate: bool = True,
+        *,
+        heads: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        window: int | None,
+        qk_norm: bool,
+        rope: bool,
+        rope_theta: float,
+        bias: bool,
+        dropout: float,
+        chunk: int | None,
+        ffn: bool,  # consumed by the spec's companions; the mixer itself ignores it
+        causal: bool,
+        qk_eps: float,
+        rope_dim: int | None,
+        out_gate: bool,
+        out_bias: bool | None,
+        rope_scaling: str,
+        rope_factor: float,
+        rope_original: int | None,
+        rope_low_freq: float,
+        rope_high_freq: float,
+        rope_beta_fast: float,
+        rope_beta_slow: float,
+        rope_mscale: float | None,
+        rope_truncate: bool,
     ):
         super().__init__()
-        msg = validate(
-            {
-                "heads": heads,
-                "kv_heads": kv_heads,
-                "head_dim": head_dim,
-                "window": window,
-                "causal": causal,
-                "rope": rope,
-                "rope_dim": rope_dim,
-                "rope_scaling": rope_scaling,
-                "rope_factor": rope_factor,
-                "rope_original": rope_original,
-                "rope_low_freq": rope_low_freq,
-                "rope_high_freq": rope_high_freq,
-            },
-            hidden_size,
-        )
-        if msg:
-            raise ValueError(msg)
         self.hidden = hidden_size
         self.heads = heads
         self.kv_heads = kv_heads or heads

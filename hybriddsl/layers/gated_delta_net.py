@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.layers.base import options_from
 from hybriddsl.layers.delta_common import DeltaMixer
-from hybriddsl.specs.gated_delta_net import SPEC  # noqa: F401 (the kind's spec, torch-free)
+from hybriddsl.specs.gated_delta_net import SPEC
 
 
+@options_from(SPEC)
 class GatedDeltaNet(DeltaMixer):
     """Gated DeltaNet mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -41,17 +43,18 @@ class GatedDeltaNet(DeltaMixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        head_dim: int | None = None,
-        expand_v: float = 1.0,
-        conv: int = 4,
-        chunk: int = 64,
-        bias: bool = False,
+        *,
+        heads: int,
+        head_dim: int | None,
+        expand_v: float,
+        conv: int,
+        chunk: int,
+        bias: bool,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
-        v_heads: int | None = None,
-        out_eps: float = 1e-5,
+        v_heads: int | None,
+        out_eps: float,
     ):
         super().__init__(
             hidden_size,

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from
 from hybriddsl.specs.gla import SPEC, _widths, gla_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
@@ -32,6 +32,7 @@ def _wide(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
+@options_from(SPEC)
 class GLA(Mixer):
     """Gated linear attention mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -42,17 +43,15 @@ class GLA(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        expand_k: float = 0.5,
-        expand_v: float = 1.0,
-        rank: int = 16,
-        gate_norm: float = 16.0,
-        chunk: int = 64,
+        *,
+        heads: int,
+        expand_k: float,
+        expand_v: float,
+        rank: int,
+        gate_norm: float,
+        chunk: int,
     ):
         super().__init__()
-        msg = validate({"heads": heads, "expand_k": expand_k, "expand_v": expand_v, "chunk": chunk}, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.heads, self.chunk, self.gate_norm = hidden_size, heads, chunk, gate_norm
         self.key_dim, self.value_dim = _widths(hidden_size, expand_k, expand_v)
         self.dk, self.dv = self.key_dim // heads, self.value_dim // heads

@@ -46,11 +46,12 @@ import math
 import torch
 from torch import nn
 
-from hybriddsl.layers.base import Mixer
+from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.layers.ffn import FFN
 from hybriddsl.specs.moe import SPEC, moe_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
+@options_from(SPEC)
 class MoE(Mixer):
     """Top-k routed mixture of FFN experts. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -61,31 +62,28 @@ class MoE(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        experts: int = 8,
-        top_k: int = 2,
-        mult: float = 4.0,
-        act: str = "gelu",
-        capacity: float | None = None,
-        aux_weight: float = 0.01,
-        bias: bool = False,
-        inner: int | None = None,
-        norm_topk: bool = True,
-        score: str = "softmax",
-        score_bias: bool = False,
-        groups: int = 1,
-        topk_groups: int = 1,
-        scale: float = 1.0,
-        shared: int | None = None,
-        shared_bias: bool = False,
-        shared_gate: bool = False,
-        latent: int | None = None,
-        latent_bias: bool = False,
+        *,
+        experts: int,
+        top_k: int,
+        mult: float,
+        act: str,
+        capacity: float | None,
+        aux_weight: float,
+        bias: bool,
+        inner: int | None,
+        norm_topk: bool,
+        score: str,
+        score_bias: bool,
+        groups: int,
+        topk_groups: int,
+        scale: float,
+        shared: int | None,
+        shared_bias: bool,
+        shared_gate: bool,
+        latent: int | None,
+        latent_bias: bool,
     ):
         super().__init__()
-        opts = {"experts": experts, "top_k": top_k, "capacity": capacity, "groups": groups, "topk_groups": topk_groups}
-        msg = validate(opts, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.n_experts, self.top_k, self.aux_weight = experts, top_k, aux_weight
         self.norm_topk, self.score, self.groups, self.topk_groups, self.scale = (
             norm_topk,

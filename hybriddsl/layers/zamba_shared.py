@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from
 from hybriddsl.layers.rope import apply_rope, rope_angles
 from hybriddsl.specs.zamba_shared import SPEC, inner_width, validate  # noqa: F401 (the kind's spec, torch-free)
 
@@ -46,6 +46,7 @@ class ZambaUse(nn.Module):
         self.linear = nn.Linear(hidden, hidden, bias=False)
 
 
+@options_from(SPEC)
 class ZambaShared(Mixer):
     """Zamba2's shared attention + MLP block with per-use adapters (see the module docstring)."""
 
@@ -54,27 +55,24 @@ class ZambaShared(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        kv_heads: int | None = None,
-        inner: int | None = None,
-        act: str = "geglu",
-        bias: bool = False,
-        rank: int = 0,
-        attn_adapter: bool = False,
-        rope: bool = False,
-        rope_theta: float = 10000.0,
-        eps: float = 1e-5,
-        uses: int = 1,
+        *,
+        heads: int,
+        kv_heads: int | None,
+        inner: int | None,
+        act: str,
+        bias: bool,
+        rank: int,
+        attn_adapter: bool,
+        rope: bool,
+        rope_theta: float,
+        eps: float,
+        uses: int,
     ):
         super().__init__()
-        opts = {"heads": heads, "kv_heads": kv_heads, "rope": rope, "rank": rank, "attn_adapter": attn_adapter}
-        msg = validate(opts, hidden_size)
-        if msg:
-            raise ValueError(msg)
         w = 2 * hidden_size
         self.hidden, self.heads, self.kv_heads = hidden_size, heads, kv_heads or heads
         self.head_dim = w // heads
-        self.inner = inner or 4 * hidden_size
+        self.inner = inner_width({"inner": inner}, hidden_size)
         self.act, self.rope, self.rope_theta = act, rope, rope_theta
         d = self.head_dim
         self.in_norm = GatedRMSNorm(w, eps=eps)

@@ -6,34 +6,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    heads, kv, hd = opts.get("heads", 4), opts.get("kv_heads"), opts.get("head_dim")
+    heads, kv, hd = opts["heads"], opts["kv_heads"], opts["head_dim"]
     if hd is None and hidden % heads:
         return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
     if kv is not None and heads % kv:
         return f"kv_heads ({kv}) must divide heads ({heads})"
     d = hd if hd is not None else hidden // heads
-    if opts.get("rope") and d % 2:
+    if opts["rope"] and d % 2:
         return f"rope needs an even head_dim, got {d}"
-    rd = opts.get("rope_dim")
+    rd = opts["rope_dim"]
     if rd is not None and (rd % 2 or rd > d or rd < 2):
         return f"rope_dim must be even and between 2 and head_dim ({d}), got {rd}"
-    kind = opts.get("rope_scaling", "none")
+    kind = opts["rope_scaling"]
     if kind != "none":
-        if not opts.get("rope"):
+        if not opts["rope"]:
             return f"rope_scaling = {kind} scales RoPE: it needs rope = true"
-        if not opts.get("rope_factor", 1.0) > 0:
-            return f"rope_factor must be > 0, got {opts.get('rope_factor')}"
-        if kind in ("llama3", "yarn") and opts.get("rope_original") is None:
+        if not opts["rope_factor"] > 0:
+            return f"rope_factor must be > 0, got {opts['rope_factor']}"
+        if kind in ("llama3", "yarn") and opts["rope_original"] is None:
             return f"rope_scaling = {kind} needs rope_original (the pre-training context length)"
-        if kind == "llama3" and not opts.get("rope_high_freq", 4.0) > opts.get("rope_low_freq", 1.0):
+        if kind == "llama3" and not opts["rope_high_freq"] > opts["rope_low_freq"]:
             return "rope_high_freq must be larger than rope_low_freq"
-    if opts.get("window") is not None and not opts.get("causal", True):
+    if opts["window"] is not None and not opts["causal"]:
         return "window needs causal attention (causal = true)"
     return None
 
@@ -51,9 +51,9 @@ def attention_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int
     """FLOPs per token: projections ``2 params`` plus scores and weighted sum ``4 heads head_dim n`` where n
     is the mean number of keys a query sees: ``(L+1)/2`` for full causal attention, the exact causal average
     of ``min(t, window)`` with a window, ``L`` without causality. Softmax, norms and RoPE are left out."""
-    heads = opts.get("heads", 4)
-    d = opts.get("head_dim") or hidden // heads
-    n = keys_per_query(seq_len, opts.get("window"), opts.get("causal", True))
+    heads = opts["heads"]
+    d = opts["head_dim"] or hidden // heads
+    n = keys_per_query(seq_len, opts["window"], opts["causal"])
     return int(2 * params + 4 * heads * d * n)
 
 
@@ -119,7 +119,7 @@ SPEC = LayerSpec(
     ),
     validate=validate,
     flops=attention_flops,
-    companions=lambda o: [("ffn", {})] if o.get("ffn", True) else [],
+    companions=lambda o: [("ffn", {})] if o["ffn"] else [],
     color="#f4b6b6",
     key_options=("heads", "kv_heads", "window"),
 )

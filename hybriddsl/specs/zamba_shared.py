@@ -9,24 +9,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def inner_width(opts: dict[str, Any], hidden: int) -> int:
     """The MLP's inner width: ``inner``, else ``4 * hidden`` (transformers' Zamba2 default)."""
-    return opts.get("inner") or 4 * hidden
+    return opts["inner"] or 4 * hidden
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
-    heads, kv = opts.get("heads", 4), opts.get("kv_heads")
+    heads, kv = opts["heads"], opts["kv_heads"]
     if (2 * hidden) % heads:
         return f"heads ({heads}) must divide 2 x hidden ({2 * hidden}): the block attends over [stream, embeddings]"
     if kv is not None and heads % kv:
         return f"kv_heads ({kv}) must divide heads ({heads})"
-    if opts.get("rope") and (2 * hidden // heads) % 2:
+    if opts["rope"] and (2 * hidden // heads) % 2:
         return f"rope needs an even head width, got {2 * hidden // heads}"
-    if opts.get("attn_adapter") and not opts.get("rank"):
+    if opts["attn_adapter"] and not opts["rank"]:
         return "attn_adapter needs rank >= 1 (the adapters' rank)"
     return None
 
