@@ -119,7 +119,7 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
             init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
         if s["tie_embeddings"]:
             init.append("self.head.weight = self.embed.weight  # tied")
-    reads_x0 = any(st.op == Op.MIXER and st.src == "x0" for st in plan.steps)
+    reads_x0 = any(st.op == Op.MIXER and (st.src == "x0" or st.use >= 0) for st in plan.steps)
     for st in plan.steps:
         d = graph[st.node]
         op, key, shp = st.op, st.key, _shape(d.get("shape"))
@@ -130,16 +130,17 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
         elif op == Op.POS_ENC:
             body.append(f"r = self.pos(r)  # + {d['kind']} positions")
         elif op == Op.NORM:
-            body.append(f"y = self.blocks[{key!r}](r){post}")
+            body.append(f"y = self.blocks[{key!r}]({'y' if st.src == 'y' else 'r'}){post}")
         elif op == Op.ADD_NORM:
             imports.add("from hybriddsl.lower import add_norm")
             body.append(f"y, r = add_norm(y, r, self.blocks[{key!r}]){post}  # fused residual add + norm")
         elif op == Op.MIXER:
             where = f"layer {d['layer']}" + (f", {d['role']}" if d["role"] != "main" else "")
             drop = f"; y = nn.functional.dropout(y, {s['dropout']}, self.training)" if s["dropout"] else ""
-            body.append(f"y = self.blocks[{key!r}]({st.src}){drop}  # {d['kind']}, {where}: {shp}")
+            args = f"{st.src}, x0, {st.use}" if st.use >= 0 else st.src  # a side block: stream, x0, use
+            body.append(f"y = self.blocks[{key!r}]({args}){drop}  # {d['kind']}, {where}: {shp}")
         elif op == Op.ADD:
-            body.append("r = r + y")
+            body.append("y = r + y  # into the next norm only" if st.side else "r = r + y")
         elif op == Op.HEAD:
             body.append(f"y = self.head(y)  # {shp}")
         elif op == Op.OUTPUT:

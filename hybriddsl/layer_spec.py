@@ -133,6 +133,9 @@ class LayerSpec:
     # opts["branches"] holds sub-layers, [[{"kind", "opts"}, ...], ...] (parallel): the registry builds them first
     # and passes the modules in, and the FLOP count adds what their own formulas add to their matmuls
     branches: bool = False
+    # a side block (zamba_shared): used only in ``shared`` statements, reads the stream and the embedding output
+    # and adds its output to the next norm's input, not to the stream; its module takes (r, x0, use)
+    side: bool = False
 
     def option(self, name: str) -> Option | None:
         for o in self.options:

@@ -170,7 +170,16 @@ class HybridModel(nn.Module):
             op = st.op
             if op is _MIXER:
                 inp = y if st.src == "y" else r if st.src == "r" else x0
-                if not stepping:
+                if st.use >= 0:  # a side block (zamba_shared): the stream, the embedding output, its use
+                    if not stepping:
+                        y = blocks[st.key](inp, x0, st.use)
+                    else:
+                        y, out = blocks[st.key].step(inp, state[st.node], x0=x0, use=st.use)
+                        if inplace:
+                            _write_state(state[st.node], out)
+                        else:
+                            new[st.node] = out
+                elif not stepping:
                     y = blocks[st.key](inp)
                     if self.dropout and self.training:
                         y = F.dropout(y, self.dropout, True)
@@ -186,11 +195,14 @@ class HybridModel(nn.Module):
                 if st.post:
                     r = y
             elif op is _NORM:
-                y = blocks[st.key](r)
+                y = blocks[st.key](y if st.src == "y" else r)
                 if st.post:  # post-norm: the stream itself is normed
                     r = y
             elif op is _ADD:
-                r = r + y
+                if st.side:  # a side block's output joins the next norm's input, not the stream
+                    y = r + y
+                else:
+                    r = r + y
             elif op is _IN_PROJ:
                 r = y = x0 = self.embed(x)
             elif op is _POS_ENC:  # a step adds the encoding of each row's own position ([batch])

@@ -113,7 +113,7 @@ def test_checks_formulas_and_companions_read_complete_options(spec):
 
 
 def test_resolve_gives_every_declared_option():
-    src = "hidden = 64\nM M2(head_dim=32) A G R D GD griffin gru F K E [M | A]"
+    src = "hidden = 64\nM M2(head_dim=32) A G R D GD griffin gru F K E [M | A]\nshared Z@1"  # Z: a side block
     g = hybriddsl.compile(src)
     seen = set()
     for nid in g.nodes(Op.MIXER):

@@ -7,7 +7,9 @@ must change layout or dtype are copied. Peak memory is about one copy of the che
 
 A family module provides ``from_config(cfg) -> str``, ``to_config(graph) -> dict`` and
 ``weight_rules(cfg, model) -> list[Rule]`` (see :mod:`hybriddsl.interop.weights`); ``IGNORED`` (optional) lists
-checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotary tables).
+checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotary tables); ``SKIPPED``
+(optional, ``{name prefix: what it is}``) parts of a checkpoint that are another model than the one imported
+(Nemotron-H's ``mtp.*`` layers): skipped with a warning naming them.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def from_pretrained(
     ck = Checkpoint(folder)
     model = build_meta(text, str(folder))
     rules = mod.weight_rules(cfg, model)
-    sd = load_tensors(ck, rules, model, _dtype(dtype), getattr(mod, "IGNORED", ()), key)
+    sd = load_tensors(ck, rules, model, _dtype(dtype), getattr(mod, "IGNORED", ()), key, getattr(mod, "SKIPPED", {}))
     model.load_state_dict(sd, strict=True, assign=True)
     if model.head is not None and model.graph.settings["tie_embeddings"]:
         model.head.weight = model.embed.weight  # assign=True replaced both: tie them again
@@ -142,6 +144,7 @@ def load_tensors(
     dtype: torch.dtype | None,
     ignored: tuple[str, ...],
     family: str,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Our state_dict from the checkpoint through ``rules`` (rules and groups): names, shapes and dtypes checked
     first."""
@@ -162,6 +165,17 @@ def load_tensors(
         )
     if model.head is not None and model.head.weight is model.embed.weight:
         ignored = (*ignored, "lm_head.weight")  # some tied checkpoints store the head too: the embedding wins
+    for prefix, what in (skipped or {}).items():  # parts of the checkpoint that are not this model: said, skipped
+        names = [n for n in ck.infos if n.startswith(prefix) and n not in used]
+        if names:
+            import warnings
+
+            warnings.warn(
+                f"{where}: {len(names)} tensors of {what} ({prefix}*, e.g. '{names[0]}') are not part of the "
+                f"{family} main decoder and were not imported",
+                stacklevel=3,
+            )
+            ignored = (*ignored, *names)
     extra = [n for n in ck.infos if n not in used and not n.endswith(tuple(ignored))]
     if extra:
         raise HybFileError(

@@ -28,6 +28,7 @@ KINDS = (
     "moe",
     "custom",
     "parallel",
+    "zamba_shared",
 )
 
 
@@ -49,6 +50,7 @@ def builtin() -> list[LayerSpec]:
         moe,
         parallel,
         rwkv,
+        zamba_shared,
     )
 
     out: list[LayerSpec] = []

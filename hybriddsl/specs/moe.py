@@ -33,15 +33,17 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
 
 
 def moe_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs and the shared expert (2 FLOPs per
-    weight used)."""
+    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs, the shared expert and the latent
+    projections (2 FLOPs per weight used)."""
     e, k = opts["experts"], opts["top_k"]
     gated = 2 if opts["act"] in GATED else 1
     shared = (gated + 1) * hidden * opts["shared"] if opts["shared"] else 0  # weights (biases left out)
     shared += hidden if opts["shared"] and opts["shared_gate"] else 0
     router = hidden * e
-    per_expert = (params - router - shared) // e
-    return 2 * (router + k * per_expert + shared)
+    lat = opts["latent"]
+    latent = 2 * hidden * lat + (hidden + lat if opts["latent_bias"] else 0) if lat else 0  # once per token
+    per_expert = (params - router - shared - latent) // e
+    return 2 * (router + k * per_expert + shared + latent)
 
 
 SPEC = LayerSpec(
@@ -76,6 +78,15 @@ SPEC = LayerSpec(
         ),
         Option("shared_bias", bool, False, "biases in the shared expert"),
         Option("shared_gate", bool, False, "scale the shared expert by sigmoid(w . x) per token (Qwen3-Next)"),
+        Option(
+            "latent",
+            int,
+            None,
+            "the routed experts' width: hidden -> latent before them, back after (Nemotron-H moe_latent_size)",
+            min=1,
+            optional=True,
+        ),
+        Option("latent_bias", bool, False, "biases on the latent projections"),
     ),
     validate=validate,
     flops=moe_flops,

@@ -84,9 +84,12 @@ def test_nemotron_h_sliding_window_is_not_a_window():  # item 9
     assert all(g[n]["opts"]["window"] is None for n in g.mixers() if g[n]["kind"] == "attention")
 
 
-def test_nemotron_h_unsupported_latent_moe():
-    with pytest.raises(ConvertError, match="moe_latent_size"):
-        from_hf(written(nemotron(moe_latent_size=16)))
+def test_nemotron_h_latent_moe_both_ways():
+    cfg = written(nemotron(moe_latent_size=16))
+    g = api.compile(from_hf(cfg))
+    assert {g[n]["opts"]["latent"] for n in g.mixers() if g[n]["kind"] == "moe"} == {16}
+    back = to_hf(from_hf(cfg), "nemotron_h")
+    assert back["moe_latent_size"] == 16 and hf_params(back) == hf_params(cfg)
 
 
 def jamba(**kw) -> transformers.JambaConfig:
