@@ -34,6 +34,28 @@ def multiprocessor_count() -> int:
     return int(device_properties()["multiprocessor_count"])
 
 
+def tile_configs(
+    blocks: dict[str, int],
+    shrink: Sequence[str] = (),
+    stages: Sequence[int | None] = (None, 2, 1),
+    floor: int = 16,
+) -> list[dict[str, Any]]:
+    """Launch options for :func:`launch_fitting`, largest tiles first.
+
+    ``blocks`` (e.g. ``{"BK": 64, "BV": 64}``) at each pipeline depth of ``stages`` (None: the kernel's default,
+    3) keeps the work per program and only drops shared-memory buffers; then each block named in ``shrink`` is
+    halved in turn down to ``floor`` at the last depth (more programs, smaller tiles). Each option is a dict of
+    the kernel's block constexprs plus ``num_stages`` where set, to be passed as keyword arguments."""
+    out = [{**blocks, **({"num_stages": s} if s is not None else {})} for s in stages]
+    last = {"num_stages": stages[-1]} if stages and stages[-1] is not None else {}
+    cur = dict(blocks)
+    for name in shrink:
+        while cur[name] // 2 >= floor:
+            cur = {**cur, name: cur[name] // 2}
+            out.append({**cur, **last})
+    return out
+
+
 def launch_fitting(
     name: str, key: tuple, configs: Sequence[dict[str, Any]], launch: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
@@ -56,6 +78,15 @@ def launch_fitting(
         _fitting[memo] = i
         return configs[i]
     raise AssertionError("unreachable")
+
+
+def launch_tiles(
+    name: str, key: tuple, blocks: dict[str, int], shrink: Sequence[str], launch: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """:func:`launch_fitting` over :func:`tile_configs` ``(blocks, shrink)``: the kernel's blocks at 3, 2, 1 pipeline
+    stages, then the blocks named in ``shrink`` halved. ``launch(c)`` passes ``c`` (block constexprs and
+    ``num_stages``) to the kernel as keywords, and must size its grid from ``c``'s blocks."""
+    return launch_fitting(name, key, tile_configs(blocks, shrink), launch)
 
 
 def _device_key() -> tuple:
