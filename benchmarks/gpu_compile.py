@@ -192,6 +192,7 @@ def _job(target: str, family: str, dtype: str, shape: str) -> dict:
     from hybriddsl.kernels.dispatch import compile_only
 
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    _forget_autotuning()
     records, errors = [], []
     t0, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
@@ -221,6 +222,18 @@ def _job(target: str, family: str, dtype: str, shape: str) -> dict:
             )  # fmt: skip
     cpu = _cpu_seconds() - cpu0
     return dict(records=records, errors=errors, seconds=time.perf_counter() - t0, cpu_seconds=round(cpu, 1))
+
+
+def _forget_autotuning() -> None:
+    """Empty every autotuner's chosen-config cache: it is keyed by the kernel's arguments, not by the device, so
+    a worker that tuned a kernel for one target would otherwise compile only the winner for the next."""
+    from triton.runtime.autotuner import Autotuner
+
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("hybriddsl.kernels."):
+            for obj in vars(mod).values():
+                if isinstance(obj, Autotuner):
+                    obj.cache.clear()
 
 
 def _cpu_seconds() -> float:

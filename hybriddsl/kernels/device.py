@@ -29,6 +29,15 @@ def device_properties() -> dict[str, int]:
     return active.utils.get_device_properties(active.get_current_device())
 
 
+def capability() -> int:
+    """Compute capability of the current device as Triton names it (90 for sm_90; 0 in the CPU interpreter)."""
+    if interpreting():
+        return 0
+    from triton.runtime import driver
+
+    return int(driver.active.get_current_target().arch)
+
+
 def multiprocessor_count() -> int:
     """Streaming multiprocessors of the current device (4 in the interpreter)."""
     return int(device_properties()["multiprocessor_count"])

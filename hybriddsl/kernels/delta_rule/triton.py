@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from hybriddsl.kernels.checks import contiguous
-from hybriddsl.kernels.device import launch_fitting, tile_configs
+from hybriddsl.kernels.device import capability, launch_fitting, tile_configs
 
 
 @triton.jit
@@ -564,7 +564,11 @@ def delta_rule_bwd_op(
     dbeta = torch.empty_like(beta)
     dg = torch.empty_like(g) if g is not None else q.new_empty(0)
     bv_grads = min(bv, 32) if bk > 64 else bv
-    launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), _smaller(bv_grads, None), lambda c: _grads_bwd[
+    # Without wgmma (sm_80/sm_89: mma.sync takes its operands from registers) every pipeline stage of the value loop
+    # adds to a live set that already fills the register file: at 2 stages ptxas fell back to 40 registers and
+    # ~7 KB of spills per thread, at 1 stage 128 registers and ~3.8 KB (sm_89, gated, D 128). sm_90 keeps 3.
+    grads_cfgs = _smaller(bv_grads, None) if capability() >= 90 else tile_configs({"BV": bv_grads}, ("BV",), (1,))
+    launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), grads_cfgs, lambda c: _grads_bwd[
         (nt, bsz * h)](
         q, k, v, beta, gc, am, u, du, hs, dhs, do, dq, dk_, dv_, dbeta, dg if g is not None else dbeta,
         scale, t_len, nt,
