@@ -2,7 +2,7 @@
 
     python -m benchmarks.gpu_compile                      # the full matrix: 3 targets x bf16/fp32 x shapes
     python -m benchmarks.gpu_compile --ci                 # what CI runs (tests/gpu_compile): bf16, benchmark
-                                                          # shapes, sm_90 and sm_89 (~230 CPU-s)
+                                                          # shapes, sm_90 and sm_89 (~270 CPU-s cold)
     python -m benchmarks.gpu_compile --md docs/benchmarks.md   # also rewrite the table in the docs
 
 Each case calls a family's real launcher (``<family>_triton``) on CPU tensors, forward then backward, under
@@ -244,7 +244,7 @@ def _cpu_seconds() -> float:
                for f in ("ru_utime", "ru_stime"))  # fmt: skip
 
 
-# Relative compile cost of a job (CPU-seconds, measured cold for sm_89 bf16), to start the longest first.
+# Rough relative compile cost of a job (cold, bf16), to start the longest first.
 _COST = {"model": 6, "delta_rule": 5, "gla": 4, "ssd": 2, "linear_scan": 1.5, "add_norm": 1, "selective_scan": 1}
 
 
