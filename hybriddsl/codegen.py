@@ -19,20 +19,34 @@ def _shape(shape: tuple | None) -> str:
     return f"[{', '.join(map(str, shape))}]" if shape else ""
 
 
-def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[str, str]:
-    """(import line, constructor call) of one layer kind's module."""
-    f = registry.get(kind).factory
+def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[set[str], str]:
+    """(import lines, constructor call) of one layer kind's module; a parallel block's branches are constructor
+    calls of their own, as :func:`hybriddsl.registry.build` passes built modules."""
+    spec = registry.get(kind)
+    f = spec.factory
     mod, name = f.__module__, f.__qualname__
     import keyword
 
-    plain = {k: v for k, v in opts.items() if k.isidentifier() and not keyword.iskeyword(k)}
-    odd = {k: v for k, v in opts.items() if k not in plain}  # custom's open options may be named `class`
+    imports = {f"from {mod} import {name}"}
+    shown: dict[str, str] = {}
+    for k, v in opts.items():
+        if k == "branches" and spec.branches:
+            calls = []
+            for branch in v:
+                subs = [_ctor(b["kind"], b["opts"], hidden) for b in branch]
+                imports.update(*(i for i, _ in subs))
+                calls.append(f"[{', '.join(c for _, c in subs)}]")
+            shown[k] = f"[{', '.join(calls)}]"
+        else:
+            shown[k] = _literal(kind, k, v)
+    plain = {k: v for k, v in shown.items() if k.isidentifier() and not keyword.iskeyword(k)}
+    odd = {k: v for k, v in shown.items() if k not in plain}  # custom's open options may be named `class`
     args = ", ".join(
         [str(hidden)]
-        + [f"{k}={_literal(kind, k, v)}" for k, v in plain.items()]
-        + ([f"**{{{', '.join(f'{k!r}: {_literal(kind, k, v)}' for k, v in odd.items())}}}"] if odd else [])
+        + [f"{k}={v}" for k, v in plain.items()]
+        + ([f"**{{{', '.join(f'{k!r}: {v}' for k, v in odd.items())}}}"] if odd else [])
     )
-    return f"from {mod} import {name}", f"{name}({args})"
+    return imports, f"{name}({args})"
 
 
 def _literal(kind: str, name: str, value: Any) -> str:
@@ -93,8 +107,8 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
             cls = "nn.RMSNorm" if b.kind == "rmsnorm" else "nn.LayerNorm"
             init.append(f"self.blocks[{key!r}] = {cls}({hidden}, eps={b.opts['eps']!r})")
         else:
-            imp, call = _ctor(b.kind, b.opts, hidden)
-            imports.add(imp)
+            imps, call = _ctor(b.kind, b.opts, hidden)
+            imports |= imps
             init.append(f"self.blocks[{key!r}] = {call}")
     if Op.HEAD in ops:
         if s["logit_scale"] != 1.0 or s["logit_softcap"] is not None:
@@ -105,7 +119,7 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
             init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
         if s["tie_embeddings"]:
             init.append("self.head.weight = self.embed.weight  # tied")
-    reads_x0 = any(st.op == Op.MIXER and st.src == "x0" for st in plan.steps)
+    reads_x0 = any(st.op == Op.MIXER and (st.src == "x0" or st.use >= 0) for st in plan.steps)
     for st in plan.steps:
         d = graph[st.node]
         op, key, shp = st.op, st.key, _shape(d.get("shape"))
@@ -116,16 +130,17 @@ def generate(graph: Graph, class_name: str = "Model") -> str:
         elif op == Op.POS_ENC:
             body.append(f"r = self.pos(r)  # + {d['kind']} positions")
         elif op == Op.NORM:
-            body.append(f"y = self.blocks[{key!r}](r){post}")
+            body.append(f"y = self.blocks[{key!r}]({'y' if st.src == 'y' else 'r'}){post}")
         elif op == Op.ADD_NORM:
             imports.add("from hybriddsl.lower import add_norm")
             body.append(f"y, r = add_norm(y, r, self.blocks[{key!r}]){post}  # fused residual add + norm")
         elif op == Op.MIXER:
             where = f"layer {d['layer']}" + (f", {d['role']}" if d["role"] != "main" else "")
             drop = f"; y = nn.functional.dropout(y, {s['dropout']}, self.training)" if s["dropout"] else ""
-            body.append(f"y = self.blocks[{key!r}]({st.src}){drop}  # {d['kind']}, {where}: {shp}")
+            args = f"{st.src}, x0, {st.use}" if st.use >= 0 else st.src  # a side block: stream, x0, use
+            body.append(f"y = self.blocks[{key!r}]({args}){drop}  # {d['kind']}, {where}: {shp}")
         elif op == Op.ADD:
-            body.append("r = r + y")
+            body.append("y = r + y  # into the next norm only" if st.side else "r = r + y")
         elif op == Op.HEAD:
             body.append(f"y = self.head(y)  # {shp}")
         elif op == Op.OUTPUT:

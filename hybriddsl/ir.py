@@ -61,6 +61,7 @@ class Op(str, enum.Enum):
 
 
 RESIDUAL, BRANCH = 0, 1  # edge ports
+EMBED = 2  # edge port: the embedding output into a side block (zamba_shared; passes/shared.py)
 
 Handler = Callable[[str, dict[str, Any]], Any]  # (node id, node attributes) -> anything: see Graph.walk
 
@@ -279,10 +280,13 @@ class Graph:
         self.connect(after, new)
         return new
 
-    def replace_uses(self, old: str, new: str) -> None:
-        """Every edge out of ``old`` leaves from ``new`` instead (same port); ``old`` keeps its inputs."""
+    def replace_uses(self, old: str, new: str, users: Iterable[str] | None = None) -> None:
+        """Every edge out of ``old`` (or only those into ``users``) leaves from ``new`` instead (same port);
+        ``old`` keeps its inputs."""
         succ = self.g._succ[old]
         for v, d in list(succ.items()):
+            if users is not None and v not in users:
+                continue
             self.g.remove_edge(old, v)
             self.g.add_edge(new, v, **d)
 
@@ -364,6 +368,10 @@ class Graph:
                 (m,) = (u for u, d in preds.items() if d["port"] == BRANCH)
                 if nodes[m]["op"] != Op.MIXER:
                     fail("the branch input of an add must be a mixer", n)
+            elif op == Op.MIXER and node.get("use") is not None:  # a side block: the stream and the embeddings
+                ports = sorted(d["port"] for d in preds.values())
+                if ports != [RESIDUAL, EMBED]:
+                    fail(f"a side block reads the stream and the embedding output, has ports {ports}", n)
             elif op != Op.INPUT and len(preds) != 1:
                 fail(f"expected one input edge, found {len(preds)}", n)
             if op == Op.MIXER:
@@ -372,7 +380,8 @@ class Graph:
                 out = list(succ[n])
                 if len(out) != 1 or nodes[out[0]]["op"] not in (Op.ADD, Op.ADD_NORM):
                     fail("a mixer must feed exactly one add", n)
-                if pre_norm and nodes[next(iter(preds))]["op"] not in (Op.NORM, Op.ADD_NORM):
+                side = node.get("use") is not None  # reads the stream itself (passes/shared.py)
+                if not side and pre_norm and nodes[next(iter(preds))]["op"] not in (Op.NORM, Op.ADD_NORM):
                     fail("in a pre-norm model every mixer reads a norm", n)
             shape = node.get("shape")
             if shape is not None and op in stream_ops:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl import registry, scales
-from hybriddsl.errors import HybError, LoweringError
+from hybriddsl.errors import LoweringError
 from hybriddsl.init import init_model
 from hybriddsl.ir import Graph, Op
 from hybriddsl.plan import Step
@@ -30,22 +30,8 @@ from hybriddsl.plan import build as build_plan
 State = dict[str, Any]
 
 
-def build_module(kind: str, opts: dict[str, Any], hidden: int) -> nn.Module:
-    """Instantiate one layer kind's module through the registry (errors become LoweringError)."""
-    spec = registry.get(kind)
-    try:
-        return spec.factory(hidden, **opts)
-    except HybError:
-        raise
-    except Exception as e:  # a factory bug or a user's custom factory failing: say which layer
-        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):  # a size mistake, not a bug
-            asked = str(e).partition("you tried to allocate ")[2].partition(" bytes")[0]
-            size = f" ({int(asked) / 2**30:,.0f} GiB for one tensor)" if asked.isdigit() else ""
-            raise LoweringError(
-                f"out of memory building a {kind} layer{size}: the model is too large for this machine "
-                "(a smaller hidden, fewer or narrower layers?)"
-            ) from None
-        raise LoweringError(f"building a {kind} layer failed: {type(e).__name__}: {e}") from e
+# Building one layer is the registry's job; the old name stays for callers.
+build_module = registry.build
 
 
 def make_norm(kind: str, hidden: int, eps: float) -> nn.Module:
@@ -184,7 +170,16 @@ class HybridModel(nn.Module):
             op = st.op
             if op is _MIXER:
                 inp = y if st.src == "y" else r if st.src == "r" else x0
-                if not stepping:
+                if st.use >= 0:  # a side block (zamba_shared): the stream, the embedding output, its use
+                    if not stepping:
+                        y = blocks[st.key](inp, x0, st.use)
+                    else:
+                        y, out = blocks[st.key].step(inp, state[st.node], x0=x0, use=st.use)
+                        if inplace:
+                            _write_state(state[st.node], out)
+                        else:
+                            new[st.node] = out
+                elif not stepping:
                     y = blocks[st.key](inp)
                     if self.dropout and self.training:
                         y = F.dropout(y, self.dropout, True)
@@ -200,11 +195,14 @@ class HybridModel(nn.Module):
                 if st.post:
                     r = y
             elif op is _NORM:
-                y = blocks[st.key](r)
+                y = blocks[st.key](y if st.src == "y" else r)
                 if st.post:  # post-norm: the stream itself is normed
                     r = y
             elif op is _ADD:
-                r = r + y
+                if st.side:  # a side block's output joins the next norm's input, not the stream
+                    y = r + y
+                else:
+                    r = r + y
             elif op is _IN_PROJ:
                 r = y = x0 = self.embed(x)
             elif op is _POS_ENC:  # a step adds the encoding of each row's own position ([batch])

@@ -14,7 +14,10 @@ source. Steps read and write four registers:
     POS_ENC   r = r + positions                 (sinusoidal; a step adds each row's own position)
     NORM      y = N(r)                          post: r = y too (post-norm blocks normalise the stream)
     MIXER     y = M(<src>)                      src: "y" (pre-norm) or "r" (post-norm); one state per node
+              y = M(r, x0, use)                 a side block (use >= 0: zamba_shared, its use index)
     ADD       r = r + y
+              y = r + y                         side: the side block's output joins the next norm's input only
+    NORM      y = N(<src>)                      src "r", or "y" after a side add
     ADD_NORM  r = r + y; y = N(r)               post: r = y too; one fused kernel
     HEAD      y = head(y)
     OUTPUT    return y                          mode "last": y[:, -1] of a sequence
@@ -44,6 +47,8 @@ class Step:
     src: str = "y"  # MIXER: the register it reads
     post: bool = False  # NORM / ADD_NORM: the normed output also becomes the residual stream
     mode: str = ""  # OUTPUT: the model's output mode ("last", "sequence", "logits")
+    use: int = -1  # MIXER of a side block: which use (its adapters); -1 otherwise
+    side: bool = False  # ADD: y = r + y, the stream unchanged (a side block's output into the next norm)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +87,21 @@ def build(graph: Graph) -> Plan:
         plan.input = nid
 
     def norm(nid: str, d: dict[str, Any]) -> None:
-        steps.append(Step(Op.NORM, nid, module(Op.NORM, nid, d), post=d["op"] == Op.NORM and not pre))
+        (prev,) = graph.preds(nid)
+        src = "y" if graph[prev]["op"] == Op.ADD and graph[prev]["role"] == "side" else "r"
+        steps.append(Step(Op.NORM, nid, module(Op.NORM, nid, d), src=src, post=d["op"] == Op.NORM and not pre))
 
     def add_norm(nid: str, d: dict[str, Any]) -> None:
         steps.append(Step(Op.ADD_NORM, nid, module(Op.NORM, nid, d), post=not pre))
 
     def mixer(nid: str, d: dict[str, Any]) -> None:
+        if d.get("use") is not None:  # a side block reads the stream and x0
+            steps.append(Step(Op.MIXER, nid, module(Op.MIXER, nid, d), src="r", use=d["use"]))
+            return
         steps.append(Step(Op.MIXER, nid, module(Op.MIXER, nid, d), src="y" if pre else "r"))
+
+    def add(nid: str, d: dict[str, Any]) -> None:
+        steps.append(Step(Op.ADD, nid, side=d["role"] == "side"))
 
     def plain(nid: str, d: dict[str, Any]) -> None:
         steps.append(Step(d["op"], nid, mode=mode if d["op"] == Op.OUTPUT else ""))
@@ -101,7 +114,7 @@ def build(graph: Graph) -> Plan:
             Op.NORM: norm,
             Op.FINAL_NORM: norm,
             Op.MIXER: mixer,
-            Op.ADD: plain,
+            Op.ADD: add,
             Op.ADD_NORM: add_norm,
             Op.HEAD: plain,
             Op.OUTPUT: plain,

@@ -23,8 +23,7 @@ from hybriddsl.ir import (
 from hybriddsl.passes import PIPELINE, expand
 
 SRC = (
-    "hidden = 32\nheads = 4\nattention.window = 8\nblock local = A FFN\n"
-    + "M local [M | GLA] M\nshared local@1\ntie M@1,2"
+    "hidden = 32\nheads = 4\nattention.window = 8\nblock local = A FFN\nM local [M | GLA] M; shared local@1; tie M@1,2"
 )
 AST_TYPES = tuple(
     t

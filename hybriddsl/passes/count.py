@@ -74,7 +74,7 @@ def count(graph: Graph) -> Graph:
             if e.span is None:
                 e.span = node.get("span")
             raise
-        record(node, params, registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len), state)
+        record(node, params, layer_flops(node["kind"], node["opts"], hidden, params, seq_len), state)
 
     g.walk(
         {
@@ -118,6 +118,19 @@ def fill_built(graph: Graph, model: Any) -> None:
         graph.totals["state_bytes"] += node["state_bytes"]
 
 
+def layer_flops(kind: str, opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token of one layer with ``params`` weights: its kind's formula, plus, for a kind with branches
+    (parallel), what each sub-layer's own formula adds on top of its matmuls (2 FLOPs per weight, already in
+    ``2 * params``)."""
+    spec = registry.get(kind)
+    total = spec.flops(opts, hidden, params, seq_len)
+    for branch in opts["branches"] if spec.branches else ():
+        for b in branch:
+            p, _ = layer_cost(b["kind"], b["opts"], hidden, seq_len)
+            total += layer_flops(b["kind"], b["opts"], hidden, p, seq_len) - 2 * p
+    return total
+
+
 def layer_cost(kind: str, opts: dict[str, Any], hidden: int, seq_len: int) -> tuple[int, int]:
     """(parameters, state bytes after seq_len tokens) of one layer, from its module on the meta device."""
     return _cost(kind, _freeze(opts), hidden, seq_len, _Opts(opts))
@@ -140,9 +153,7 @@ class _Opts:
 def _cost(kind: str, frozen: Any, hidden: int, seq_len: int, opts: _Opts) -> tuple[int, int]:
     import torch  # here, not at the top: parsing and checking never need it
 
-    from hybriddsl.lower import build_module
-
     with torch.device("meta"):
-        module = build_module(kind, opts.opts, hidden)
+        module = registry.build(kind, opts.opts, hidden)
     params = sum(p.numel() for p in module.parameters())
     return params, int(module.state_bytes(seq_len, dtype_bytes=2))
