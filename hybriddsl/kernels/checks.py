@@ -12,6 +12,16 @@ import torch
 from hybriddsl.tiles import CHUNK_MIN, CHUNK_SIZES  # noqa: F401 (CHUNK_SIZES: re-exported to the families)
 
 
+def traced(*tensors: torch.Tensor) -> bool:
+    """True while torch.compile or torch.export traces (fake tensors): then no value may steer Python, and nothing
+    built from these tensors may be cached for later real calls."""
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        return True
+    from torch._guards import detect_fake_mode
+
+    return detect_fake_mode(tensors) is not None
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the PyTorch paths accumulate in: float32, but float64 stays float64 so that
     ``torch.autograd.gradcheck`` can run on them."""

@@ -23,6 +23,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
+from hybriddsl.kernels.checks import traced
+
 IMPLS = ("auto", "dense", "chunked", "flex")
 IMPL = "auto"  # what the attention layer asks for
 
@@ -74,7 +76,8 @@ def sliding_window_attention(
         eager, make_mask = _flex()
         # inside torch.compile, dynamo compiles flex_attention itself: no nested torch.compile
         flex = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else eager
-        return flex(q, k, v, block_mask=_block_mask(make_mask, window, t, str(q.device)), enable_gqa=enable_gqa)
+        blocks = _block_mask.__wrapped__ if traced(q) else _block_mask  # a traced mask must not outlive its trace
+        return flex(q, k, v, block_mask=blocks(make_mask, window, t, str(q.device)), enable_gqa=enable_gqa)
     c = block_size(window)
     outs = []
     for s in range(0, t, c):
@@ -83,7 +86,8 @@ def sliding_window_attention(
         if k0 == 0 and e <= window:  # every key of the block is inside the window: plain causal, no mask
             outs.append(sdpa(q[:, :, s:e], k[:, :, :e], v[:, :, :e], is_causal=True))
         else:
-            mask = _band(e - s, e - k0, window, str(q.device))
+            band = _band.__wrapped__ if traced(q) else _band  # a traced mask must not outlive its trace
+            mask = band(e - s, e - k0, window, str(q.device))
             outs.append(sdpa(q[:, :, s:e], k[:, :, k0:e], v[:, :, k0:e], attn_mask=mask))
     return torch.cat(outs, dim=2)
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.kernels.checks import compute_dtype, traced
 
 # Block length of the PyTorch path: the pairwise log-space decay tensor is [.., _BLOCK, _BLOCK, K],
 # i.e. _BLOCK times the size of q, which bounds its memory; 16 keeps it small.
@@ -121,7 +121,7 @@ def gla_torch(
         return x.reshape(B, N, c, H, -1).permute(0, 3, 1, 2, 4)
 
     factored = False
-    if not torch.compiler.is_compiling() and T > 1:
+    if T > 1 and not traced(g):  # a data-dependent choice: only when the values are there to look at
         cf = _FACTORED_BLOCK
         Nf = max(1, -(-T // cf))
         gb = blocks(gf, cf, Nf)
