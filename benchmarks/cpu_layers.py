@@ -81,8 +81,10 @@ def pair_griffin(h: int, T: int):
     from transformers import RecurrentGemmaConfig
     from transformers.models.recurrent_gemma.modeling_recurrent_gemma import RecurrentGemmaRecurrentBlock
 
-    cfg = RecurrentGemmaConfig(hidden_size=h, lru_width=h, num_attention_heads=max(1, h // 128), conv1d_width=4)
-    ours = _ours("griffin", h, width=h, conv=4, mlp=False)
+    heads = max(1, h // 128)
+    cfg = RecurrentGemmaConfig(hidden_size=h, lru_width=h, num_attention_heads=heads, conv1d_width=4)
+    # RecurrentGemma's block exactly: block-diagonal gates (one block per head), reset at position 0, tanh GELU
+    ours = _ours("griffin", h, width=h, conv=4, mlp=False, gate_blocks=heads, reset=True, gelu_tanh=True)
     theirs = RecurrentGemmaRecurrentBlock(cfg, layer_idx=0)
     pos = {}
 

@@ -195,15 +195,49 @@ class FakeCudaDriver:
         pass
 
 
+_HOOK_KEY = "hybriddsl-fake-gpu-shared-check-1"  # part of Triton's cache key for kernels compiled under the hook
+
+
+def _fail_early(backend, stages, options, language, capability) -> None:
+    """Triton stage hook: raise ``OutOfResources`` as soon as a kernel's shared memory is known (after LLVM IR)
+    instead of after ``ptxas``, when it exceeds the current device's. The real driver raises the same exception
+    for the same comparison (``metadata.shared > max_shared_mem``) when it loads the cubin; a launcher falling back
+    to smaller tiles then skips the PTX and cubin work of every candidate that cannot fit."""
+    from triton.runtime import driver
+    from triton.runtime.errors import OutOfResources
+
+    if "ptx" not in stages:
+        return
+    make_ptx = stages["ptx"]
+
+    def ptx(src, metadata):
+        active = driver.active
+        limit = active.utils.get_device_properties(active.get_current_device())["max_shared_mem"]
+        if metadata.get("shared", 0) > limit:
+            raise OutOfResources(metadata["shared"], limit, "shared memory")
+        return make_ptx(src, metadata)
+
+    stages["ptx"] = ptx
+
+
+def _stages_hook(*args):
+    if not args:  # Triton asks for the hook's cache key first
+        return _HOOK_KEY, _HOOK_KEY
+    return _fail_early(*args)
+
+
 @contextlib.contextmanager
 def target(key: str) -> Iterator[FakeCudaDriver]:
     """``with target("sm_90"): launcher(cpu_tensors)`` compiles every kernel the launcher starts for that GPU."""
+    from triton import knobs
     from triton.runtime import driver
 
     fake = FakeCudaDriver(key)
-    old = driver._active
+    old, old_hook = driver._active, knobs.runtime.add_stages_inspection_hook
     driver.set_active(fake)
+    knobs.runtime.add_stages_inspection_hook = _stages_hook
     try:
         yield fake
     finally:
         driver._active = old
+        knobs.runtime.add_stages_inspection_hook = old_hook

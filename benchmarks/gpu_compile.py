@@ -9,8 +9,9 @@ Each case calls a family's real launcher (``<family>_triton``) on CPU tensors, f
 :mod:`benchmarks.fake_gpu`'s stand-in driver for one target (sm_90 H100, sm_80 A100, sm_89 RTX 4090/L40S with
 ~100 KB of shared memory): the launcher picks its block sizes from the device's properties as on the GPU, Triton
 compiles the kernels down to a cubin with the wheel's ``ptxas`` and raises where the device could not launch
-them. Shapes: every family at the benchmark shapes of ``benchmarks/kernel_suites`` and a whole model mixing every
-recurrent kind at the default sizes (``hidden = 256``) run with ``backend("triton")``.
+them. Shapes: ``bench``, every family at the benchmark shapes of ``benchmarks/kernel_suites``; ``model``, every family
+at the sizes of the default model's layers and then a whole model mixing every recurrent kind at the default sizes
+(``hidden = 256``) run with ``backend("triton")``.
 
 Output: one row per distinct binary (kernel, target, constexprs) with shared memory, registers per thread and
 spill bytes, as JSON (``--json``) and Markdown (``--md`` replaces the block between the GPU-COMPILE markers).
@@ -98,10 +99,12 @@ def _gla(dt, shape):
     b, t, h, d = (8, 2048, 16, 128) if shape == "bench" else (2, 256, 4, 64)
     fn = launcher("gla")
     out = []
-    for variant in ("gk", "gs", "u"):
+    # per-key decay (GLA), per-key decay with RWKV-6's bonus u, a scalar decay per head with u (without u, chunk_gla
+    # sends a scalar decay to the SSD kernels, so that combination never reaches these)
+    for variant in ("gk", "u", "gs-u"):
         ins = [_leaf(b, t, h, d, dtype=dt) for _ in range(3)]
-        ins.append(_leaf(b, t, h, dtype=dt) if variant == "gs" else _leaf(b, t, h, d, dtype=dt))
-        ins.append(_leaf(h, d, dtype=dt) if variant == "u" else None)
+        ins.append(_leaf(b, t, h, dtype=dt) if variant == "gs-u" else _leaf(b, t, h, d, dtype=dt))
+        ins.append(_leaf(h, d, dtype=dt) if variant != "gk" else None)
         out.append((f"B{b}-T{t}-H{h}-D{d}-{variant}", _fwd_bwd(lambda *a: fn(*a, d**-0.5, None, True, 64), ins)))
     return out
 
@@ -189,8 +192,9 @@ def _job(target: str, family: str, dtype: str, shape: str) -> dict:
     from hybriddsl.kernels.dispatch import compile_only
 
     dt = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    _forget_autotuning()
     records, errors = [], []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     try:
         cases = _model(dt) if family == "model" else CASES[family](dt, shape)
     except KeyError:
@@ -216,50 +220,118 @@ def _job(target: str, family: str, dtype: str, shape: str) -> dict:
                     num_stages=c.num_stages, constants={k: str(v) for k, v in c.constants.items()},
                 )
             )  # fmt: skip
-    import resource
-
-    cpu = sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-              for f in ("ru_utime", "ru_stime"))  # fmt: skip
+    cpu = _cpu_seconds() - cpu0
     return dict(records=records, errors=errors, seconds=time.perf_counter() - t0, cpu_seconds=round(cpu, 1))
 
 
-def run(targets, dtypes, shapes, only, jobs: int) -> dict:
-    """Every (target, dtype, shape, family) job, ``jobs`` processes at a time; returns the merged records.
+def _forget_autotuning() -> None:
+    """Empty every autotuner's chosen-config cache: it is keyed by the kernel's arguments, not by the device, so
+    a worker that tuned a kernel for one target would otherwise compile only the winner for the next."""
+    from triton.runtime.autotuner import Autotuner
 
-    Each job is its own ``python -m benchmarks.gpu_compile --job ...`` process (Triton must be imported without
-    TRITON_INTERPRET, and a process per job keeps one target's driver out of another's)."""
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("hybriddsl.kernels."):
+            for obj in vars(mod).values():
+                if isinstance(obj, Autotuner):
+                    obj.cache.clear()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (ptxas runs as a child)."""
+    import resource
+
+    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))  # fmt: skip
+
+
+# Relative compile cost of a job (CPU-seconds, measured cold for sm_89 bf16), to start the longest first.
+_COST = {"model": 6, "delta_rule": 5, "gla": 4, "ssd": 2, "linear_scan": 1.5, "add_norm": 1, "selective_scan": 1}
+
+
+def run(targets, dtypes, shapes, only, jobs: int, progress: Path | None = None) -> dict:
+    """Every (target, dtype, shape, family) job on ``jobs`` worker processes; returns the merged records.
+
+    Workers are ``python -m benchmarks.gpu_compile --worker`` processes (Triton must be imported without
+    TRITON_INTERPRET, which a pytest session sets), each taking the next job as it finishes one, longest first:
+    torch and Triton are imported once per worker, not once per job, and one process compiles for several targets
+    in turn (the stand-in driver gives each target its own device id, so Triton's per-device caches keep them
+    apart). A worker that dies costs its current job only (reported as an error) and is replaced. With
+    ``progress``, the merged result so far is rewritten after every job."""
+    import queue
     import subprocess
     import tempfile
+    import threading
 
     fams = [f for f in families() if not only or f in only]
-    work = [(t, f, d, "bench") for t in targets for d in dtypes for f in fams if "bench" in shapes]
-    work += [(t, "model", d, "model") for t in targets for d in dtypes if "model" in shapes]
-    work.sort(key=lambda w: {"delta_rule": 0, "gla": 1, "model": 2}.get(w[1], 3))  # longest first
+    # each family alone at every shape asked for (the "model" shape: the family's kernels at the default model
+    # sizes), then the whole default model (every layer calling its launchers as in training) unless --only
+    # names families without "model"
+    work = [(t, f, d, s) for s in shapes for t in targets for d in dtypes for f in fams]
+    if "model" in shapes and (not only or "model" in only):
+        work += [(t, "model", d, "model") for t in targets for d in dtypes]
+    # fp32 dots compile to float32 FMAs (ieee), several times slower than 16-bit tensor-core code
+    work.sort(key=lambda w: -_COST.get(w[1], 1) * (4 if w[2] == "fp32" else 1))
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = dict(records=[], errors=[], jobs=[])
-    with tempfile.TemporaryDirectory() as tmp:
-        pending, running = list(enumerate(work)), []
-        while pending or running:
-            while pending and len(running) < jobs:
-                i, job = pending.pop(0)
-                path = Path(tmp) / f"{i}.json"
-                cmd = [sys.executable, "-m", "benchmarks.gpu_compile", "--job", ",".join(job), "--json", str(path)]
-                proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                running.append((proc, job, path))
-            proc, job, path = running.pop(0)
-            _, err = proc.communicate()
-            if path.exists():
+    todo: queue.Queue = queue.Queue()
+    for job in work:
+        todo.put(job)
+    lock = threading.Lock()
+
+    def start() -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "benchmarks.gpu_compile", "--worker"]
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def serve(tmp: str, n: int) -> None:
+        proc = start()
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                break
+            path = Path(tmp) / f"{n}-{'-'.join(job)}.json"
+            try:
+                proc.stdin.write(f"{','.join(job)} {path}\n")
+                proc.stdin.flush()
+                done = proc.stdout.readline()
+            except (BrokenPipeError, OSError):
+                done = ""
+            if done.strip() == "done" and path.exists():
                 res = json.loads(path.read_text())
-            else:
-                tail = err.decode(errors="replace")[-1500:]
-                res = dict(records=[], errors=[f"{' '.join(job)}: the job died (exit {proc.returncode}): {tail}"])
-                res["seconds"] = 0.0
-            out["records"] += res["records"]
-            out["errors"] += res["errors"]
-            out["jobs"].append(dict(job=job, seconds=round(res["seconds"], 1), cpu_seconds=res.get("cpu_seconds")))
-            print(f"  {' '.join(job)}: {res['seconds']:.1f} s, {len(res['errors'])} errors", file=sys.stderr)
+            else:  # the worker died (a crash in the compiler): report the job, carry on with a new worker
+                proc.kill()
+                proc.wait()
+                res = dict(records=[], errors=[f"{' '.join(job)}: the worker died (exit {proc.returncode})"])
+                res["seconds"], res["cpu_seconds"] = 0.0, None
+                proc = start()
+            with lock:
+                out["records"] += res["records"]
+                out["errors"] += res["errors"]
+                out["jobs"].append(dict(job=job, seconds=round(res["seconds"], 1), cpu_seconds=res["cpu_seconds"]))
+                print(f"  {' '.join(job)}: {res['seconds']:.1f} s, {res['cpu_seconds']} CPU-s, "
+                      f"{len(res['errors'])} errors", file=sys.stderr, flush=True)  # fmt: skip
+                if progress is not None:
+                    progress.write_text(json.dumps(out, indent=1))
+        proc.stdin.close()
+        proc.wait()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = [threading.Thread(target=serve, args=(tmp, n)) for n in range(max(1, min(jobs, len(work))))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     return out
+
+
+def _worker() -> None:
+    """Read ``TARGET,FAMILY,DTYPE,SHAPE PATH`` lines from stdin; compile each job, write its JSON, say 'done'."""
+    reply, sys.stdout = sys.stdout, sys.stderr  # stdout carries the protocol only
+    for line in sys.stdin:
+        job, path = line.split()
+        Path(path).write_text(json.dumps(_job(*job.split(","))))
+        print("done", file=reply, flush=True)
 
 
 _KEY_CONSTS = ("BT", "BK", "BV", "BLOCK_T", "BLOCK_D", "BLOCK_N", "PREC", "HAS_G", "USE_U", "G_K", "IS_RMS")
@@ -281,7 +353,7 @@ def markdown(result: dict, argv: str) -> str:
     recs = distinct(result["records"])
     lines = [
         BEGIN,
-        f"Generated by `python -m benchmarks.gpu_compile {argv}`".rstrip() + " (no GPU: Triton compiles for a stand-in",
+        f"Generated by {argv} (no GPU: Triton compiles for a stand-in",
         "device; registers and spills read from each cubin with `cuobjdump -res-usage`). `shared` is bytes per block;",
         "spills are local-memory bytes per thread. Constexprs name the block sizes the launcher chose for that target.",
         "",
@@ -332,11 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", help="write every record and error to this file")
     ap.add_argument("--md", help="replace the GPU-COMPILE block of this Markdown file")
-    ap.add_argument("--job", help=argparse.SUPPRESS)  # internal: TARGET,FAMILY,DTYPE,SHAPE in this process
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="compile nothing: merge these --json results")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # internal: see run()
     args = ap.parse_args(argv)
-    if args.job:
-        res = _job(*args.job.split(","))
-        Path(args.json).write_text(json.dumps(res))
+    if args.worker:
+        _worker()
         sys.stdout.flush()
         os._exit(0)  # skip interpreter teardown: Triton's kernel finalizers would ask for a real driver
     if args.ci:
@@ -345,9 +417,24 @@ def main(argv: list[str] | None = None) -> int:
         args.targets, args.dtypes, args.shapes = ",".join(CI_TARGETS), "bf16", "bench"
     split = lambda s: [x for x in s.split(",") if x]
     t0 = time.perf_counter()
-    res = run(split(args.targets), split(args.dtypes), split(args.shapes), split(args.only), args.jobs)
+    if args.merge:
+        res = dict(records=[], errors=[], jobs=[])
+        for path in args.merge:
+            part = json.loads(Path(path).read_text())
+            for k in res:
+                res[k] += part.get(k, [])
+        done = {tuple(j["job"]) for j in res["jobs"]}
+        shown = "`python -m benchmarks.gpu_compile --merge` of runs covering " + ", ".join(
+            f"{t} {d} {s}" for t in TARGETS for d in DTYPES for s in SHAPES
+            if any(j[0] == t and j[2] == d and j[3] == s for j in done)
+        )  # fmt: skip
+    else:
+        progress = Path(args.json) if args.json else None
+        res = run(split(args.targets), split(args.dtypes), split(args.shapes), split(args.only), args.jobs, progress)
+        only = f" --only {args.only}" if args.only else ""
+        shown = f"`python -m benchmarks.gpu_compile --targets {args.targets} --dtypes {args.dtypes} --shapes "
+        shown += f"{args.shapes}{only}`"
     res["seconds"] = round(time.perf_counter() - t0, 1)
-    shown = " ".join(a for a in (argv if argv is not None else sys.argv[1:]) if not a.startswith("--md"))
     for r in distinct(res["records"]):
         print(
             f"{r['target']} {r['dtype']} {r['kernel']:<28} shared {r['shared']:>7} / {r['max_shared']:<7} "

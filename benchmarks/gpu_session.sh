@@ -6,7 +6,8 @@
 #     bash benchmarks/fetch_wheels.sh        # lark, graphviz, fla-core, flash-linear-attention, transformers -> wheels/
 # Then the device tool, from the repository root:
 #     run(command="bash benchmarks/gpu_session.sh", carry=["wheels"], timeout_s=600)
-# Check the plumbing without a GPU (every step printed with its limit, nothing run):
+# Check the plumbing without a GPU (every step printed with its limit, its files and modules checked, every kernel
+# family's GPU test and benchmark suite looked for; nothing run; exit status 1 when something is missing):
 #     DRY=1 bash benchmarks/gpu_session.sh
 #
 # Logs go under $OUT (what comes back: at most 8 files), one file per step plus summary.txt with each step's exit
@@ -35,6 +36,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit (cut to what the
     if [ "$dry" = 1 ]; then  # pretend the step used its whole limit: shows what the worst case still reaches
         echo "$name (limit $limit s): $*" | tee -a "$out/summary.txt"
         t0=$((t0 - limit))
+        plumb "$@"
         return
     fi
     start=$(date +%s)
@@ -44,12 +46,39 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit (cut to what the
     tail -n 3 "$out/$name.log"
 }
 
+missing=0
+plumb() {  # DRY: every file a step names exists, every `python -m` module resolves
+    local prev= a
+    for a in "$@"; do
+        if [ "$prev" = -m ] && [ "$a" != pytest ]; then
+            python -c "import importlib.util as u, sys; sys.exit(u.find_spec(sys.argv[1]) is None)" "$a" \
+                || { echo "  MISSING module: $a"; missing=1; }
+        elif [[ "$a" == tests/* || "$a" == benchmarks/* || "$a" == wheels/* ]] && [ ! -e "$a" ]; then
+            echo "  MISSING path: $a"; missing=1
+        fi
+        prev=$a
+    done
+}
+
+if [ "$dry" = 1 ]; then  # every kernel family has its GPU test and its benchmark suite
+    for fam in hybriddsl/kernels/*/triton.py; do
+        fam=$(basename "$(dirname "$fam")")
+        for f in "tests/kernels/test_$fam.py" "benchmarks/kernel_suites/$fam.py"; do
+            [ -e "$f" ] || { echo "MISSING for kernel family $fam: $f"; missing=1; }
+        done
+    done
+fi
+
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
     >"$out/summary.txt" 2>&1
 cat "$out/summary.txt"
 if ls wheels/*.whl >/dev/null 2>&1; then
-    step setup 40 pip install --no-deps --no-index wheels/*.whl
+    # into a folder ahead of site-packages: works as a non-root user too, and our pinned transformers / hub shadow
+    # the image's own versions without touching them
+    step setup 40 python -m pip install -q --no-deps --no-index --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site wheels/*.whl
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
 py() { python -m pytest -q -x -p no:cacheprovider "$@"; }
 
@@ -71,3 +100,7 @@ done
 # 5. sliding-window attention: the fast paths vs the dense mask (T = 2048 .. 16384)
 step attention 40 python -m benchmarks.attention --device cuda
 echo "total: $(($(date +%s) - t0)) s of budget $budget s" | tee -a "$out/summary.txt"
+if [ "$dry" = 1 ]; then
+    [ "$missing" = 0 ] && echo "plumbing: every step's files and modules are there" || echo "plumbing: MISSING (above)"
+    exit "$missing"
+fi

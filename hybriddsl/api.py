@@ -15,7 +15,7 @@ from hybriddsl import limits as _limits
 from hybriddsl import syntax
 from hybriddsl.errors import HybError, HybFileError, LimitError, Span, UntrustedCodeError
 from hybriddsl.fileio import SourceText, atomic_path, source_of
-from hybriddsl.ir import Graph
+from hybriddsl.ir import CompileOptions, Graph
 from hybriddsl.passes import run
 
 if TYPE_CHECKING:  # torch and the lowering are imported by the functions that build modules
@@ -53,9 +53,7 @@ def compile(
             span = Span.none(f"<keyword argument {name}={value!r}>")
             prog.settings.append(syntax.Setting(key, scope or None, syntax.Value(value, span), span))
         g = run(prog, passes=passes, debug=debug, dump=dump)
-    g.directives["overrides"] = dict(settings)
-    g.directives["trust_custom"] = bool(trust_custom)
-    g.directives["limits"] = _limits.resolve(limits)
+    g.compiled = CompileOptions(dict(settings), bool(trust_custom), _limits.resolve(limits))
     return g
 
 

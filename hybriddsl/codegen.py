@@ -1,4 +1,5 @@
-"""Graph -> readable PyTorch source: one line per node, with shape comments (``hybdsl compile -o model.py``).
+"""Graph -> readable PyTorch source: the plan (:mod:`hybriddsl.plan`) printed, one line per step, with shape
+comments (``hybdsl compile -o model.py``, ``model.code``). It imports only public names.
 
 The generated class keeps the module names of :class:`hybriddsl.lower.HybridModel` (``embed``, ``blocks.<group>``,
 ``head``), so a state_dict saved from the compiled model loads into it unchanged.
@@ -9,27 +10,43 @@ from __future__ import annotations
 from typing import Any
 
 from hybriddsl import registry
+from hybriddsl.errors import LoweringError
 from hybriddsl.ir import Graph, Op
+from hybriddsl.plan import build as build_plan
 
 
 def _shape(shape: tuple | None) -> str:
     return f"[{', '.join(map(str, shape))}]" if shape else ""
 
 
-def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[str, str]:
-    """(import line, constructor call) of one layer kind's module."""
-    f = registry.get(kind).factory
+def _ctor(kind: str, opts: dict[str, Any], hidden: int) -> tuple[set[str], str]:
+    """(import lines, constructor call) of one layer kind's module; a parallel block's branches are constructor
+    calls of their own, as :func:`hybriddsl.registry.build` passes built modules."""
+    spec = registry.get(kind)
+    f = spec.factory
     mod, name = f.__module__, f.__qualname__
     import keyword
 
-    plain = {k: v for k, v in opts.items() if k.isidentifier() and not keyword.iskeyword(k)}
-    odd = {k: v for k, v in opts.items() if k not in plain}  # custom's open options may be named `class`
+    imports = {f"from {mod} import {name}"}
+    shown: dict[str, str] = {}
+    for k, v in opts.items():
+        if k == "branches" and spec.branches:
+            calls = []
+            for branch in v:
+                subs = [_ctor(b["kind"], b["opts"], hidden) for b in branch]
+                imports.update(*(i for i, _ in subs))
+                calls.append(f"[{', '.join(c for _, c in subs)}]")
+            shown[k] = f"[{', '.join(calls)}]"
+        else:
+            shown[k] = _literal(kind, k, v)
+    plain = {k: v for k, v in shown.items() if k.isidentifier() and not keyword.iskeyword(k)}
+    odd = {k: v for k, v in shown.items() if k not in plain}  # custom's open options may be named `class`
     args = ", ".join(
         [str(hidden)]
-        + [f"{k}={_literal(kind, k, v)}" for k, v in plain.items()]
-        + ([f"**{{{', '.join(f'{k!r}: {_literal(kind, k, v)}' for k, v in odd.items())}}}"] if odd else [])
+        + [f"{k}={v}" for k, v in plain.items()]
+        + ([f"**{{{', '.join(f'{k!r}: {v}' for k, v in odd.items())}}}"] if odd else [])
     )
-    return f"from {mod} import {name}", f"{name}({args})"
+    return imports, f"{name}({args})"
 
 
 def _literal(kind: str, name: str, value: Any) -> str:
@@ -39,8 +56,6 @@ def _literal(kind: str, name: str, value: Any) -> str:
 
         ref = importable_name(value)
         if ref is None:
-            from hybriddsl.errors import LoweringError
-
             raise LoweringError(
                 f"cannot write {kind} option {name}={value!r} into Python source: the callable has no importable "
                 "name (a lambda, a closure or a function in __main__)",
@@ -66,71 +81,72 @@ def _one_line(text: str) -> str:
 
 
 def generate(graph: Graph, class_name: str = "Model") -> str:
-    """Python source of an ``nn.Module`` equal to ``lower(graph)``."""
+    """Python source of an ``nn.Module`` equal to ``lower(graph)``: its plan (:mod:`hybriddsl.plan`) printed, one
+    line per step, with the modules built in the order ``lower`` builds them (so the same seed gives the same
+    initial weights before ``hybriddsl.init``'s model-level rules)."""
     s = graph.settings
     hidden = s["hidden"]
+    plan = build_plan(graph)
+    ops = {st.op for st in plan.steps}
     imports = {"import torch", "from torch import nn"}
     init: list[str] = []
-    body: list[str] = []
-    made: set[str] = set()
-    pre = s["pre_norm"]
-    for nid in graph.order():
-        d = graph[nid]
-        op, key, shp = d["op"], d.get("weights"), _shape(d.get("shape"))
-        if op == Op.INPUT:
-            body.append(f"# x: {shp}" + (" token ids" if s["vocab"] else " features"))
-        elif op == Op.IN_PROJ:
-            if s["vocab"]:
-                if s["embed_scale"] != 1.0:
-                    imports.add("from hybriddsl.scales import ScaledEmbedding")
-                    init.append(f"self.embed = ScaledEmbedding({s['vocab']}, {hidden}, {s['embed_scale']!r})")
-                else:
-                    init.append(f"self.embed = nn.Embedding({s['vocab']}, {hidden})")
-                body.append(f"r = y = self.embed(x)  # {shp}")
-            elif s["embed_dim"] != hidden:
-                init.append(f"self.embed = nn.Linear({s['embed_dim']}, {hidden})")
-                body.append(f"r = y = self.embed(x)  # {shp}")
-            else:
-                body.append(f"r = y = x  # {shp}")
-            if s["pos"] == "sinusoidal":
-                imports.add("from hybriddsl.lower import SinusoidalEncoding")
-                init.append(f"self.pos = SinusoidalEncoding({hidden})")
-                body.append("r = self.pos(r)")
-        elif op in (Op.NORM, Op.FINAL_NORM, Op.ADD_NORM):
-            if key not in made:
-                made.add(key)
-                cls = "nn.RMSNorm" if d["kind"] == "rmsnorm" else "nn.LayerNorm"
-                init.append(f"self.blocks[{key!r}] = {cls}({hidden}, eps={d['opts']['eps']!r})")
-            if op == Op.ADD_NORM:
-                imports.add("from hybriddsl.lower import _add_norm as add_norm")
-                line = f"y, r = add_norm(y, r, self.blocks[{key!r}])"
-                body.append(line + ("; r = y" if not pre else "") + "  # fused residual add + norm")
-            else:
-                body.append(f"y = self.blocks[{key!r}](r)" + ("; r = y" if op == Op.NORM and not pre else ""))
+    body: list[str] = [f"# x: {_shape(graph[plan.input].get('shape'))}" + (" token ids" if s["vocab"] else " features")]
+    if Op.IN_PROJ in ops and s["vocab"]:
+        if s["embed_scale"] != 1.0:
+            imports.add("from hybriddsl.scales import ScaledEmbedding")
+            init.append(f"self.embed = ScaledEmbedding({s['vocab']}, {hidden}, {s['embed_scale']!r})")
+        else:
+            init.append(f"self.embed = nn.Embedding({s['vocab']}, {hidden})")
+    elif Op.IN_PROJ in ops and s["embed_dim"] != hidden:
+        init.append(f"self.embed = nn.Linear({s['embed_dim']}, {hidden})")
+    if Op.POS_ENC in ops:
+        imports.add("from hybriddsl.lower import SinusoidalEncoding")
+        init.append(f"self.pos = SinusoidalEncoding({hidden})")
+    for key, b in plan.blocks.items():
+        if b.op == Op.NORM:
+            cls = "nn.RMSNorm" if b.kind == "rmsnorm" else "nn.LayerNorm"
+            init.append(f"self.blocks[{key!r}] = {cls}({hidden}, eps={b.opts['eps']!r})")
+        else:
+            imps, call = _ctor(b.kind, b.opts, hidden)
+            imports |= imps
+            init.append(f"self.blocks[{key!r}] = {call}")
+    if Op.HEAD in ops:
+        if s["logit_scale"] != 1.0 or s["logit_softcap"] is not None:
+            imports.add("from hybriddsl.scales import LMHead")
+            cap = s["logit_softcap"]
+            init.append(f"self.head = LMHead({hidden}, {s['vocab']}, {s['logit_scale']!r}, {cap!r})")
+        else:
+            init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
+        if s["tie_embeddings"]:
+            init.append("self.head.weight = self.embed.weight  # tied")
+    reads_x0 = any(st.op == Op.MIXER and (st.src == "x0" or st.use >= 0) for st in plan.steps)
+    for st in plan.steps:
+        d = graph[st.node]
+        op, key, shp = st.op, st.key, _shape(d.get("shape"))
+        post = "; r = y" if st.post else ""
+        if op == Op.IN_PROJ:
+            embed = "self.embed(x)" if s["vocab"] or s["embed_dim"] != hidden else "x"
+            body.append(f"r = y = {'x0 = ' if reads_x0 else ''}{embed}  # {shp}")
+        elif op == Op.POS_ENC:
+            body.append(f"r = self.pos(r)  # + {d['kind']} positions")
+        elif op == Op.NORM:
+            body.append(f"y = self.blocks[{key!r}]({'y' if st.src == 'y' else 'r'}){post}")
+        elif op == Op.ADD_NORM:
+            imports.add("from hybriddsl.lower import add_norm")
+            body.append(f"y, r = add_norm(y, r, self.blocks[{key!r}]){post}  # fused residual add + norm")
         elif op == Op.MIXER:
-            if key not in made:
-                made.add(key)
-                imp, call = _ctor(d["kind"], d["opts"], hidden)
-                imports.add(imp)
-                init.append(f"self.blocks[{key!r}] = {call}")
             where = f"layer {d['layer']}" + (f", {d['role']}" if d["role"] != "main" else "")
-            src = "y" if pre else "r"
             drop = f"; y = nn.functional.dropout(y, {s['dropout']}, self.training)" if s["dropout"] else ""
-            body.append(f"y = self.blocks[{key!r}]({src}){drop}  # {d['kind']}, {where}: {shp}")
+            args = f"{st.src}, x0, {st.use}" if st.use >= 0 else st.src  # a side block: stream, x0, use
+            body.append(f"y = self.blocks[{key!r}]({args}){drop}  # {d['kind']}, {where}: {shp}")
         elif op == Op.ADD:
-            body.append("r = r + y")
+            body.append("y = r + y  # into the next norm only" if st.side else "r = r + y")
         elif op == Op.HEAD:
-            if s["logit_scale"] != 1.0 or s["logit_softcap"] is not None:
-                imports.add("from hybriddsl.scales import LMHead")
-                cap = s["logit_softcap"]
-                init.append(f"self.head = LMHead({hidden}, {s['vocab']}, {s['logit_scale']!r}, {cap!r})")
-            else:
-                init.append(f"self.head = nn.Linear({hidden}, {s['vocab']}, bias=False)")
-            if s["tie_embeddings"]:
-                init.append("self.head.weight = self.embed.weight  # tied")
             body.append(f"y = self.head(y)  # {shp}")
         elif op == Op.OUTPUT:
-            body.append(f"return y[:, -1]  # {shp}" if s["output"] == "last" else f"return y  # {shp}")
+            body.append(f"return y[:, -1]  # {shp}" if st.mode == "last" else f"return y  # {shp}")
+        else:
+            raise LoweringError(f"codegen cannot print a {op.value} step")
     out = [*_header(graph), ""]
     out += sorted(imports, key=lambda x: (not x.startswith("import"), x))
     out += [

@@ -4,7 +4,8 @@ Nodes are operations (a closed set, :class:`Op`); edges carry data. Every edge h
 residual stream, 1 for a block's branch output into an ``add``. Node attributes:
 
     op       Op            what the node does
-    kind     str           layer kind for mixers (canonical registry name), norm type for norms
+    kind     str           layer kind for mixers (canonical registry name), norm type for norms, "sinusoidal"
+                           for pos_enc
     opts     dict          resolved options (mixers), or parameters of the op
     weights  str | None    weight-group id: nodes with equal ids share parameters
     role     str           "main" (from the stack), "companion" (sub-block a kind brings), "shared"
@@ -12,9 +13,18 @@ residual stream, 1 for a block's branch output into an ``add``. Node attributes:
     shape    tuple         output shape, symbolic: ("B", "T", 512)
     params, flops, state_bytes   filled by the count pass (params counted once per weight group)
     span     Span | None   where in the source the node came from
+    entry    LayerEntry    a stack mixer as written (from expand until resolve gives it kind and opts)
+    parent   str           a companion's main mixer (so that ``tie`` ties companions along)
 
-A pre-norm block is ``r -> norm -> mixer -> add(r, .)``; a post-norm block is ``r -> mixer -> add(r, .) -> norm``.
+The stream is ``input -> in_proj [-> pos_enc] -> blocks -> [final_norm ->] [head ->] output``. A pre-norm block is
+``r -> norm -> mixer -> add(r, .)``; a post-norm block is ``r -> mixer -> add(r, .) -> norm``. Readers switch
+over ops through :meth:`Graph.walk` (which raises on an op without a handler); passes edit through
+:meth:`Graph.add_block`, :meth:`Graph.insert_after`, :meth:`Graph.replace_uses` and :meth:`Graph.erase`.
 :meth:`Graph.lint` checks every invariant; the pipeline runs it after each pass in debug mode.
+
+Besides the nodes, ``graph.statements`` holds the program's other statements (settings, ``shared``, ``tie``) as
+typed, frozen entries that ``expand`` makes from the AST (:class:`Statements`): no pass after ``expand`` reads
+syntax objects. ``graph.compiled`` records how :func:`hybriddsl.compile` was called (:class:`CompileOptions`).
 """
 
 from __future__ import annotations
@@ -23,12 +33,16 @@ import copy
 import enum
 import heapq
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from hybriddsl.errors import IRError, Span
+
+if TYPE_CHECKING:
+    from hybriddsl.limits import Limits
 
 
 class Op(str, enum.Enum):
@@ -47,6 +61,96 @@ class Op(str, enum.Enum):
 
 
 RESIDUAL, BRANCH = 0, 1  # edge ports
+EMBED = 2  # edge port: the embedding output into a side block (zamba_shared; passes/shared.py)
+
+Handler = Callable[[str, dict[str, Any]], Any]  # (node id, node attributes) -> anything: see Graph.walk
+
+
+# ---------------------------------------------------------------------------------------------- statements
+# What the text says besides the stack, lowered by ``expand`` into typed entries (no AST past expand): the passes
+# read these, never syntax objects. All are frozen; a pass that changes one replaces it.
+
+
+@dataclass(frozen=True)
+class Written:
+    """An option or setting value as written, with where it stands."""
+
+    value: Any
+    span: Span | None
+    name_span: Span | None = None  # the option's name (for "no such option" errors)
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One layer as written, macros and repeats expanded: a name (kind, alias or Megatron letter) and options.
+
+    ``expand`` leaves one on every stack mixer node (attribute ``entry``) and in every :class:`SharedEntry`;
+    ``resolve`` turns it into a kind and checked options."""
+
+    name: str
+    options: Mapping[str, Written]
+    span: Span | None
+    branches: tuple[tuple[LayerEntry, ...], ...] = ()  # a parallel block's branches
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A layer resolved: canonical kind and complete, checked options."""
+
+    kind: str
+    opts: dict[str, Any]
+    span: Span | None
+
+
+@dataclass(frozen=True)
+class SettingEntry:
+    """``hidden = 512`` (``scope`` None) or ``mamba.state = 32`` (default for one kind)."""
+
+    name: str
+    scope: str | None
+    value: Written
+    span: Span | None
+
+
+@dataclass(frozen=True)
+class SharedEntry:
+    """``shared X@2,4``: X's layers applied after those stack positions with one set of weights.
+
+    ``layers`` as written (from expand); ``resolved`` (from resolve) the same layers followed by the sub-blocks
+    their kinds bring, in stream order; ``insert_shared`` inserts those."""
+
+    layers: tuple[LayerEntry, ...]
+    positions: tuple[tuple[int, Span], ...]
+    span: Span | None
+    resolved: tuple[Resolved, ...] = ()
+
+
+@dataclass(frozen=True)
+class TieEntry:
+    """``tie A@1,3``: the 1st and 3rd layers of that kind share weights (``positions`` None: all of them)."""
+
+    name: str
+    positions: tuple[tuple[int, Span], ...] | None
+    span: Span | None
+
+
+@dataclass(frozen=True)
+class Statements:
+    """The program's non-stack statements, typed (read by resolve, insert_shared and tie)."""
+
+    settings: tuple[SettingEntry, ...] = ()
+    shared: tuple[SharedEntry, ...] = ()
+    ties: tuple[TieEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How :func:`hybriddsl.compile` made the graph: keyword overrides (saved with the model), the custom-code
+    opt-in and the limits in force (checked again before lowering)."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    trust_custom: bool = False
+    limits: Limits | None = None
 
 
 class Graph:
@@ -56,7 +160,8 @@ class Graph:
         self.g = nx.DiGraph()
         self.settings: dict[str, Any] = dict(settings or {})
         self.source, self.file = source, file
-        self.directives: dict[str, Any] = {}  # statements later passes consume (shared, tie, kind defaults)
+        self.statements = Statements()  # typed statements for later passes (expand writes them)
+        self.compiled = CompileOptions()  # set by api.compile
         self.totals: dict[str, int] = {}  # filled by the count pass: params, flops_per_token, state_bytes
         self._next = 0
 
@@ -83,7 +188,7 @@ class Graph:
         ``mixer``/``norm`` are node attributes. Everything that consumed ``after`` consumes the new block's
         output instead. The block is pre-norm or post-norm by ``settings['pre_norm']``.
         """
-        consumers = [(v, d) for v, d in self.g.succ[after].items()]
+        consumers = list(self.g._succ[after].items())
         for v, _ in consumers:
             self.g.remove_edge(after, v)
         n = self.add(Op.NORM, **norm)
@@ -149,26 +254,74 @@ class Graph:
     def succs(self, nid: str) -> list[str]:
         return list(self.g.successors(nid))
 
+    def walk(self, handlers: Mapping[Op, Handler], order: Iterable[str] | None = None) -> None:
+        """Call ``handlers[op](nid, node)`` for every node in topological order (or ``order``).
+
+        The one way readers of the graph (plan, shapes, counts, diagram) switch over node ops: every op present
+        must have a handler, checked before any handler runs, so a reader that misses an op (a new one, or one
+        it never saw, like ``pos_enc``) raises IRError instead of silently skipping nodes."""
+        ids = self.order() if order is None else list(order)
+        nodes = self.g._node
+        missing = {nodes[n]["op"] for n in ids} - handlers.keys()
+        if missing:
+            names = ", ".join(sorted(op.value if isinstance(op, Op) else repr(op) for op in missing))
+            raise IRError(f"no handler for op {names} (handled: {', '.join(sorted(o.value for o in handlers))})")
+        for n in ids:
+            d = nodes[n]
+            handlers[d["op"]](n, d)
+
+    # ------------------------------------------------------------------------------------------ editing
+    def insert_after(self, after: str, op: Op, **attrs: Any) -> str:
+        """Add a node that reads ``after`` and takes over everything ``after`` fed (edges keep their ports).
+
+        ``a -> b`` becomes ``a -> new -> b``; returns the new node's id."""
+        new = self.add(op, **attrs)
+        self.replace_uses(after, new)
+        self.connect(after, new)
+        return new
+
+    def replace_uses(self, old: str, new: str, users: Iterable[str] | None = None) -> None:
+        """Every edge out of ``old`` (or only those into ``users``) leaves from ``new`` instead (same port);
+        ``old`` keeps its inputs."""
+        succ = self.g._succ[old]
+        for v, d in list(succ.items()):
+            if users is not None and v not in users:
+                continue
+            self.g.remove_edge(old, v)
+            self.g.add_edge(new, v, **d)
+
+    def erase(self, nid: str) -> None:
+        """Remove a node that nothing reads any more (use :meth:`replace_uses` first), with its input edges;
+        raises IRError if something still reads it."""
+        if self.g._succ[nid]:
+            users = ", ".join(self.g._succ[nid])
+            raise IRError(f"cannot erase node {nid} ({self[nid]['op'].value}): {users} still read it")
+        self.g.remove_node(nid)
+
     def copy(self) -> Graph:
-        """A deep copy: passes return new graphs and leave their input alone."""
-        # Node attribute dicts and their opts are copied (passes replace or update them); spans are frozen and
-        # the statements in `directives` are read-only AST, so sharing them is safe. A generic deepcopy costs
-        # 70% of compile time on a 1,000-layer model.
+        """A copy that passes can edit: passes return new graphs and leave their input alone.
+
+        Node attribute dicts are copied, and each node's ``opts`` dict one level deep (passes replace or update
+        them); other values are shared: spans and statements are frozen, edge attributes are replaced with their
+        edge (:meth:`replace_uses`), never edited, and a pass that changes a nested value (a parallel block's
+        branch list) replaces it. A generic deepcopy costs 70% of compile time on
+        a 1,000-layer model; this is C-level dict copies only (10,000 layers: ~40k nodes in tens of ms)."""
         new = Graph.__new__(Graph)
         # Built on networkx's own dicts: add_node/add_edges_from cost ~20 us per item, too slow for this hot path.
         g = nx.DiGraph()
         nodes, succ, pred = g._node, g._succ, g._pred
         for n, d in self.g._node.items():
-            nodes[n] = {k: (dict(v) if type(v) is dict else v) for k, v in d.items()}
-            succ[n] = {}
-            pred[n] = {}
+            d = nodes[n] = d.copy()
+            o = d.get("opts")
+            if o:
+                d["opts"] = o.copy()
         for u, nbrs in self.g._succ.items():
-            su = succ[u]
-            for v, d in nbrs.items():
-                su[v] = pred[v][u] = {"port": d["port"]} if len(d) == 1 else dict(d)  # one dict, both ends
+            succ[u] = nbrs.copy()  # edge dicts ({"port": p}) are shared: edits replace edges, never change them
+        for v, nbrs in self.g._pred.items():
+            pred[v] = nbrs.copy()
         new.g = g
         new.settings = copy.deepcopy(self.settings)
-        new.directives = dict(self.directives)
+        new.statements, new.compiled = self.statements, self.compiled
         new.totals = dict(self.totals)
         new.source, new.file, new._next = self.source, self.file, self._next
         return new
@@ -183,58 +336,69 @@ class Graph:
             where = f"node {nid} ({self[nid]['op'].value}): " if nid else ""
             raise IRError(f"{where}{msg}\n{self}", span, self.source)
 
-        if not nx.is_directed_acyclic_graph(g):
+        # networkx's views and traversals cost ~10x the raw adjacency dicts here; `check` lints after every pass
+        nodes, succ, pred = g._node, g._succ, g._pred
+        try:
+            self.order()
+        except nx.NetworkXUnfeasible:
             fail("the graph has a cycle")
-        ins = [n for n in g if self[n]["op"] == Op.INPUT]
-        outs = [n for n in g if self[n]["op"] == Op.OUTPUT]
+        ins = [n for n, d in nodes.items() if d["op"] == Op.INPUT]
+        outs = [n for n, d in nodes.items() if d["op"] == Op.OUTPUT]
         if len(ins) != 1 or len(outs) != 1:
             fail(f"expected one input and one output, found {len(ins)} and {len(outs)}")
-        (src,), (dst,) = ins, outs
-        reach = nx.descendants(g, src) | {src}
-        back = nx.ancestors(g, dst) | {dst}
-        for n in g:
-            node = self[n]
-            if not isinstance(node.get("op"), Op):
-                fail(f"unknown op {node.get('op')!r}", n)
+        reach, back = _reachable(ins[0], succ), _reachable(outs[0], pred)
+        pre_norm = self.settings.get("pre_norm", True)
+        stream_ops = (Op.MIXER, Op.ADD, Op.NORM, Op.ADD_NORM)
+        groups: dict[str, tuple] = {}
+        for n, node in nodes.items():
+            op = node.get("op")
+            if not isinstance(op, Op):
+                fail(f"unknown op {op!r}", n)
             if n not in reach or n not in back:
                 fail("not on a path from the input to the output", n)
-            op = node["op"]
-            preds = self.preds(n)
+            preds = pred[n]
             if op == Op.INPUT and preds:
                 fail("the input has predecessors", n)
-            if op not in (Op.INPUT,) and not preds:
+            if op != Op.INPUT and not preds:
                 fail("no input edge", n)
-            if op in (Op.ADD, Op.ADD_NORM):
-                ports = sorted(d["port"] for _, _, d in g.in_edges(n, data=True))
+            if op == Op.ADD or op == Op.ADD_NORM:
+                ports = sorted(d["port"] for d in preds.values())
                 if ports != [RESIDUAL, BRANCH]:
                     fail(f"an add needs one residual and one branch input, has ports {ports}", n)
-                (m,) = self.preds(n, BRANCH)
-                if self[m]["op"] != Op.MIXER:
+                (m,) = (u for u, d in preds.items() if d["port"] == BRANCH)
+                if nodes[m]["op"] != Op.MIXER:
                     fail("the branch input of an add must be a mixer", n)
+            elif op == Op.MIXER and node.get("use") is not None:  # a side block: the stream and the embeddings
+                ports = sorted(d["port"] for d in preds.values())
+                if ports != [RESIDUAL, EMBED]:
+                    fail(f"a side block reads the stream and the embedding output, has ports {ports}", n)
             elif op != Op.INPUT and len(preds) != 1:
                 fail(f"expected one input edge, found {len(preds)}", n)
             if op == Op.MIXER:
-                if not node.get("kind") and not node.get("name"):  # expand leaves names, resolve gives kinds
+                if not node.get("kind") and not node.get("entry"):  # expand leaves entries, resolve gives kinds
                     fail("a mixer without a kind", n)
-                succ = self.succs(n)
-                if len(succ) != 1 or self[succ[0]]["op"] not in (Op.ADD, Op.ADD_NORM):
+                out = list(succ[n])
+                if len(out) != 1 or nodes[out[0]]["op"] not in (Op.ADD, Op.ADD_NORM):
                     fail("a mixer must feed exactly one add", n)
-                if self.settings.get("pre_norm", True) and self[preds[0]]["op"] not in (Op.NORM, Op.ADD_NORM):
+                side = node.get("use") is not None  # reads the stream itself (passes/shared.py)
+                if not side and pre_norm and nodes[next(iter(preds))]["op"] not in (Op.NORM, Op.ADD_NORM):
                     fail("in a pre-norm model every mixer reads a norm", n)
             shape = node.get("shape")
-            if shape is not None and op in (Op.MIXER, Op.ADD, Op.NORM, Op.ADD_NORM):
+            if shape is not None and op in stream_ops:
                 for p in preds:
-                    ps = self[p].get("shape")
+                    ps = nodes[p].get("shape")
                     if ps is not None and tuple(ps) != tuple(shape):
                         fail(f"shape {shape} does not match its input {p}'s shape {ps}", n)
-        groups: dict[str, tuple] = {}
-        for n in g:
-            w = self[n].get("weights")
-            if w is None:
-                continue
-            sig = (self[n]["op"], self[n].get("kind"), _freeze(self[n].get("opts")))
-            if groups.setdefault(w, sig) != sig:
-                fail(f"weight group {w} mixes different ops, kinds or options", n)
+            w = node.get("weights")
+            if w is not None:
+                # one op, kind and options per group: opts compared by value (callables by identity)
+                sig = groups.setdefault(w, (op, node.get("kind"), node.get("opts")))
+                if (
+                    sig[0] != op
+                    or sig[1] != node.get("kind")
+                    or (sig[2] is not node.get("opts") and sig[2] != node.get("opts"))
+                ):
+                    fail(f"weight group {w} mixes different ops, kinds or options", n)
         return self
 
     # ------------------------------------------------------------------------------------------ printing
@@ -261,8 +425,9 @@ class Graph:
     def __repr__(self) -> str:
         """One line: file, stack layers by kind, and the parameter count once the count pass has run."""
         main = [n for n in self.mixers() if self[n].get("role", "main") == "main"]
-        return f"<Graph {self.file}: {_layers_summary([self[n].get('kind') or self[n].get('name') for n in main])}" + (
-            f", {self.totals['params']:,} params>" if self.totals else ">"
+        return (
+            f"<Graph {self.file}: {_layers_summary([self[n].get('kind') or self[n]['entry'].name for n in main])}"
+            + (f", {self.totals['params']:,} params>" if self.totals else ">")
         )
 
     def _repr_svg_(self) -> str | None:  # Jupyter: the diagram (None without Graphviz's dot: text instead)
@@ -292,6 +457,17 @@ class Graph:
             },
             indent=1,
         )
+
+
+def _reachable(start: str, adj: dict[str, dict]) -> set[str]:
+    """Nodes reachable from ``start`` (itself included) along ``adj`` (successor or predecessor dicts)."""
+    seen, todo = {start}, [start]
+    while todo:
+        for m in adj[todo.pop()]:
+            if m not in seen:
+                seen.add(m)
+                todo.append(m)
+    return seen
 
 
 def _freeze(x: Any) -> Any:

@@ -110,7 +110,7 @@ def available_memory() -> int | None:
 def check_budget(graph: Any, device: Any = None, dtype: Any = None) -> None:
     """Refuse to build ``graph`` when its parameters (from the count pass, no tensor allocated) exceed
     ``max_params``, or their bytes exceed ``max_bytes`` (default: the memory available, for a CPU build)."""
-    lim = graph.directives.get("limits") or current()  # those the graph was compiled under
+    lim = graph.compiled.limits or current()  # those the graph was compiled under
     params = int(graph.totals.get("params") or 0)
     span = Span(0, 0, 1, graph.file)
     if params > lim.max_params:

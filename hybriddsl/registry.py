@@ -1,139 +1,28 @@
-"""The one registry of layer kinds.
+"""The one registry of layer kinds: the table, name lookup and building.
 
-Every kind is a frozen :class:`LayerSpec`: its canonical name and aliases, its typed options with defaults,
-the factory that builds its module, cross-option checks, a FLOP formula and how to draw it. The parser resolves
-names here, the ``resolve`` pass checks options here, ``lower`` builds modules from here, the renderer takes
-colours and key options from here, and ``count`` asks the built modules for parameters and state sizes. Adding a
-kind means writing ``layers/<kind>.py`` with a module class and a ``SPEC``, and listing it in
-``layers/__init__.py``; nothing else changes.
-
-Every layer module (the *mixer* of a residual block) follows one contract:
-
-- ``forward(x)``: ``[batch, seq, hidden] -> [batch, seq, hidden]`` (norm and residual are added by the model)
-- ``init_state(batch, device=None, dtype=None) -> dict[str, Tensor]``: the state before the first token
-- ``step(x, state) -> (y, new_state)``: one token, ``x``/``y`` are ``[batch, hidden]``; running ``step`` over a
-  sequence gives the same outputs as ``forward``
-- ``state_bytes(seq_len, dtype_bytes=4) -> int``: bytes of that state per sequence after ``seq_len`` tokens
+Every kind is a frozen :class:`~hybriddsl.layer_spec.LayerSpec` (its types live in :mod:`hybriddsl.layer_spec`):
+its canonical name and aliases, its typed options with defaults, the factory that builds its module, cross-option
+checks, a FLOP formula and how to draw it. The parser resolves names here, the ``resolve`` pass checks options
+here, :func:`build` makes modules (for ``lower`` and ``count``), the renderer takes colours and key options from
+here. Adding a kind means writing ``specs/<kind>.py`` with a ``SPEC``, ``layers/<kind>.py`` with its module class,
+and listing it in ``specs/__init__.py``; nothing else changes. The layer contract is in :mod:`hybriddsl.layer_spec`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from hybriddsl.errors import HybNameError, suggest
-
-OptionValue = int | float | bool | str | None
-MAX_INT = 2**31 - 1  # largest integer option or setting
-
-
-@dataclass(frozen=True)
-class Option:
-    """One typed option of a layer kind.
-
-    ``type`` is int, float, bool or str (an int is accepted where a float is expected). ``min``/``max`` bound
-    numbers; ``choices`` lists allowed strings. ``default=None`` with ``optional=True`` means "unset": the factory
-    derives the value (e.g. mamba's dt_rank = ceil(hidden / 16)).
-    """
-
-    name: str
-    type: type
-    default: OptionValue
-    doc: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] = ()
-    optional: bool = False
-    callable_ok: bool = False  # the Python API may pass a callable here (custom's fn)
-
-    def check(self, value: Any) -> str | None:
-        """None when ``value`` is allowed, else a message saying what was expected."""
-        if value is None and self.optional or self.callable_ok and callable(value):
-            return None
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
-            return f"option '{self.name}' takes an integer, got {_show(value)}"
-        if self.type is float and not isinstance(value, float):
-            return f"option '{self.name}' takes a number, got {_show(value)}"
-        if self.type is bool and not isinstance(value, bool):
-            return f"option '{self.name}' takes true or false, got {_show(value)}"
-        if self.type is str and not isinstance(value, str):
-            return f"option '{self.name}' takes a name or string, got {_show(value)}"
-        if self.type is int and abs(value) > MAX_INT:  # torch sizes are 64-bit; far beyond any real model anyway
-            return f"option '{self.name}' is too large: {value} (at most {MAX_INT:,})"
-        if self.min is not None and value < self.min:
-            return f"option '{self.name}' must be >= {_num(self.min)}, got {_show(value)}"
-        if self.max is not None and value > self.max:
-            return f"option '{self.name}' must be <= {_num(self.max)}, got {_show(value)}"
-        if self.choices and value not in self.choices:
-            return f"option '{self.name}' must be one of {', '.join(self.choices)}, got {_show(value)}" + suggest(
-                str(value), self.choices
-            )
-        return None
-
-    def coerce(self, value: Any) -> Any:
-        """The value in the option's own type (ints become floats for float options)."""
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{value}'"
-    return str(value)
-
-
-# Signature of a kind's cross-option check: (resolved opts, hidden size) -> error message or None.
-Validator = Callable[[dict[str, Any], int], "str | None"]
-# FLOPs per token of one layer: (resolved opts, hidden size, parameter count, sequence length) -> FLOPs.
-FlopFormula = Callable[[dict[str, Any], int, int, int], int]
-# Sub-blocks a kind brings along, each its own pre-norm residual block: opts -> [(kind, opts), ...].
-Companions = Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]]
-
-
-def matmul_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """Default FLOP formula: one multiply-add per weight per token (2 FLOPs per parameter)."""
-    return 2 * params
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """Everything the compiler knows about one layer kind."""
-
-    name: str  # canonical, lower case: "mamba"
-    aliases: tuple[str, ...]  # other names, any case: ("M", "ssm")
-    letter: str  # one-word tag for Edifice-style visualize(): "M"
-    summary: str  # one line: what the block computes, with its paper
-    factory: Callable[..., Any]  # (hidden_size: int, **opts) -> nn.Module following the layer contract
-    options: tuple[Option, ...] = ()
-    validate: Validator | None = None
-    flops: FlopFormula = matmul_flops
-    companions: Companions | None = None
-    recurrent: bool = False  # carries O(1) state per token (as opposed to a KV cache or nothing)
-    color: str = "#dddddd"  # fill colour in rendered diagrams
-    key_options: tuple[str, ...] = ()  # options shown on rendered nodes and in tables
-    internal: bool = False  # only reachable as a companion (e.g. rwkv channel mix), not by name
-    open_options: bool = False  # options beyond `options` pass to the factory unchecked (custom)
-    edifice: tuple[str, ...] = field(default=())  # names used by Edifice (atoms), e.g. ("griffin_lru",)
-
-    def option(self, name: str) -> Option | None:
-        for o in self.options:
-            if o.name == name:
-                return o
-        return None
-
-    def defaults(self) -> dict[str, Any]:
-        return {o.name: o.default for o in self.options}
-
+from hybriddsl.errors import HybError, HybNameError, LoweringError, suggest
+from hybriddsl.layer_spec import (  # noqa: F401  (the registry's types, importable from here as before)
+    MAX_INT,
+    Companions,
+    FlopFormula,
+    LayerSpec,
+    Option,
+    OptionValue,
+    Validator,
+    matmul_flops,
+)
 
 _SPECS: dict[str, LayerSpec] = {}
 _NAMES: dict[str, str] = {}  # lower-cased name or alias -> canonical name
@@ -143,6 +32,10 @@ _loaded = False  # the built-in kinds are registered (on first use, so that impo
 def register(spec: LayerSpec) -> LayerSpec:
     """Add a kind; every name and alias must be new (case-insensitive). Nothing is added when one is taken."""
     _ensure_loaded()  # built-ins first: a user kind registered before any lookup must not hide them
+    return _add(spec)
+
+
+def _add(spec: LayerSpec) -> LayerSpec:
     for n in (spec.name, *spec.aliases, *spec.edifice):
         key = n.lower()
         if key in _NAMES and _NAMES[key] != spec.name:
@@ -157,13 +50,39 @@ def _ensure_loaded() -> None:
     global _loaded
     if _loaded:
         return
-    # Set before the import: hybriddsl.specs calls register() for each built-in kind, which lands here again.
+    from hybriddsl.specs import builtin  # the spec modules import only the types, never this table
+
+    for spec in builtin():
+        _add(spec)
     _loaded = True
+
+
+def complete(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """``opts`` of a ``kind`` layer with every declared option present, missing ones at the spec's defaults."""
+    return get(kind).complete(opts)
+
+
+def build(kind: str, opts: dict[str, Any], hidden: int) -> Any:
+    """The ``nn.Module`` of one ``kind`` layer of width ``hidden``: ``opts`` completed from the spec's defaults,
+    sub-layers (a parallel block's branches) built first. Maps ``[batch, seq, hidden]`` to itself. A factory that
+    fails is a LoweringError naming the kind (a HybError from it passes unchanged)."""
+    spec = get(kind)
+    opts = spec.complete(opts)
+    if spec.branches:
+        opts["branches"] = [[build(b["kind"], b["opts"], hidden) for b in branch] for branch in opts["branches"]]
     try:
-        import hybriddsl.specs  # noqa: F401  (registers every built-in kind)
-    except BaseException:
-        _loaded = False
+        return spec.factory(hidden, **opts)
+    except HybError:
         raise
+    except Exception as e:  # a factory bug or a user's custom factory failing: say which layer
+        if isinstance(e, MemoryError) or "can't allocate memory" in str(e):  # a size mistake, not a bug
+            asked = str(e).partition("you tried to allocate ")[2].partition(" bytes")[0]
+            size = f" ({int(asked) / 2**30:,.0f} GiB for one tensor)" if asked.isdigit() else ""
+            raise LoweringError(
+                f"out of memory building a {kind} layer{size}: the model is too large for this machine "
+                "(a smaller hidden, fewer or narrower layers?)"
+            ) from None
+        raise LoweringError(f"building a {kind} layer failed: {type(e).__name__}: {e}") from e
 
 
 def canonical(name: str) -> str | None:

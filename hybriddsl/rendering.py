@@ -52,72 +52,82 @@ def to_dot(graph: Graph) -> graphviz.Digraph:
         w = graph[nid]["weights"]
         uses.setdefault(w, []).append(nid)
     drawn_groups: set[str] = set()
-    for nid in graph.order():
-        d = graph[nid]
-        op = d["op"]
-        if op == Op.INPUT:
-            label = "input\n" + ("token ids [B, T]" if s["vocab"] else f"features [B, T, {s['embed_dim']}]")
-            dot.node(nid, label, shape="oval", fillcolor="#eeeeee")
-        elif op == Op.IN_PROJ:
-            what = (
-                f"embedding {s['vocab']}→{s['hidden']}"
-                if s["vocab"]
-                else f"linear {s['embed_dim']}→{s['hidden']}"
-                if s["embed_dim"] != s["hidden"]
-                else "identity"
-            )
-            pos = f"\n+ {s['pos']} positions" if s["pos"] == "sinusoidal" else ""
-            dot.node(nid, f"in_proj: {what}{pos}", fillcolor="#eeeeee")
-        elif op in (Op.NORM, Op.FINAL_NORM):
-            name = "final " if op == Op.FINAL_NORM else ""
-            dot.node(nid, f"{name}{d['kind']}", shape="box", style="rounded", fontsize="9", height="0.2")
-        elif op == Op.ADD:
-            dot.node(nid, "+", shape="circle", fontsize="10", width="0.25", fixedsize="true")
-        elif op == Op.ADD_NORM:
+
+    def inp(nid: str, d: dict) -> None:
+        label = "input\n" + ("token ids [B, T]" if s["vocab"] else f"features [B, T, {s['embed_dim']}]")
+        dot.node(nid, label, shape="oval", fillcolor="#eeeeee")
+
+    def in_proj(nid: str, d: dict) -> None:
+        what = (
+            f"embedding {s['vocab']}→{s['hidden']}"
+            if s["vocab"]
+            else f"linear {s['embed_dim']}→{s['hidden']}"
+            if s["embed_dim"] != s["hidden"]
+            else "identity"
+        )
+        dot.node(nid, f"in_proj: {what}", fillcolor="#eeeeee")
+
+    def pos_enc(nid: str, d: dict) -> None:
+        dot.node(nid, f"+ {d['kind']} positions", shape="box", style="rounded", fontsize="9", height="0.2")
+
+    def norm(nid: str, d: dict) -> None:
+        name = "final " if d["op"] == Op.FINAL_NORM else ""
+        dot.node(nid, f"{name}{d['kind']}", shape="box", style="rounded", fontsize="9", height="0.2")
+
+    def add(nid: str, d: dict) -> None:
+        dot.node(nid, "+", shape="circle", fontsize="10", width="0.25", fixedsize="true")
+
+    def add_norm(nid: str, d: dict) -> None:
+        dot.node(nid, f"+ → {d['kind']}  (fused)", shape="box", style="rounded,dashed", fontsize="9", height="0.2")
+
+    def mixer(nid: str, d: dict) -> None:
+        spec = registry.get(d["kind"])
+        w = d["weights"]
+        many = len(uses[w]) > 1
+        body = _mixer_label(graph, nid, with_layer=not many)
+        if not many:
+            dot.node(nid, body, fillcolor=spec.color)
+            return
+        group = f"group_{w}"
+        if w not in drawn_groups:
+            drawn_groups.add(w)
+            how = "shared" if d["role"] == "shared" else "tied"
             dot.node(
-                nid,
-                f"+ → {d['kind']}  (fused)",
-                shape="box",
-                style="rounded,dashed",
-                fontsize="9",
-                height="0.2",
+                group,
+                f"{body}\n({how}: one set of weights, {len(uses[w])} uses)",
+                fillcolor=spec.color,
+                penwidth="2",
             )
-        elif op == Op.MIXER:
-            spec = registry.get(d["kind"])
-            w = d["weights"]
-            many = len(uses[w]) > 1
-            body = _mixer_label(graph, nid, with_layer=not many)
-            if not many:
-                dot.node(nid, body, fillcolor=spec.color)
-            else:
-                group = f"group_{w}"
-                if w not in drawn_groups:
-                    drawn_groups.add(w)
-                    how = "shared" if d["role"] == "shared" else "tied"
-                    dot.node(
-                        group,
-                        f"{body}\n({how}: one set of weights, {len(uses[w])} uses)",
-                        fillcolor=spec.color,
-                        penwidth="2",
-                    )
-                k = uses[w].index(nid) + 1
-                dot.node(
-                    nid,
-                    f"{d['kind']} (use {k}/{len(uses[w])})",
-                    fillcolor=spec.color,
-                    style="rounded,dashed,filled",
-                )
-                dot.edge(group, nid, style="dashed", arrowhead="none", constraint="false", color="#666666")
-        elif op == Op.HEAD:
-            tied = " (tied to embedding)" if s["tie_embeddings"] else ""
-            dot.node(nid, f"lm head {s['hidden']}→{s['vocab']}{tied}", fillcolor="#eeeeee")
-        elif op == Op.OUTPUT:
-            shape = {
-                "last": f"[B, {s['hidden']}] (last position)",
-                "sequence": f"[B, T, {s['hidden']}]",
-                "logits": f"logits [B, T, {s['vocab']}]",
-            }[s["output"]]
-            dot.node(nid, f"output {shape}", shape="oval", fillcolor="#eeeeee")
+        k = uses[w].index(nid) + 1
+        dot.node(nid, f"{d['kind']} (use {k}/{len(uses[w])})", fillcolor=spec.color, style="rounded,dashed,filled")
+        dot.edge(group, nid, style="dashed", arrowhead="none", constraint="false", color="#666666")
+
+    def head(nid: str, d: dict) -> None:
+        tied = " (tied to embedding)" if s["tie_embeddings"] else ""
+        dot.node(nid, f"lm head {s['hidden']}→{s['vocab']}{tied}", fillcolor="#eeeeee")
+
+    def out(nid: str, d: dict) -> None:
+        shape = {
+            "last": f"[B, {s['hidden']}] (last position)",
+            "sequence": f"[B, T, {s['hidden']}]",
+            "logits": f"logits [B, T, {s['vocab']}]",
+        }[s["output"]]
+        dot.node(nid, f"output {shape}", shape="oval", fillcolor="#eeeeee")
+
+    graph.walk(
+        {
+            Op.INPUT: inp,
+            Op.IN_PROJ: in_proj,
+            Op.POS_ENC: pos_enc,
+            Op.NORM: norm,
+            Op.FINAL_NORM: norm,
+            Op.ADD: add,
+            Op.ADD_NORM: add_norm,
+            Op.MIXER: mixer,
+            Op.HEAD: head,
+            Op.OUTPUT: out,
+        }
+    )
     for u, v, data in graph.g.edges(data=True):
         residual = data.get("port", 0) == 0 and graph[v]["op"] in (Op.ADD, Op.ADD_NORM) and graph[u]["op"] != Op.MIXER
         dot.edge(u, v, color="#999999" if residual else "black", style="solid")

@@ -39,7 +39,7 @@ def _factories(kind: str, opts: dict[str, Any], named_only: bool) -> Iterator[An
 def require_trust(graph: Any) -> None:
     """Raise UntrustedCodeError at the first layer whose factory is named by a string, unless the graph was
     compiled with ``trust_custom=True``."""
-    if graph.directives.get("trust_custom"):
+    if graph.compiled.trust_custom:
         return
     for nid in graph.mixers():
         node = graph[nid]

@@ -1,7 +1,8 @@
 """The package's layering, read from the source with ``ast`` (nothing is imported).
 
 - the core (everything outside ``hybriddsl.cli``) never imports the CLI;
-- layers and kernels never import the compiler (passes, lower, the registry's table, the API);
+- layers, kernels and specs never import the compiler (passes, lower, the registry's table, the API); they may
+  import the registry's types (``hybriddsl.layer_spec``);
 - no import cycle, counting imports inside functions too (a lazy import hides a cycle, it does not remove it).
   The one exception: Jupyter calls ``_repr_svg_``/``_repr_pretty_`` on the object itself, so the data types
   (Graph, HybridModel) reach up to the display layer from inside those methods.
@@ -85,7 +86,7 @@ def test_the_scan_sees_known_imports():  # the checks below are only as good as 
     targets = lambda m: {t for t, _, _ in IMPORTS[m]}  # noqa: E731
     assert "hybriddsl.ir" in targets("hybriddsl.passes.count")
     assert "hybriddsl.specs.mamba" in targets("hybriddsl.layers.mamba")  # `from hybriddsl.specs.mamba import SPEC`
-    assert "hybriddsl.registry" in targets("hybriddsl.specs")  # `from hybriddsl.registry import register`
+    assert "hybriddsl.layer_spec" in targets("hybriddsl.specs.mamba")  # `from hybriddsl.layer_spec import ...`
     assert "hybriddsl.specs" in targets("hybriddsl.registry")  # a lazy import, inside a function
     assert any(d for _, _, d in IMPORTS["hybriddsl.ir"])  # ir's _repr_svg_ reaches the notebook module
 
@@ -107,24 +108,19 @@ def test_the_core_never_imports_the_cli():
 
 COMPILER = ("hybriddsl.passes", "hybriddsl.lower", "hybriddsl.registry", "hybriddsl.api", "hybriddsl.codegen")
 
-# KNOWN EXCEPTIONS (issue 13, still open; branch i13 removes them with registry.build and built branch modules):
-# the parallel kind builds its branches with lower.build_module (layers.parallel, inside __init__) and costs
-# them with passes.count.layer_cost (specs.parallel, inside its FLOP formula). Both imports are lazy.
-KNOWN_COMPILER_IMPORTS = {("hybriddsl.layers.parallel", "hybriddsl.lower")}
-KNOWN_CYCLE_EDGES = {
-    # registry loads the built-in specs on first use; each spec module registers itself with the registry.
-    ("hybriddsl.registry", "hybriddsl.specs"),
-    # the parallel kind, as above; init also reaches layers.parallel to find a parallel block's output projection.
-    ("hybriddsl.layers.parallel", "hybriddsl.lower"),
-    ("hybriddsl.specs.parallel", "hybriddsl.passes.count"),
-}
+# KNOWN EXCEPTIONS: none left. (Issue 13 removed the last ones: the parallel kind gets its branches as modules built
+# by registry.build and count adds their FLOPs, so neither layers.parallel nor specs.parallel reaches the compiler;
+# the spec modules import only the types in layer_spec, so registry -> specs is no longer half of a cycle.)
+# An exception added here must name its reason; test_known_exceptions_still_exist drops it once it is gone.
+KNOWN_COMPILER_IMPORTS: set[tuple[str, str]] = set()
+KNOWN_CYCLE_EDGES: set[tuple[str, str]] = set()
 
 
-def test_layers_and_kernels_never_import_the_compiler():
+def test_layers_kernels_and_specs_never_import_the_compiler():
     bad = [
         f"{m} imports {t} (line {ln})"
         for m, found in IMPORTS.items()
-        if _inside(m, "hybriddsl.layers", "hybriddsl.kernels")
+        if _inside(m, "hybriddsl.layers", "hybriddsl.kernels", "hybriddsl.specs")
         for t, ln, _ in found
         if _inside(t, *COMPILER) and (m, t) not in KNOWN_COMPILER_IMPORTS
     ]
@@ -146,13 +142,33 @@ def test_known_exceptions_still_exist():  # a fixed exception must leave the lis
     assert not stale, f"no longer imported, remove from the known exceptions: {sorted(stale)}"
 
 
+def test_the_former_exceptions_are_gone():
+    """Issue 13: parallel built its branches through lower and costed them through count; the specs registered
+    themselves with the registry that imports them."""
+    targets = lambda m: {t for t, _, _ in IMPORTS[m]}  # noqa: E731
+    assert not targets("hybriddsl.layers.parallel") & {"hybriddsl.lower", "hybriddsl.registry"}
+    assert not any(_inside(t, "hybriddsl.passes") for t in targets("hybriddsl.specs.parallel"))
+    specs = [m for m in MODULES if _inside(m, "hybriddsl.specs")]
+    assert len(specs) > 10 and not [m for m in specs if "hybriddsl.registry" in targets(m)]
+
+
+def test_a_spec_importing_the_registry_breaks_the_rules(monkeypatch):
+    v = _Imports("hybriddsl.specs.ffn", False)
+    v.visit(ast.parse("from hybriddsl.registry import register\n"))
+    monkeypatch.setitem(IMPORTS, "hybriddsl.specs.ffn", IMPORTS["hybriddsl.specs.ffn"] + v.found)
+    with pytest.raises(AssertionError):
+        test_layers_kernels_and_specs_never_import_the_compiler()
+    with pytest.raises(AssertionError):  # registry -> specs -> specs.ffn -> registry
+        test_no_import_cycles()
+
+
 @pytest.mark.parametrize(
     "src, rule",
     [
         ("from hybriddsl.cli.compile import table\n", test_the_core_never_imports_the_cli),
         (
             "def f():\n    from hybriddsl.passes.count import layer_cost\n",
-            test_layers_and_kernels_never_import_the_compiler,
+            test_layers_kernels_and_specs_never_import_the_compiler,
         ),
         ("def f():\n    from hybriddsl import api\n", test_no_import_cycles),
     ],

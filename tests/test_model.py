@@ -223,7 +223,8 @@ def _snapshot(g) -> tuple:
         copy.deepcopy(sorted((u, v, dict(d)) for u, v, d in g.g.edges(data=True))),
         copy.deepcopy(g.settings),
         dict(g.totals),
-        {k: (v if isinstance(v, (list, dict)) and not v else id(v)) for k, v in g.directives.items()},
+        copy.deepcopy(g.statements),
+        copy.deepcopy(g.compiled),
     )
 
 

@@ -115,6 +115,41 @@ def test_attention_with_rope_learns_a_tiny_mqar():
     assert res.final_accuracy >= 0.9, res.evals()
 
 
+def test_hybrid_with_its_recurrent_blocks_zeroed_is_the_attention_only_model():
+    # The recall reference's hybrid (pos = rope, L A) is built as the two stacks it names: with the RG-LRU block's
+    # and its MLP's output projections zeroed they add nothing to the residual stream, and what is left must be a
+    # 1-layer attention model (pos = rope, A) with the same weights, to the last bit of float64.
+    task = make_task("mqar", seq_len=16, num_kv_pairs=4, vocab=16)
+    torch.manual_seed(0)
+    hyb = build_for_task("pos = rope\nL A", task, hidden=32, heads=4).double()
+    att = build_for_task("pos = rope\nA", task, hidden=32, heads=4).double()
+    with torch.no_grad():
+        for lin in (hyb.blocks["griffin_0"].out_proj, hyb.blocks["ffn_0"].down):
+            lin.weight.zero_()
+            lin.bias.zero_()
+    rename = {
+        "norm_2": "norm_0",
+        "attention_0": "attention_0",
+        "norm_3": "norm_1",
+        "ffn_1": "ffn_0",
+        "norm_4": "norm_2",
+    }
+    state = {}
+    for k, v in hyb.state_dict().items():
+        if k.startswith("blocks."):
+            _, block, rest = k.split(".", 2)
+            if block not in rename:
+                continue
+            k = f"blocks.{rename[block]}.{rest}"
+        state[k] = v
+    att.load_state_dict(state)  # strict: every parameter of the attention model is given
+    x, _ = task.batch(8, gen())
+    torch.testing.assert_close(hyb(x), att(x), rtol=0, atol=0)
+    # and the zeroed recurrence is what made them equal: restored, the hybrid differs
+    hyb.blocks["griffin_0"].out_proj.weight.data.normal_()
+    assert not torch.allclose(hyb(x), att(x))
+
+
 def test_loss_adds_the_moe_aux_loss():
     task = make_task("induction", seq_len=8, vocab=8)
     torch.manual_seed(0)
@@ -197,6 +232,23 @@ def test_compare_gives_every_model_and_lr_the_same_batches_per_seed(monkeypatch)
         same = [runs[(n, lr, seed)] for n in "ab" for lr in (1e-3, 1e-2)]
         assert all(torch.equal(same[0], x) for x in same[1:])
     assert not torch.equal(runs[("a", 1e-3, 5)], runs[("a", 1e-3, 6)])
+
+
+def test_cli_compare_is_fair_by_default(tmp_path, monkeypatch):
+    # docs/workbench.md: without --lr and --seeds every model runs at lr 1e-3, 3e-3 and 1e-2 with seeds 0, 1, 2
+    from hybriddsl.workbench import compare as cmp
+
+    calls = []
+
+    def compare_spy(sources, make_task, seq_lens, cfg, lrs=None, seeds=1, **kw):
+        calls.append((lrs, seeds, cfg.seed))
+        return [_result(name, lr, cfg.seed + i, 0.5) for name, _ in sources for lr in lrs for i in range(seeds)]
+
+    monkeypatch.setattr(cmp, "compare", compare_spy)
+    f = tmp_path / "a.hyb"
+    f.write_text(TINY)
+    assert main(["compare", str(f), "--task", "induction", "--steps", "1", "--no-progress"]) == 0
+    assert calls == [([1e-3, 3e-3, 1e-2], 3, 0)] and tuple(calls[0][0]) == cmp.DEFAULT_LRS
 
 
 def test_cli_compare_writes_csv_json_and_png(tmp_path):

@@ -37,7 +37,7 @@ def _default(o: registry.Option) -> str:
 
 def _type(o: registry.Option) -> str:
     if o.choices:
-        return " \\| ".join(o.choices)
+        return " \\| ".join(str(c) for c in o.choices)
     rng = ""
     if o.min is not None or o.max is not None:
         lo = "" if o.min is None else f"≥ {o.min:g}"
@@ -115,6 +115,6 @@ def run(args: argparse.Namespace) -> int:
         names = ", ".join((s.name, *s.aliases, *s.edifice))
         print(f"{s.name:16} {s.summary}\n{'':16} names: {names}")
         for o in s.options:
-            print(f"{'':18}{o.name:12} {_type(o):28} default {_default(o):10} {o.doc}")
+            print(f"{'':18}{o.name:12} {_type(o).replace(chr(92), ''):28} default {_default(o):10} {o.doc}")
         print()
     return 0

@@ -1,7 +1,11 @@
-"""Hugging Face model folders on disk: ``config.json`` and safetensors weights, read memory-mapped.
+"""Hugging Face model folders on disk: ``config.json`` and safetensors (or PyTorch) weights, read memory-mapped.
 
 A folder holds ``config.json`` and either ``model.safetensors`` or ``model.safetensors.index.json`` (a
-``weight_map`` from tensor name to shard file). :func:`read_config` parses and checks the config;
+``weight_map`` from tensor name to shard file), or, as older checkpoints do, ``pytorch_model.bin`` or
+``pytorch_model.bin.index.json`` with its shards. A ``.bin`` file is read with ``torch.load(weights_only=True,
+mmap=True)``: torch's restricted unpickler, which builds tensors and plain containers and refuses anything else
+(a pickle that would import or call code is a HybFileError, never run); the tensors are views of a private
+memory map of the file. safetensors files win when a folder has both. :func:`read_config` parses and checks the config;
 :class:`Checkpoint` lists the tensors (name, dtype, shape, file) from the safetensors headers without reading
 any data, and hands out each tensor as a zero-copy view of a private memory map (``mmap.ACCESS_COPY``: pages
 are read on first touch, writes never reach the file). A tensor that is only reshaped and renamed goes into the
@@ -30,6 +34,8 @@ from hybriddsl.errors import HybFileError, Span
 CONFIG = "config.json"
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"
+BIN = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
 
 # safetensors dtype codes -> torch dtypes (the floating ones a checkpoint may hold, and integers to reject)
 DTYPES = {
@@ -147,30 +153,82 @@ class Checkpoint:
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
-        single, index = self.folder / SINGLE, self.folder / INDEX
         self.infos: dict[str, TensorInfo] = {}
-        if index.is_file():
-            idx = read_json(index)
-            wmap = idx.get("weight_map") if isinstance(idx, dict) else None
-            if not isinstance(wmap, dict):
-                raise _err(f"{index} has no 'weight_map'", index)
-            files: dict[str, list[str]] = {}
-            for name, fname in wmap.items():
-                files.setdefault(fname, []).append(name)
-            for fname, names in files.items():
-                path = self.folder / fname
-                if not path.is_file():
-                    raise _err(f"{index} names shard '{fname}' (for tensor '{names[0]}'), which does not exist", path)
-                head = _header(path)
-                for name in names:
-                    if name not in head:
-                        raise _err(f"{index} puts tensor '{name}' in {fname}, which does not hold it", path)
-                    self.infos[name] = head[name]
-        elif single.is_file():
-            self.infos = _header(single)
+        self._bin: dict[str, torch.Tensor] = {}  # tensors of .bin files (torch.load already mapped them)
+        for index_name, single_name, read in ((INDEX, SINGLE, _header), (BIN_INDEX, BIN, self._bin_tensors)):
+            index, single = self.folder / index_name, self.folder / single_name
+            if index.is_file():
+                self.index_file = index  # the file that errors about the whole set name
+                self._read_index(index, read)
+                break
+            if single.is_file():
+                self.index_file = single
+                self.infos = read(single)
+                break
         else:
-            raise _err(f"{self.folder} has no {SINGLE} or {INDEX} (only safetensors weights are read)", self.folder)
+            raise _err(
+                f"{self.folder} has no {SINGLE}, {INDEX}, {BIN} or {BIN_INDEX} (the weights of a model folder)",
+                self.folder,
+            )
         self._maps: dict[Path, mmap.mmap] = {}
+
+    def _read_index(self, index: Path, read) -> None:
+        idx = read_json(index)
+        wmap = idx.get("weight_map") if isinstance(idx, dict) else None
+        if not isinstance(wmap, dict):
+            raise _err(f"{index} has no 'weight_map'", index)
+        files: dict[str, list[str]] = {}
+        for name, fname in wmap.items():
+            if not isinstance(fname, str) or not fname or Path(fname).name != fname:
+                raise _err(f"{index} puts tensor '{name}' in {fname!r}, which is not a file name in the folder", index)
+            files.setdefault(fname, []).append(name)
+        for fname, names in files.items():
+            path = self.folder / fname
+            if not path.is_file():
+                raise _err(f"{index} names shard '{fname}' (for tensor '{names[0]}'), which does not exist", path)
+            head = read(path)
+            for name in names:
+                if name not in head:
+                    raise _err(f"{index} puts tensor '{name}' in {fname}, which does not hold it", path)
+                self.infos[name] = head[name]
+
+    def _bin_tensors(self, path: Path) -> dict[str, TensorInfo]:
+        """The tensors of one ``torch.save`` file (a flat dict name -> tensor), memory-mapped, no code run."""
+        import pickle
+        import zipfile
+
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:  # the restricted unpickler refused a global or an opcode
+            # torch's message leads with advice to turn the check off; keep only the line that says what it met
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+            why = next(
+                (x for x in lines if "GLOBAL" in x or "Unsupported" in x), "a pickle the restricted loader refuses"
+            )
+            raise _err(
+                f"{path} is refused: it is not plain tensors ({why}); a checkpoint's pickle may not run code", path
+            ) from None
+        except FileNotFoundError:
+            raise _err(f"no such file: {path}", path) from None
+        except (RuntimeError, OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+            why = str(e).splitlines()[0].strip() if str(e).strip() else type(e).__name__
+            if "mmap can only be used" in why:
+                why = "an old, non-zip torch.save format; re-save it with a current torch.save"
+            raise _err(f"{path} is not a PyTorch checkpoint torch.load can map ({why})", path) from None
+        if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict) and len(sd) == 1:
+            sd = sd["state_dict"]
+        if not isinstance(sd, dict):
+            raise _err(f"{path} holds a {type(sd).__name__}, not a dict of tensors", path)
+        out = {}
+        for name, t in sd.items():
+            if not isinstance(name, str) or not isinstance(t, torch.Tensor):
+                raise _err(f"{path}: entry {name!r} is a {type(t).__name__}, not a tensor", path)
+            if t.dtype not in CODES:
+                raise _err(f"tensor '{name}' has dtype {t.dtype}, which a checkpoint cannot hold here", path)
+            self._bin[name] = t
+            nbytes = t.numel() * t.element_size()
+            out[name] = TensorInfo(name, path, t.dtype, tuple(t.shape), 0, nbytes)
+        return out
 
     def _map(self, path: Path) -> mmap.mmap:
         if path not in self._maps:
@@ -178,19 +236,36 @@ class Checkpoint:
                 self._maps[path] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         return self._maps[path]
 
+    def _view(self, file: Path, dtype: torch.dtype, start: int, end: int) -> torch.Tensor:
+        import warnings
+
+        n = (end - start) // torch.empty((), dtype=dtype).element_size()
+        with warnings.catch_warnings():  # an ACCESS_COPY map is writable: no read-only warning is due anyway
+            warnings.simplefilter("ignore")
+            return torch.frombuffer(self._map(file), dtype=dtype, count=n, offset=start)
+
     def tensor(self, name: str) -> torch.Tensor:
         """A zero-copy view of the tensor (memory-mapped, copy-on-write)."""
+        if name in self._bin:
+            return self._bin[name]
         info = self.infos[name]
         if info.end == info.start:
             return torch.empty(info.shape, dtype=info.dtype)
-        buf = self._map(info.file)
-        n = math.prod(info.shape)
-        import warnings
+        return self._view(info.file, info.dtype, info.start, info.end).view(info.shape)
 
-        with warnings.catch_warnings():  # an ACCESS_COPY map is writable: no read-only warning is due anyway
-            warnings.simplefilter("ignore")
-            t = torch.frombuffer(buf, dtype=info.dtype, count=n, offset=info.start)
-        return t.view(info.shape)
+    def span(self, names: tuple[str, ...] | list[str]) -> torch.Tensor | None:
+        """One flat zero-copy view of tensors ``names`` when they lie back to back, in this order, in one file
+        with one dtype (their concatenation along dim 0, flattened); else None."""
+        if any(n in self._bin for n in names):
+            return None
+        infos = [self.infos[n] for n in names]
+        first = infos[0]
+        for a, b in zip(infos, infos[1:]):
+            if b.file != first.file or b.dtype != first.dtype or b.start != a.end:
+                return None
+        if first.start == infos[-1].end:
+            return None
+        return self._view(first.file, first.dtype, first.start, infos[-1].end)
 
     def release(self, name: str) -> None:
         """Drop the resident pages wholly inside this tensor's bytes (after its data was copied elsewhere)."""

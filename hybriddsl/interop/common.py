@@ -120,7 +120,7 @@ def reject_ties(subs: list[Sub], target: str) -> None:
 
 def ffn_inner(opts: dict[str, Any], hidden: int) -> int:
     """The inner width an ffn layer builds (same rule as layers/ffn.py)."""
-    return opts.get("inner") or int(math.ceil(hidden * opts.get("mult", 4.0)))
+    return opts["inner"] or int(math.ceil(hidden * opts["mult"]))
 
 
 def uniform(subs: list[Sub], keys: tuple[str, ...], target: str) -> dict[str, Any]:
@@ -349,7 +349,7 @@ def pairs(subs: list[Sub], mixers: tuple[str, ...], target: str) -> list[tuple[S
 
 def gated_act(f: Sub, target: str) -> str:
     """HF hidden_act of a gated MLP for our ffn/moe act; raises for a plain (ungated) GELU MLP."""
-    act = f.opts.get("act", "gelu")
+    act = f.opts["act"]
     if act not in ACT:
         problem(f"{f.where()} is a plain {act} MLP; {target}'s MLP is gated (write act=swiglu or act=geglu)")
         return f"({act})"  # only reached while collecting problems

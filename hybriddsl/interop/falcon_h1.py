@@ -20,6 +20,7 @@ import math
 import struct
 from typing import Any
 
+from hybriddsl.interop import rope
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -60,9 +61,10 @@ def _float(v: Any, what: str) -> float:
 
 def _rope_theta(cfg: dict[str, Any]) -> float:
     rp = cfg.get("rope_parameters") or {}
-    kind = rp.get("rope_type", "default")
-    if kind != "default":
-        raise ConvertError(f"rope_type {kind!r} is not supported: Falcon-H1's RoPE here is the plain one")
+    if rope.rope_type(cfg) != "default":
+        raise ConvertError(
+            f"rope_parameters.rope_type {rope.rope_type(cfg)!r} is not supported for Falcon-H1 (only default)"
+        )
     if rp.get("partial_rotary_factor", 1.0) != 1.0:
         raise ConvertError("partial_rotary_factor: Falcon-H1 rotates every channel of a head")
     return _float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)), "rope_theta")
@@ -154,6 +156,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
     attn = [b for b in branches if b.kind == "attention"]
     mam = [b for b in branches if b.kind == "mamba2"]
     a = uniform(attn, ("heads", "kv_heads", "head_dim", "rope", "rope_theta", "bias", "window"), TARGET)
+    if attn and not rope.is_plain(attn[0].opts):
+        raise ConvertError(f"{attn[0].where()}: {TARGET}'s RoPE here is the plain one (no rope_scaling)")
     keys = ("state", "conv", "expand", "inner", "groups", "head_dim", "bias", "conv_bias", "out_norm", "gate_eps")
     m = uniform(mam, keys, TARGET)
     for b in attn:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybriddsl.interop import rope
 from hybriddsl.interop.common import (
     ACT_BACK,
     ConvertError,
@@ -55,16 +56,13 @@ GATED_MLP = {
 }
 
 
-def rope_theta(cfg: dict[str, Any]) -> float:
-    """The RoPE base: transformers 5 keeps it in ``rope_parameters``, older files at the top level. Only the
-    plain rotary embedding (``rope_type`` default, no scaling, all dims rotated) is supported."""
+def rope_options(cfg: dict[str, Any], family: str) -> dict[str, Any]:
+    """Attention options for the config's RoPE (theta and scaling: hybriddsl/interop/rope.py); every channel of
+    a head turns."""
     rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
-    kind = rp.get("rope_type", rp.get("type", "default"))
-    if kind != "default":
-        raise ConvertError(f"rope_type {kind!r} (RoPE scaling) is not supported: our RoPE is the plain one")
     if cfg.get("partial_rotary_factor", 1.0) != 1.0 or rp.get("partial_rotary_factor", 1.0) != 1.0:
         raise ConvertError("partial_rotary_factor: our RoPE rotates every channel of a head")
-    return float(rp.get("rope_theta", cfg.get("rope_theta", 10000.0)))
+    return rope.read(cfg, family)
 
 
 class Variant:
@@ -112,7 +110,8 @@ class Variant:
         if hd and hd != hidden // heads:
             doc.set("attention.head_dim", as_int(hd, "head_dim"))
         doc.set("attention.rope", True)
-        doc.set("attention.rope_theta", rope_theta(cfg))
+        for k, v in rope_options(cfg, name).items():
+            doc.set(f"attention.{k}", v)
         doc.set("attention.bias", bool(cfg.get("attention_bias", False)))
         if self.qk_norm:
             doc.set("attention.qk_norm", True)
@@ -137,7 +136,7 @@ class Variant:
         hidden = graph.settings["hidden"]
         attn = [m for m, _ in layers]
         mlps = [f for _, f in layers]
-        keys = ("heads", "kv_heads", "head_dim", "rope", "rope_theta", "bias", "qk_norm", "qk_eps")
+        keys = ("heads", "kv_heads", "head_dim", "rope", "bias", "qk_norm", "qk_eps", "rope_dim", *rope.KEYS)
         a = uniform(attn, keys, target)
         for f in mlps:
             if f.kind != "ffn":
@@ -148,6 +147,8 @@ class Variant:
             raise ConvertError(f"{target} has one intermediate_size for every MLP; the model has {sorted(inners)}")
         if attn and not a["rope"]:
             raise ConvertError(f"{attn[0].where()}: {target}'s attention uses RoPE (write rope=true)")
+        if attn and a["rope_dim"] not in (None, a["head_dim"] or hidden // a["heads"]):
+            raise ConvertError(f"{attn[0].where()}: {target}'s RoPE turns every channel of a head (no rope_dim)")
         if attn and a["qk_norm"] != self.qk_norm:
             have = "has" if self.qk_norm else "has no"
             raise ConvertError(f"{attn[0].where()}: {target}'s attention {have} q/k norms (qk_norm)")
@@ -179,7 +180,7 @@ class Variant:
             num_attention_heads=heads,
             num_key_value_heads=a.get("kv_heads") or heads,
             head_dim=a.get("head_dim") or hidden // heads,
-            rope_parameters={"rope_type": "default", "rope_theta": float(a.get("rope_theta") or 10000.0)},
+            rope_parameters=rope.write(a),
             attention_bias=bool(a.get("bias")),
             intermediate_size=inners.pop() if inners else 4 * hidden,
             hidden_act=gated_act(mlps[0], target) if mlps else "silu",

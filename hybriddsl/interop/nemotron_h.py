@@ -14,7 +14,9 @@ One residual layer per entry of ``layers_block_type`` (transformers 5: ``linear_
 - MoE: ``n_routed_experts`` MLP experts of ``moe_intermediate_size``, sigmoid router with
   ``e_score_correction_bias``, ``n_group``/``topk_group`` group-limited top-``num_experts_per_tok``,
   ``norm_topk_prob``, ``routed_scaling_factor``, and a shared MLP expert of
-  ``moe_shared_expert_intermediate_size``. ``moe_latent_size`` is not supported.
+  ``moe_shared_expert_intermediate_size``; ``moe_latent_size`` (latent MoE: ``moe.latent``).
+- MTP: tensors of the multi-token-prediction layers (``mtp.*``, ``num_nextn_predict_layers``) are not part of
+  the main decoder: import skips them (transformers does too) and says so in a warning naming them.
 
 Older field names (``mamba_n_groups``, ``mamba_d_conv``, ``mamba_conv_bias``, ``mamba_dt_min``,
 ``hybrid_override_pattern``) are read when the new ones are absent. Checkpoint names:
@@ -43,6 +45,8 @@ from hybriddsl.interop.weights import Rule, embed_head, final_norm, layer_keys, 
 from hybriddsl.ir import Graph
 
 MODEL_TYPE = "nemotron_h"
+# checkpoint tensors that are not the main decoder: skipped at import with a warning ({prefix: what they are})
+SKIPPED = {"mtp.": "the multi-token-prediction (MTP) layers"}
 TARGET = "Hugging Face Nemotron-H"
 EPS = "layer_norm_epsilon"
 
@@ -150,8 +154,9 @@ def from_config(cfg: dict[str, Any]) -> str:
         doc.set("ffn.inner", as_int(cfg.get("intermediate_size", 21504), "intermediate_size"))
         doc.set("ffn.bias", bias)
     if "moe" in kinds:
-        if cfg.get("moe_latent_size") is not None:
-            raise ConvertError("moe_latent_size: Nemotron-H's latent MoE projections are not supported")
+        if cfg.get("moe_latent_size") is not None:  # latent MoE: the routed experts work at this width
+            doc.set("moe.latent", as_int(cfg["moe_latent_size"], "moe_latent_size"))
+            doc.set("moe.latent_bias", bias)
         experts = as_int(cfg.get("n_routed_experts", 8), "n_routed_experts")
         doc.set("moe.experts", experts)
         doc.set("moe.top_k", as_int(cfg.get("num_experts_per_tok", 2), "num_experts_per_tok"))
@@ -211,6 +216,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
         "topk_groups",
         "norm_topk",
         "scale",
+        "latent",
+        "latent_bias",
     )
     e = uniform(by["moe"], (*ekeys, "shared", "inner", "mult"), TARGET)
     acts = {x["act"] for x in (f, e) if x}
@@ -220,6 +227,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
     if e and e["bias"]:
         raise ConvertError(f"{by['moe'][0].where()}: {TARGET}'s routed experts have no biases (write bias=false)")
     biases = {x for x in (f and f["bias"], e and e["shared"] and e["shared_bias"]) if x is not None and x != {}}
+    if e and e["latent"]:
+        biases.add(e["latent_bias"])
     biases = {bool(b) for b in biases}
     if len(biases) > 1:
         raise ConvertError(f"{TARGET} has one mlp_bias for the MLPs and the shared expert")
@@ -272,6 +281,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
             routed_scaling_factor=e["scale"],
             moe_shared_expert_intermediate_size=e["shared"] or 0,
             n_shared_experts=1 if e["shared"] else 0,
+            moe_latent_size=e["latent"],
         )
     return cfg
 
@@ -291,6 +301,8 @@ def weight_rules(cfg: dict[str, Any], model) -> list[Rule]:
         elif lk.kind == "moe":
             rules.append(Rule(o + "router.weight", p + "mixer.gate.weight"))
             rules.append(Rule(o + "score_bias", p + "mixer.gate.e_score_correction_bias"))
+            for ours, theirs in (("latent_in", "fc1_latent_proj"), ("latent_out", "fc2_latent_proj")):
+                rules += [Rule(f"{o}{ours}.{x}", f"{p}mixer.{theirs}.{x}") for x in ("weight", "bias")]
             for j in range(len(model.blocks[lk.mixer].experts)):
                 rules += table(MLP, f"{o}experts.{j}.", f"{p}mixer.experts.{j}.")
             rules += table(MLP, o + "shared.", p + "mixer.shared_experts.")

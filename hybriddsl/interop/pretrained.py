@@ -7,7 +7,9 @@ must change layout or dtype are copied. Peak memory is about one copy of the che
 
 A family module provides ``from_config(cfg) -> str``, ``to_config(graph) -> dict`` and
 ``weight_rules(cfg, model) -> list[Rule]`` (see :mod:`hybriddsl.interop.weights`); ``IGNORED`` (optional) lists
-checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotary tables).
+checkpoint tensor name suffixes that carry no weights of ours (e.g. cached rotary tables); ``SKIPPED``
+(optional, ``{name prefix: what it is}``) parts of a checkpoint that are another model than the one imported
+(Nemotron-H's ``mtp.*`` layers): skipped with a warning naming them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from hybriddsl.errors import HybError, HybFileError, Span
 from hybriddsl.fileio import atomic_path
 from hybriddsl.interop.checkpoint import CONFIG, INDEX, SINGLE, Checkpoint, read_config
 from hybriddsl.interop.common import ConvertError
-from hybriddsl.interop.weights import Rule
+from hybriddsl.interop.weights import Group, Rule
 from hybriddsl.lower import HybridModel
 
 DTYPE_NAMES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -121,7 +123,7 @@ def from_pretrained(
     ck = Checkpoint(folder)
     model = build_meta(text, str(folder))
     rules = mod.weight_rules(cfg, model)
-    sd = load_tensors(ck, rules, model, _dtype(dtype), getattr(mod, "IGNORED", ()), key)
+    sd = load_tensors(ck, rules, model, _dtype(dtype), getattr(mod, "IGNORED", ()), key, getattr(mod, "SKIPPED", {}))
     model.load_state_dict(sd, strict=True, assign=True)
     if model.head is not None and model.graph.settings["tie_embeddings"]:
         model.head.weight = model.embed.weight  # assign=True replaced both: tie them again
@@ -137,16 +139,18 @@ def from_pretrained(
 
 def load_tensors(
     ck: Checkpoint,
-    rules: list[Rule],
+    rules: list[Rule | Group],
     model: HybridModel,
     dtype: torch.dtype | None,
     ignored: tuple[str, ...],
     family: str,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Our state_dict from the checkpoint through ``rules``: names, shapes and dtypes checked first."""
-    where = ck.folder / (INDEX if (ck.folder / INDEX).is_file() else SINGLE)
+    """Our state_dict from the checkpoint through ``rules`` (rules and groups): names, shapes and dtypes checked
+    first."""
+    where = ck.index_file
     ours = model.state_dict(keep_vars=True)
-    by_key = {r.ours: r for r in rules}
+    by_key = {k: r for r in rules for k in r.keys}
     unmapped = [k for k in ours if k not in by_key]
     if unmapped:
         raise ConvertError(f"the {family} importer has no rule for our tensor '{unmapped[0]}' (a bug)")
@@ -161,6 +165,17 @@ def load_tensors(
         )
     if model.head is not None and model.head.weight is model.embed.weight:
         ignored = (*ignored, "lm_head.weight")  # some tied checkpoints store the head too: the embedding wins
+    for prefix, what in (skipped or {}).items():  # parts of the checkpoint that are not this model: said, skipped
+        names = [n for n in ck.infos if n.startswith(prefix) and n not in used]
+        if names:
+            import warnings
+
+            warnings.warn(
+                f"{where}: {len(names)} tensors of {what} ({prefix}*, e.g. '{names[0]}') are not part of the "
+                f"{family} main decoder and were not imported",
+                stacklevel=3,
+            )
+            ignored = (*ignored, *names)
     extra = [n for n in ck.infos if n not in used and not n.endswith(tuple(ignored))]
     if extra:
         raise HybFileError(
@@ -180,8 +195,8 @@ def load_tensors(
         dtype = ck.infos[by_key["embed.weight"].theirs[0]].dtype if "embed.weight" in by_key else torch.float32
     out = {}
     for r in rules:
-        target = ours[r.ours]
-        expected = r.transform.save(torch.empty(target.shape, device="meta"))
+        targets = [ours[k] for k in r.keys]
+        expected = r.save_all(*(torch.empty(t.shape, device="meta") for t in targets))
         for n, e in zip(r.theirs, expected):
             info = ck.infos[n]
             if tuple(info.shape) != tuple(e.shape):
@@ -189,16 +204,20 @@ def load_tensors(
                     f"tensor '{n}' has shape {list(info.shape)}, the config says {list(e.shape)}",
                     Span(0, 0, 1, str(info.file)),
                 )
-        t = r.transform.load(*(ck.tensor(n) for n in r.theirs))
-        want = dtype if target.dtype.is_floating_point else target.dtype
-        copied = r.transform.copies
-        if t.dtype != want:
-            t = t.to(want)
-            copied = True
+        span = ck.span(r.theirs) if getattr(getattr(r, "transform", None), "concat0", False) else None
+        if span is not None:  # parts back to back in the file: one view of them all, no copy
+            ts, copied = (span.view(targets[0].shape),), False
+        else:
+            ts, copied = r.load_all(*(ck.tensor(n) for n in r.theirs)), r.copies
+        for k, target, t in zip(r.keys, targets, ts):
+            want = dtype if target.dtype.is_floating_point else target.dtype
+            if t.dtype != want:
+                t = t.to(want)
+                copied = True
+            out[k] = t
         if copied:
             for n in r.theirs:
                 ck.release(n)
-        out[r.ours] = t
     return out
 
 
@@ -230,13 +249,13 @@ def save_pretrained(
         raise ConvertError(f"a Hugging Face {key} checkpoint is a language model: the model needs 'vocab = N'")
     rules = mod.weight_rules(cfg, model)
     sd = model.state_dict()
-    missing = [k for k in sd if k not in {r.ours for r in rules}]
+    missing = [k for k in sd if k not in {k for r in rules for k in r.keys}]
     if missing:
         raise ConvertError(f"Hugging Face {key} has no place for our tensor '{missing[0]}'")
     want = _dtype(dtype) or next(model.parameters()).dtype
     out: dict[str, torch.Tensor] = {}
     for r in rules:
-        for n, t in zip(r.theirs, r.transform.save(sd[r.ours].detach())):
+        for n, t in zip(r.theirs, r.save_all(*(sd[k].detach() for k in r.keys))):
             out[n] = t.to("cpu", want if t.dtype.is_floating_point else t.dtype).clone().contiguous()
     cfg.setdefault("dtype", str(want).removeprefix("torch."))
     folder = Path(path)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybriddsl.interop import rope
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -47,14 +48,11 @@ def detect(cfg: dict[str, Any]) -> bool:
     return cfg.get("model_type") == MODEL_TYPE or "linear_num_value_heads" in cfg
 
 
-def _rope(cfg: dict[str, Any]) -> tuple[float, float]:
-    """(rope_theta, partial_rotary_factor) from ``rope_parameters`` (transformers 5) or the top level."""
-    rp = cfg.get("rope_parameters") or {}
-    kind = rp.get("rope_type", "default")
-    if kind != "default":
-        raise ConvertError(f"rope_type {kind!r} (RoPE scaling) is not supported: our RoPE is the plain one")
-    theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
-    return float(theta), float(rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25)))
+def _rope(cfg: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    """(attention options for theta and scaling, partial_rotary_factor) from ``rope_parameters`` (transformers 5)
+    or the top level."""
+    rp = cfg.get("rope_parameters") or cfg.get("rope_scaling") or {}
+    return rope.read(cfg, "Qwen3-Next"), float(rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.25)))
 
 
 def layer_plan(cfg: dict[str, Any]) -> tuple[list[str], list[bool]]:
@@ -84,7 +82,7 @@ def from_config(cfg: dict[str, Any]) -> str:
     eps = float(cfg.get("rms_norm_eps", 1e-6))
     heads = as_int(need(cfg, "num_attention_heads", "Qwen3-Next"), "num_attention_heads")
     hd = as_int(cfg.get("head_dim") or hidden // heads, "head_dim")
-    theta, frac = _rope(cfg)
+    ropts, frac = _rope(cfg)
     rope_dim = int(hd * frac)
     if rope_dim < 2 or rope_dim % 2:
         raise ConvertError(f"partial_rotary_factor {frac} gives {rope_dim} rotary channels; it must be even and >= 2")
@@ -95,7 +93,8 @@ def from_config(cfg: dict[str, Any]) -> str:
     doc.set("attention.qk_norm", True)
     doc.set("attention.qk_eps", eps)
     doc.set("attention.rope", True)
-    doc.set("attention.rope_theta", theta)
+    for k, v in ropts.items():
+        doc.set(f"attention.{k}", v)
     if rope_dim != hd:
         doc.set("attention.rope_dim", rope_dim)
     doc.set("attention.out_gate", True)
@@ -144,7 +143,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
     gdn = [m for m, _ in layers if m.kind == "gated_delta_net"]
     dense = [f for _, f in layers if f.kind == "ffn"]
     moes = [f for _, f in layers if f.kind == "moe"]
-    keys = ("heads", "kv_heads", "head_dim", "rope_theta", "rope_dim", "bias", "qk_eps")
+    keys = ("heads", "kv_heads", "head_dim", "rope_dim", "bias", "qk_eps", *rope.KEYS)
     a = uniform(attn, keys, TARGET)
     g = uniform(gdn, ("heads", "head_dim", "expand_v", "v_heads", "conv", "out_eps", "bias"), TARGET)
     for m in attn:
@@ -192,11 +191,7 @@ def to_config(graph: Graph) -> dict[str, Any]:
             num_key_value_heads=a["kv_heads"] or heads,
             head_dim=hd,
             attention_bias=bool(a["bias"]),
-            rope_parameters={
-                "rope_type": "default",
-                "rope_theta": float(a["rope_theta"] or 10000.0),
-                "partial_rotary_factor": (a["rope_dim"] or hd) / hd,
-            },
+            rope_parameters={**rope.write(a), "partial_rotary_factor": (a["rope_dim"] or hd) / hd},
         )
     if g:
         kd = g["head_dim"] or hidden // g["heads"]
@@ -234,24 +229,22 @@ def to_config(graph: Graph) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- weights
-def _joined(model, parts: list[str], split, join):
-    """Transforms for our tensors ``parts`` that are pieces of one checkpoint tensor: import slices piece ``j``
-    out of it (``split(t) -> list``); export joins the pieces (``join(list) -> t``), read from the model itself,
-    so that every piece's rule writes the same whole tensor."""
-    from hybriddsl.interop.weights import Transform
-
-    def whole(_ours):
-        sd = model.state_dict(keep_vars=True)
-        return (join([sd[k].detach() for k in parts]),)
-
-    return [Transform(f"piece{j}", lambda t, j=j: split(t)[j].contiguous().clone(), whole) for j in range(len(parts))]
-
-
 def weight_rules(cfg: dict[str, Any], model) -> list:
     """Checkpoint tensor names of Qwen3NextForCausalLM for every tensor of ours."""
     import torch
 
-    from hybriddsl.interop.weights import GATED_UP, Rule, Transform, embed_head, final_norm, layer_keys, present, table
+    from hybriddsl.interop.weights import (
+        GATED_UP,
+        Rule,
+        Transform,
+        embed_head,
+        final_norm,
+        layer_keys,
+        pieces,
+        present,
+        split0,
+        table,
+    )
 
     one_plus = Transform("one_plus", lambda t: 1.0 + t.double(), lambda t: ((t.double() - 1.0).to(t.dtype),))
     hidden = cfg["hidden_size"]
@@ -281,9 +274,6 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
         b, a = (p.reshape(nk, r, p.shape[-1]) for p in ps)
         return torch.cat([b, a], 1).reshape(-1, b.shape[-1])
 
-    def conv_split(t):
-        return list(t.split([nk * dk, nk * dk, nv * dv], 0))
-
     def q_split(t):  # weight [2 heads hd, hidden] or bias [2 heads hd]
         q, g = t.reshape(heads, 2 * hd, -1).split([hd, hd], 1)
         return [q.reshape(-1, *t.shape[1:]), g.reshape(-1, *t.shape[1:])]
@@ -300,19 +290,12 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
         rules.append(Rule(f"blocks.{mix.norm}.weight", p + "input_layernorm.weight", one_plus))
         if mix.kind == "gated_delta_net":
             la = p + "linear_attn."
-            parts = [o + f"{n}_proj.weight" for n in ("q", "k", "v", "g")]
+            qkvz = [o + f"{n}_proj.weight" for n in ("q", "k", "v", "g")]
+            conv = [o + f"{n}_conv.conv.weight" for n in ("q", "k", "v")]
             rules += [
-                Rule(k, la + "in_proj_qkvz.weight", t)
-                for k, t in zip(parts, _joined(model, parts, qkvz_split, qkvz_join))
-            ]
-            parts = [o + "b_proj.weight", o + "a_proj.weight"]
-            rules += [
-                Rule(k, la + "in_proj_ba.weight", t) for k, t in zip(parts, _joined(model, parts, ba_split, ba_join))
-            ]
-            parts = [o + f"{n}_conv.conv.weight" for n in ("q", "k", "v")]
-            join = lambda ps: torch.cat(ps, 0)  # noqa: E731
-            rules += [Rule(k, la + "conv1d.weight", t) for k, t in zip(parts, _joined(model, parts, conv_split, join))]
-            rules += [
+                pieces(qkvz, la + "in_proj_qkvz.weight", qkvz_split, qkvz_join, "qkvz"),
+                pieces([o + "b_proj.weight", o + "a_proj.weight"], la + "in_proj_ba.weight", ba_split, ba_join, "ba"),
+                split0(conv, la + "conv1d.weight", [nk * dk, nk * dk, nv * dv]),
                 Rule(o + "A_log", la + "A_log"),
                 Rule(o + "dt_bias", la + "dt_bias"),
                 Rule(o + "o_norm.weight", la + "norm.weight"),
@@ -320,11 +303,9 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
             ]
         else:
             sa = p + "self_attn."
-            parts = [o + "q_proj.weight", o + "gate_proj.weight"]
-            rules += [Rule(k, sa + "q_proj.weight", t) for k, t in zip(parts, _joined(model, parts, q_split, q_join))]
-            parts = [o + "q_proj.bias", o + "gate_proj.bias"]
-            rules += [Rule(k, sa + "q_proj.bias", t) for k, t in zip(parts, _joined(model, parts, q_split, q_join))]
             rules += [
+                pieces([o + "q_proj.weight", o + "gate_proj.weight"], sa + "q_proj.weight", q_split, q_join, "q_gate"),
+                pieces([o + "q_proj.bias", o + "gate_proj.bias"], sa + "q_proj.bias", q_split, q_join, "q_gate"),
                 Rule(o + "k_proj.weight", sa + "k_proj.weight"),
                 Rule(o + "k_proj.bias", sa + "k_proj.bias"),
                 Rule(o + "v_proj.weight", sa + "v_proj.weight"),

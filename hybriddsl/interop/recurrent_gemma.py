@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from hybriddsl.interop import rope
 from hybriddsl.interop.common import (
     ConvertError,
     HybText,
@@ -54,9 +55,10 @@ def embed_scale(hidden: int) -> float:
 def _rope(cfg: dict[str, Any]) -> tuple[float, float]:
     """(rope_theta, partial_rotary_factor): in ``rope_parameters`` (transformers 5) or at the top level."""
     rp = cfg.get("rope_parameters") or {}
-    kind = rp.get("rope_type", "default")
-    if kind != "default":
-        raise ConvertError(f"rope_type {kind!r} is not supported: RecurrentGemma's RoPE is the plain one")
+    if rope.rope_type(cfg) != "default":
+        raise ConvertError(
+            f"rope_parameters.rope_type {rope.rope_type(cfg)!r} is not supported for RecurrentGemma (only default)"
+        )
     theta = rp.get("rope_theta", cfg.get("rope_theta", 10000.0))
     frac = rp.get("partial_rotary_factor", cfg.get("partial_rotary_factor", 0.5))
     return float(theta), float(frac)
@@ -130,6 +132,8 @@ def to_config(graph: Graph) -> dict[str, Any]:
     attn = [m for m, _ in layers if m.kind == "attention"]
     rec = [m for m, _ in layers if m.kind == "griffin"]
     a = uniform(attn, ("heads", "kv_heads", "head_dim", "window", "rope_theta", "rope_dim", "bias"), TARGET)
+    if attn and not rope.is_plain(attn[0].opts):
+        raise ConvertError(f"{attn[0].where()}: {TARGET}'s RoPE here is the plain one (no rope_scaling)")
     r = uniform(rec, ("width", "conv", "gelu_tanh", "gate_blocks"), TARGET)
     heads = a.get("heads") or r.get("gate_blocks")
     if heads is None:

@@ -1,4 +1,5 @@
-"""How checkpoint tensors become our state_dict entries and back: one :class:`Rule` per tensor of ours.
+"""How checkpoint tensors become our state_dict entries and back: a :class:`Rule` per tensor of ours, or a
+:class:`Group` where tensors of ours and of the checkpoint correspond only together.
 
 A family module (``hybriddsl/interop/<family>.py``) describes its weights as a list of rules, usually built from
 a declarative table per layer kind::
@@ -9,7 +10,14 @@ a declarative table per layer kind::
 and uses a named transform where the layouts differ (``gated_up``: our SwiGLU ``up`` is HF's ``gate_proj`` and
 ``up_proj`` stacked; ``unsqueeze``/``squeeze`` for a conv weight stored without its channel axis). Each transform
 is a pair of functions: ``load(*theirs) -> ours`` and ``save(ours) -> theirs`` (a tuple in the rule's order), so
-the same rules serve import and export.
+the same rules serve import and export. A :class:`Group` maps several tensors of ours and several of theirs
+as one (``load(*theirs) -> tuple of ours``, ``save(*ours) -> tuple of theirs``): one checkpoint tensor that
+holds pieces of several of ours (Qwen3-Next's ``in_proj_qkvz`` is our q, k, v and gate projections interleaved
+per head), built with :func:`pieces` / :func:`split0`.
+
+A concatenation along dim 0 (``cat0``, ``GATED_UP``) costs no copy at import when the parts lie back to back in
+one safetensors file, as ``gate_proj`` and ``up_proj`` do in every file safetensors writes (it orders tensors
+by name): the loader then hands out one view spanning both (``Checkpoint.span``).
 
 :func:`layer_keys` walks a built model's plan: for every mixer use, in stream order, the key of the norm
 in front of it and of the mixer module (``blocks.<key>``); :func:`final_norm` the norm before the head.
@@ -35,6 +43,7 @@ class Transform:
     load: Callable[..., torch.Tensor]
     save: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
     copies: bool = True  # load makes a new tensor (so the source pages can be released)
+    concat0: bool = False  # load is torch.cat(theirs, 0): a view when they lie back to back in the file
 
 
 SAME = Transform("same", lambda t: t, lambda t: (t,), copies=False)
@@ -48,7 +57,7 @@ def _cat0(*ts: torch.Tensor) -> torch.Tensor:
 
 def cat0(n: int = 2) -> Transform:
     """Our tensor is ``n`` of theirs stacked along dim 0 (equal parts): gate/up projections, q/k/v."""
-    return Transform(f"cat0x{n}", _cat0, lambda t: tuple(t.chunk(n, 0)))
+    return Transform(f"cat0x{n}", _cat0, lambda t: tuple(t.chunk(n, 0)), concat0=True)
 
 
 GATED_UP = cat0(2)  # our gated FFN's ``up`` = [gate_proj; up_proj] (layers/ffn.py: act(first half) * second)
@@ -76,6 +85,75 @@ class Rule:
         if isinstance(self.theirs, str):
             object.__setattr__(self, "theirs", (self.theirs,))
 
+    # the interface the loader and the writer use for rules and groups alike
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.ours,)
+
+    @property
+    def copies(self) -> bool:
+        return self.transform.copies
+
+    def load_all(self, *theirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (self.transform.load(*theirs),)
+
+    def save_all(self, *ours: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.transform.save(*ours)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Tensors of ours (``ours``) and of the checkpoint (``theirs``) that convert only together:
+    ``load(*theirs) -> tuple in ours' order`` and ``save(*ours) -> tuple in theirs' order``."""
+
+    ours: tuple[str, ...]
+    theirs: tuple[str, ...]
+    load: Callable[..., tuple[torch.Tensor, ...]]
+    save: Callable[..., tuple[torch.Tensor, ...]]
+    name: str = "group"
+    copies: bool = True  # load makes new tensors (so the source pages can be released)
+
+    def __post_init__(self):
+        for f in ("ours", "theirs"):
+            if isinstance(getattr(self, f), str):
+                object.__setattr__(self, f, (getattr(self, f),))
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return self.ours
+
+    def load_all(self, *theirs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.load(*theirs))
+
+    def save_all(self, *ours: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.save(*ours))
+
+
+def pieces(ours: list[str], theirs: str, split: Callable, join: Callable, name: str = "pieces") -> Group:
+    """Our tensors ``ours`` are pieces of the one checkpoint tensor ``theirs``: ``split(t) -> list`` (in ours'
+    order; each piece is copied, contiguous) and ``join(list) -> t``."""
+    import torch
+
+    def load(t):
+        return tuple(p.clone(memory_format=torch.contiguous_format) for p in split(t))
+
+    return Group(tuple(ours), (theirs,), load, lambda *ps: (join(list(ps)),), name)
+
+
+def split0(ours: list[str], theirs: str, sizes: list[int]) -> Group:
+    """Our tensors ``ours`` are the checkpoint tensor ``theirs`` cut along dim 0 into ``sizes`` rows: views of it
+    at import (no copy), concatenated at export."""
+    import torch
+
+    return Group(
+        tuple(ours),
+        (theirs,),
+        lambda t: tuple(t.split(list(sizes), 0)),
+        lambda *ps: (torch.cat(ps, 0),),
+        f"split0{list(sizes)}",
+        copies=False,
+    )
+
 
 def table(mapping: dict[str, Any], ours: str, theirs: str, skip: tuple[str, ...] = ()) -> list[Rule]:
     """Rules from ``{our suffix: their suffix | (their suffixes, Transform)}`` under two prefixes."""
@@ -92,10 +170,11 @@ def table(mapping: dict[str, Any], ours: str, theirs: str, skip: tuple[str, ...]
     return out
 
 
-def present(rules: list[Rule], model: HybridModel) -> list[Rule]:
-    """The rules whose tensor the model has (optional biases, norms): a table may list more than a layer uses."""
+def present(rules: list[Rule | Group], model: HybridModel) -> list[Rule | Group]:
+    """The rules whose tensors the model has (optional biases, norms): a table may list more than a layer uses.
+    A group is kept when the model has all of its tensors."""
     keys = model.state_dict(keep_vars=True).keys()
-    return [r for r in rules if r.ours in keys]
+    return [r for r in rules if all(k in keys for k in r.keys)]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.tiles import CHUNK_MIN, CHUNK_SIZES  # noqa: F401 (CHUNK_SIZES: re-exported to the families)
+
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the PyTorch paths accumulate in: float32, but float64 stays float64 so that
@@ -46,7 +48,8 @@ def check_state(
 # - chunk_size (chunked families): a power of two in [CHUNK_MIN, the family's maximum] on every path, so what
 #   runs on CPU also runs on a GPU (check_chunk).
 
-CHUNK_MIN = 16  # the smallest tl.dot tile: the Triton kernels' smallest chunk
+# CHUNK_MIN (the smallest tl.dot tile, the Triton kernels' smallest chunk) and CHUNK_SIZES (the SSD/GLA tiles)
+# come from hybriddsl.tiles: one torch-free definition for these checks and for the layer options' choices.
 
 
 def check_device(fn: str, tensors: dict[str, torch.Tensor | None]) -> None:

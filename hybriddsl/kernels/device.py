@@ -29,9 +29,40 @@ def device_properties() -> dict[str, int]:
     return active.utils.get_device_properties(active.get_current_device())
 
 
+def capability() -> int:
+    """Compute capability of the current device as Triton names it (90 for sm_90; 0 in the CPU interpreter)."""
+    if interpreting():
+        return 0
+    from triton.runtime import driver
+
+    return int(driver.active.get_current_target().arch)
+
+
 def multiprocessor_count() -> int:
     """Streaming multiprocessors of the current device (4 in the interpreter)."""
     return int(device_properties()["multiprocessor_count"])
+
+
+def tile_configs(
+    blocks: dict[str, int],
+    shrink: Sequence[str] = (),
+    stages: Sequence[int | None] = (None, 2, 1),
+    floor: int = 16,
+) -> list[dict[str, Any]]:
+    """Launch options for :func:`launch_fitting`, largest tiles first.
+
+    ``blocks`` (e.g. ``{"BK": 64, "BV": 64}``) at each pipeline depth of ``stages`` (None: the kernel's default,
+    3) keeps the work per program and only drops shared-memory buffers; then each block named in ``shrink`` is
+    halved in turn down to ``floor`` at the last depth (more programs, smaller tiles). Each option is a dict of
+    the kernel's block constexprs plus ``num_stages`` where set, to be passed as keyword arguments."""
+    out = [{**blocks, **({"num_stages": s} if s is not None else {})} for s in stages]
+    last = {"num_stages": stages[-1]} if stages and stages[-1] is not None else {}
+    cur = dict(blocks)
+    for name in shrink:
+        while cur[name] // 2 >= floor:
+            cur = {**cur, name: cur[name] // 2}
+            out.append({**cur, **last})
+    return out
 
 
 def launch_fitting(
@@ -56,6 +87,15 @@ def launch_fitting(
         _fitting[memo] = i
         return configs[i]
     raise AssertionError("unreachable")
+
+
+def launch_tiles(
+    name: str, key: tuple, blocks: dict[str, int], shrink: Sequence[str], launch: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """:func:`launch_fitting` over :func:`tile_configs` ``(blocks, shrink)``: the kernel's blocks at 3, 2, 1 pipeline
+    stages, then the blocks named in ``shrink`` halved. ``launch(c)`` passes ``c`` (block constexprs and
+    ``num_stages``) to the kernel as keywords, and must size its grid from ``c``'s blocks."""
+    return launch_fitting(name, key, tile_configs(blocks, shrink), launch)
 
 
 def _device_key() -> tuple:

@@ -13,6 +13,10 @@ where ``S(t) = {0..t}`` (full causal), ``{t-window+1..t}`` (sliding window: it C
 - ``qk_norm``: RMSNorm over ``head_dim`` of every q and k head (Dehghani et al. 2023; as OLMo-2 / Qwen3).
   Edifice's ``qk_layernorm`` uses LayerNorm; we take RMSNorm (no mean subtraction, one learned scale of size
   ``head_dim`` shared by the heads).
+- ``rope_scaling``: ``linear``, ``llama3`` or ``yarn`` context extension of RoPE, with ``rope_factor``,
+  ``rope_original`` (the pre-training context), ``rope_low_freq``/``rope_high_freq`` (llama3),
+  ``rope_beta_fast``/``rope_beta_slow``/``rope_mscale``/``rope_truncate`` (yarn): formulas in
+  :mod:`hybriddsl.layers.rope`, as transformers' ``rope_parameters``.
 - ``rope_dim``: partial RoPE: only the first ``rope_dim`` channels of each head turn (rotate-half within them),
   the rest pass through (RecurrentGemma: half the head, Qwen3-Next: a quarter).
 - ``out_gate``: ``o_t^h * sigmoid(W_g^h x_t)`` before ``W_o`` (Qwen3-Next's gated attention output); ``gate_proj``
@@ -38,34 +42,12 @@ from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers import window_attention
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from
+from hybriddsl.layers.rope import apply_rope, rope_angles  # noqa: F401 (importers find them here too)
 from hybriddsl.specs.attention import SPEC, attention_flops, keys_per_query, validate  # noqa: F401 (the kind's spec, torch-free)
 
 # qk-norm: one RMSNorm class for every layer (layers/base.py); the name stays for importers
 HeadRMSNorm = GatedRMSNorm
-
-
-def rope_angles(
-    pos: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype = torch.float32
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin of the RoPE angles for positions ``pos`` [n] (int): each [n, head_dim] in ``dtype``."""
-    inv = theta ** (-torch.arange(0, head_dim // 2, device=pos.device, dtype=dtype) * 2 / head_dim)
-    ang = pos.to(dtype)[:, None] * inv[None, :]
-    ang = torch.cat([ang, ang], dim=-1)
-    return ang.cos(), ang.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x [..., n, head_dim] by cos/sin [n, rope_dim] (rotate-half layout, computed in cos's dtype).
-
-    With ``rope_dim < head_dim`` (partial RoPE) only the first ``rope_dim`` channels turn."""
-    if cos.shape[-1] < x.shape[-1]:
-        r = cos.shape[-1]
-        return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
-    xf = x.to(cos.dtype)
-    half = xf.shape[-1] // 2
-    rot = torch.cat([-xf[..., half:], xf[..., :half]], dim=-1)
-    return (xf * cos + rot * sin).to(x.dtype)
 
 
 def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, window: int | None) -> torch.Tensor | None:
@@ -79,6 +61,7 @@ def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, causal: bool, windo
     return keep
 
 
+@options_from(SPEC)
 class Attention(Mixer):
     """Multi-head / grouped-query causal softmax attention. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -91,38 +74,34 @@ class Attention(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        kv_heads: int | None = None,
-        head_dim: int | None = None,
-        window: int | None = None,
-        qk_norm: bool = False,
-        rope: bool = False,
-        rope_theta: float = 10000.0,
-        bias: bool = False,
-        dropout: float = 0.0,
-        chunk: int | None = None,
-        ffn: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
-        causal: bool = True,
-        qk_eps: float = 1e-6,
-        rope_dim: int | None = None,
-        out_gate: bool = False,
-        out_bias: bool | None = None,
+        *,
+        heads: int,
+        kv_heads: int | None,
+        head_dim: int | None,
+        window: int | None,
+        qk_norm: bool,
+        rope: bool,
+        rope_theta: float,
+        bias: bool,
+        dropout: float,
+        chunk: int | None,
+        ffn: bool,  # consumed by the spec's companions; the mixer itself ignores it
+        causal: bool,
+        qk_eps: float,
+        rope_dim: int | None,
+        out_gate: bool,
+        out_bias: bool | None,
+        rope_scaling: str,
+        rope_factor: float,
+        rope_original: int | None,
+        rope_low_freq: float,
+        rope_high_freq: float,
+        rope_beta_fast: float,
+        rope_beta_slow: float,
+        rope_mscale: float | None,
+        rope_truncate: bool,
     ):
         super().__init__()
-        msg = validate(
-            {
-                "heads": heads,
-                "kv_heads": kv_heads,
-                "head_dim": head_dim,
-                "window": window,
-                "causal": causal,
-                "rope": rope,
-                "rope_dim": rope_dim,
-            },
-            hidden_size,
-        )
-        if msg:
-            raise ValueError(msg)
         self.hidden = hidden_size
         self.heads = heads
         self.kv_heads = kv_heads or heads
@@ -130,6 +109,21 @@ class Attention(Mixer):
         self.window, self.causal, self.chunk = window, causal, chunk
         self.rope, self.rope_theta = rope, rope_theta
         self.rope_dim = rope_dim or self.head_dim
+        self.rope_scaling = (
+            None
+            if rope_scaling == "none"
+            else {
+                "type": rope_scaling,
+                "factor": rope_factor,
+                "original": rope_original,
+                "low_freq": rope_low_freq,
+                "high_freq": rope_high_freq,
+                "beta_fast": rope_beta_fast,
+                "beta_slow": rope_beta_slow,
+                "mscale": rope_mscale,
+                "truncate": rope_truncate,
+            }
+        )
         self.dropout = dropout
         d = self.head_dim
         self.q_proj = nn.Linear(hidden_size, heads * d, bias=bias)
@@ -157,7 +151,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:
-            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, compute_dtype(q))
+            cos, sin = rope_angles(pos, self.rope_dim, self.rope_theta, compute_dtype(q), self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         return q, k, v
 
@@ -245,7 +239,7 @@ class Attention(Mixer):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope:  # per-row positions: cos/sin [batch, 1, 1, d]
-            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, compute_dtype(q))
+            cos, sin = rope_angles(row, self.rope_dim, self.rope_theta, compute_dtype(q), self.rope_scaling)
             cos, sin = cos[:, None, None], sin[:, None, None]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.window is None:

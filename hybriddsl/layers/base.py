@@ -6,6 +6,10 @@ It also runs one token at a time with an explicit state (see :mod:`hybriddsl.reg
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +17,40 @@ from torch import nn
 from hybriddsl.kernels.checks import compute_dtype  # float32, float64 stays float64 (gradcheck)
 
 State = dict[str, torch.Tensor]
+
+
+def wide(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in its compute dtype: float32, or float64 when it already is (gradcheck)."""
+    return t.to(compute_dtype(t))
+
+
+M = TypeVar("M", bound=type)
+
+
+def options_from(spec: Any) -> Callable[[M], M]:
+    """Class decorator: the layer takes its kind's options as keywords, with the defaults of the spec's
+    :class:`~hybriddsl.registry.Option` s (read when a layer is built, so they are written only there).
+
+    ``Mamba2(64, state=16)`` fills in every other option, checks them all (each option's type, range and
+    choices, then the kind's cross-option check) and raises ValueError with the spec's message on a bad value.
+    Keywords that are not options (parallel's ``branches``) pass through unchanged.
+    """
+
+    def wrap(cls: M) -> M:
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self: nn.Module, hidden_size: int, **opts: Any) -> None:
+            opts = spec.complete(opts)
+            msg = spec.check(opts, hidden_size)
+            if msg:
+                raise ValueError(msg)
+            init(self, hidden_size, **opts)
+
+        cls.__init__ = __init__
+        return cls
+
+    return wrap
 
 
 class Mixer(nn.Module):

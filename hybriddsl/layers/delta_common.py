@@ -59,22 +59,17 @@ class DeltaMixer(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        head_dim: int | None = None,
-        expand_v: float = 1.0,
-        conv: int = 4,
-        chunk: int = 64,
-        bias: bool = False,
-        norm_eps: float = 1e-5,
-        v_heads: int | None = None,
+        *,
+        heads: int,
+        head_dim: int | None,
+        expand_v: float,
+        conv: int,
+        chunk: int,
+        bias: bool,
+        norm_eps: float,
+        v_heads: int | None,
     ):
         super().__init__()
-        msg = validate(
-            {"heads": heads, "head_dim": head_dim, "expand_v": expand_v, "chunk": chunk, "v_heads": v_heads},
-            hidden_size,
-        )
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.heads, self.chunk = hidden_size, heads, chunk
         self.v_heads = v_heads or heads
         self.head_dim = head_dim or hidden_size // heads

@@ -18,10 +18,12 @@ shared parts are in :mod:`hybriddsl.layers.delta_common`.
 
 from __future__ import annotations
 
+from hybriddsl.layers.base import options_from
 from hybriddsl.layers.delta_common import DeltaMixer
-from hybriddsl.specs.delta_net import SPEC  # noqa: F401 (the kind's spec, torch-free)
+from hybriddsl.specs.delta_net import FIXED, SPEC
 
 
+@options_from(SPEC)
 class DeltaNet(DeltaMixer):
     """DeltaNet mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -33,10 +35,11 @@ class DeltaNet(DeltaMixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        head_dim: int | None = None,
-        conv: int = 4,
-        chunk: int = 64,
-        bias: bool = False,
+        *,
+        heads: int,
+        head_dim: int | None,
+        conv: int,
+        chunk: int,
+        bias: bool,
     ):
-        super().__init__(hidden_size, heads=heads, head_dim=head_dim, conv=conv, chunk=chunk, bias=bias)
+        super().__init__(hidden_size, heads=heads, head_dim=head_dim, conv=conv, chunk=chunk, bias=bias, **FIXED)

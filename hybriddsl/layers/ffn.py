@@ -17,20 +17,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer
+from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.specs.ffn import ACTS, GATED, SPEC  # noqa: F401 (the kind's spec, torch-free)
 
 
+@options_from(SPEC)
 class FFN(Mixer):
     """Position-wise MLP. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
 
     def __init__(
         self,
         hidden_size: int,
-        mult: float = 4.0,
-        act: str = "gelu",
-        bias: bool = True,
-        inner: int | None = None,
+        *,
+        mult: float,
+        act: str,
+        bias: bool,
+        inner: int | None,
     ):
         super().__init__()
         inner = inner or int(math.ceil(hidden_size * mult))

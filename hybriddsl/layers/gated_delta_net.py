@@ -27,10 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.layers.base import options_from
 from hybriddsl.layers.delta_common import DeltaMixer
-from hybriddsl.specs.gated_delta_net import SPEC  # noqa: F401 (the kind's spec, torch-free)
+from hybriddsl.specs.gated_delta_net import SPEC
 
 
+@options_from(SPEC)
 class GatedDeltaNet(DeltaMixer):
     """Gated DeltaNet mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -41,17 +44,18 @@ class GatedDeltaNet(DeltaMixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        head_dim: int | None = None,
-        expand_v: float = 1.0,
-        conv: int = 4,
-        chunk: int = 64,
-        bias: bool = False,
+        *,
+        heads: int,
+        head_dim: int | None,
+        expand_v: float,
+        conv: int,
+        chunk: int,
+        bias: bool,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         dt_floor: float = 1e-4,
-        v_heads: int | None = None,
-        out_eps: float = 1e-5,
+        v_heads: int | None,
+        out_eps: float,
     ):
         super().__init__(
             hidden_size,
@@ -77,7 +81,7 @@ class GatedDeltaNet(DeltaMixer):
 
     def _decay(self, x: torch.Tensor) -> torch.Tensor:
         """g [..., heads] = -exp(A_log) softplus(a_proj x + dt_bias), in float32 (float64 for float64 x)."""
-        cd = torch.float64 if x.dtype == torch.float64 else torch.float32
+        cd = compute_dtype(x)
         a = self.a_proj(x).to(cd) + self.dt_bias.to(cd)
         return -self.A_log.to(cd).exp() * F.softplus(a)
 

@@ -23,15 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, State
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, State, options_from, wide
 from hybriddsl.specs.gla import SPEC, _widths, gla_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """x in float32, or float64 when it already is (gradcheck)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
+@options_from(SPEC)
 class GLA(Mixer):
     """Gated linear attention mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -42,17 +38,15 @@ class GLA(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        heads: int = 4,
-        expand_k: float = 0.5,
-        expand_v: float = 1.0,
-        rank: int = 16,
-        gate_norm: float = 16.0,
-        chunk: int = 64,
+        *,
+        heads: int,
+        expand_k: float,
+        expand_v: float,
+        rank: int,
+        gate_norm: float,
+        chunk: int,
     ):
         super().__init__()
-        msg = validate({"heads": heads, "expand_k": expand_k, "expand_v": expand_v, "chunk": chunk}, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.heads, self.chunk, self.gate_norm = hidden_size, heads, chunk, gate_norm
         self.key_dim, self.value_dim = _widths(hidden_size, expand_k, expand_v)
         self.dk, self.dv = self.key_dim // heads, self.value_dim // heads
@@ -84,7 +78,7 @@ class GLA(Mixer):
         k = self.k_proj(x).view(*lead, self.heads, self.dk)
         v = self.v_proj(x).view(*lead, self.heads, self.dv)
         # the log-decay is kept in float32 (or wider): it is summed over time inside the kernel
-        g = F.logsigmoid(_wide(self.gk_up(self.gk_down(x)))) / self.gate_norm
+        g = F.logsigmoid(wide(self.gk_up(self.gk_down(x)))) / self.gate_norm
         return q, k, v, g.view(*lead, self.heads, self.dk), self.g_proj(x)
 
     def _finish(self, o: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, ShortConv, State
+from hybriddsl.layers.base import Mixer, ShortConv, State, options_from
 from hybriddsl.specs.griffin import SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
 
 C = 8.0  # the paper's fixed scalar c
@@ -79,24 +79,23 @@ class BlockDiagonalLinear(nn.Module):
         return y.reshape(x.shape)
 
 
+@options_from(SPEC)
 class GriffinBlock(Mixer):
     """Griffin recurrent block. x: [batch, seq, hidden] -> [batch, seq, hidden], width channels inside."""
 
     def __init__(
         self,
         hidden_size: int,
-        width: int | None = None,
-        conv: int = 4,
-        mlp: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
-        gelu_tanh: bool = False,
-        gate_blocks: int | None = None,
-        reset: bool = False,
+        *,
+        width: int | None,
+        conv: int,
+        mlp: bool,  # consumed by the spec's companions; the mixer itself ignores it
+        gelu_tanh: bool,
+        gate_blocks: int | None,
+        reset: bool,
     ):
         super().__init__()
         w = width or hidden_size
-        msg = validate({"conv": conv, "width": width, "gate_blocks": gate_blocks}, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.width = hidden_size, w
         self.approximate = "tanh" if gelu_tanh else "none"
         self.reset = reset

@@ -18,10 +18,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, State
+from hybriddsl.layers.base import Mixer, State, options_from
 from hybriddsl.specs.gru import SPEC, gru_flops  # noqa: F401 (the kind's spec, torch-free)
 
 
+@options_from(SPEC)
 class GRU(Mixer):
     """One-layer GRU. x: [batch, seq, hidden] -> [batch, seq, hidden]; state ``h`` [batch, size] float32.
 
@@ -29,7 +30,7 @@ class GRU(Mixer):
     in the order r, z, n), initialized as torch does: uniform(-1/sqrt(size), 1/sqrt(size)).
     """
 
-    def __init__(self, hidden_size: int, size: int | None = None, bias: bool = True):
+    def __init__(self, hidden_size: int, *, size: int | None, bias: bool):
         super().__init__()
         self.size = size or hidden_size
         self.rnn = nn.GRU(hidden_size, self.size, batch_first=True, bias=bias)

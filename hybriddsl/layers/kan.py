@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer
+from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.specs.kan import SPEC, kan_flops  # noqa: F401 (the kind's spec, torch-free)
 
 
@@ -74,10 +74,11 @@ class KANLinear(nn.Module):
         return F.linear(F.silu(x), self.base_weight) + spline
 
 
+@options_from(SPEC)
 class KAN(Mixer):
     """Two KAN layers ``hidden -> inner -> hidden``, position-wise. x: [batch, seq, hidden] -> same."""
 
-    def __init__(self, hidden_size: int, grid: int = 5, order: int = 3, inner: int | None = None):
+    def __init__(self, hidden_size: int, *, grid: int, order: int, inner: int | None):
         super().__init__()
         inner = inner or hidden_size
         self.layers = nn.Sequential(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, ShortConv, State
+from hybriddsl.layers.base import Mixer, ShortConv, State, options_from, wide
 from hybriddsl.specs.mamba import SPEC, mamba_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 DT_MIN, DT_MAX, DT_FLOOR = 1e-3, 1e-1, 1e-4  # the paper's Δ initialization range
@@ -47,16 +47,12 @@ def dt_bias_init(n: int, dt_min: float = DT_MIN, dt_max: float = DT_MAX, floor: 
     return dt + torch.log(-torch.expm1(-dt))
 
 
-def wide(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32, or float64 if it already is (the scan's parameters are kept at least float32)."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
-
-
 def default_dt_rank(hidden: int) -> int:
     """mamba_ssm's ``dt_rank="auto"``: ceil(hidden / 16)."""
     return math.ceil(hidden / 16)
 
 
+@options_from(SPEC)
 class Mamba(Mixer):
     """Mamba-1 mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -70,20 +66,18 @@ class Mamba(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        state: int = 16,
-        expand: int = 2,
-        conv: int = 4,
-        dt_rank: int | None = None,
-        bias: bool = False,
-        conv_bias: bool = True,
+        *,
+        state: int,
+        expand: int,
+        conv: int,
+        dt_rank: int | None,
+        bias: bool,
+        conv_bias: bool,
         dt_scale: float = 1.0,
-        bc_norm: bool = False,
-        bc_norm_eps: float = 1e-6,
+        bc_norm: bool,
+        bc_norm_eps: float,
     ):
         super().__init__()
-        msg = validate({"state": state, "expand": expand, "conv": conv, "dt_rank": dt_rank}, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.state, self.conv = hidden_size, state, conv
         self.d_inner = expand * hidden_size
         self.dt_rank = dt_rank or default_dt_rank(hidden_size)

@@ -35,13 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
-from hybriddsl.layers.mamba import dt_bias_init, wide
+from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State, options_from, wide
+from hybriddsl.layers.mamba import dt_bias_init
 from hybriddsl.specs.mamba2 import SPEC, mamba2_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 A_INIT_RANGE = (1.0, 16.0)  # mamba_ssm's A_init_range
 
 
+@options_from(SPEC)
 class Mamba2(Mixer):
     """Mamba-2 (SSD) mixer. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -52,25 +53,22 @@ class Mamba2(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        state: int = 64,
-        expand: int = 2,
-        conv: int = 4,
-        head_dim: int = 64,
-        groups: int = 1,
-        chunk: int = 64,
-        bias: bool = False,
-        conv_bias: bool = True,
-        inner: int | None = None,
-        gate_eps: float = 1e-5,
-        dt_min: float = 0.0,
-        dt_max: float | None = None,
-        out_norm: str = "gated",
+        *,
+        state: int,
+        expand: int,
+        conv: int,
+        head_dim: int,
+        groups: int,
+        chunk: int,
+        bias: bool,
+        conv_bias: bool,
+        inner: int | None,
+        gate_eps: float,
+        dt_min: float,
+        dt_max: float | None,
+        out_norm: str,
     ):
         super().__init__()
-        opts = dict(state=state, expand=expand, conv=conv, head_dim=head_dim, groups=groups, chunk=chunk, inner=inner)
-        msg = validate(opts, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.hidden, self.state, self.head_dim, self.groups, self.chunk = (
             hidden_size,
             state,

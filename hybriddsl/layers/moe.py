@@ -18,6 +18,10 @@ Options for the routers of published checkpoints (defaults keep the rule above):
 - ``shared``: the inner width of one always-on shared expert added to every token's output (DeepSeek-MoE,
   Nemotron-H); ``shared_gate``: that expert's output times ``sigmoid(w . x)`` per token (Qwen3-Next);
   ``inner``: the experts' exact width (overrides ``mult``).
+- ``latent``: the routed experts work in a narrower space (Nemotron-H's latent MoE, ``moe_latent_size``): the
+  router and the shared expert read ``x``, the experts ``latent_in x`` (``hidden -> latent``), and the weighted
+  sum goes back through ``latent_out`` (``latent -> hidden``, once): ``y = latent_out(sum g_e FFN_e(latent_in
+  x)) + shared(x)``; ``latent_bias`` puts biases on both projections.
 
 Every token reaches all of its top-k experts (no capacity, no dropping): tokens are gathered per expert,
 run through that expert and written back into a ``[tokens, top_k, hidden]`` buffer, each (token, slot)
@@ -42,11 +46,12 @@ import math
 import torch
 from torch import nn
 
-from hybriddsl.layers.base import Mixer
+from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.layers.ffn import FFN
 from hybriddsl.specs.moe import SPEC, moe_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
+@options_from(SPEC)
 class MoE(Mixer):
     """Top-k routed mixture of FFN experts. x: [batch, seq, hidden] -> [batch, seq, hidden].
 
@@ -57,29 +62,28 @@ class MoE(Mixer):
     def __init__(
         self,
         hidden_size: int,
-        experts: int = 8,
-        top_k: int = 2,
-        mult: float = 4.0,
-        act: str = "gelu",
-        capacity: float | None = None,
-        aux_weight: float = 0.01,
-        bias: bool = False,
-        inner: int | None = None,
-        norm_topk: bool = True,
-        score: str = "softmax",
-        score_bias: bool = False,
-        groups: int = 1,
-        topk_groups: int = 1,
-        scale: float = 1.0,
-        shared: int | None = None,
-        shared_bias: bool = False,
-        shared_gate: bool = False,
+        *,
+        experts: int,
+        top_k: int,
+        mult: float,
+        act: str,
+        capacity: float | None,
+        aux_weight: float,
+        bias: bool,
+        inner: int | None,
+        norm_topk: bool,
+        score: str,
+        score_bias: bool,
+        groups: int,
+        topk_groups: int,
+        scale: float,
+        shared: int | None,
+        shared_bias: bool,
+        shared_gate: bool,
+        latent: int | None,
+        latent_bias: bool,
     ):
         super().__init__()
-        opts = {"experts": experts, "top_k": top_k, "capacity": capacity, "groups": groups, "topk_groups": topk_groups}
-        msg = validate(opts, hidden_size)
-        if msg:
-            raise ValueError(msg)
         self.n_experts, self.top_k, self.aux_weight = experts, top_k, aux_weight
         self.norm_topk, self.score, self.groups, self.topk_groups, self.scale = (
             norm_topk,
@@ -93,9 +97,11 @@ class MoE(Mixer):
         nn.init.trunc_normal_(self.router.weight, std=math.sqrt(0.1 / hidden_size))
         # chooses experts, never weights them; set by a checkpoint, not by gradients
         self.register_buffer("score_bias", torch.zeros(experts) if score_bias else None)
-        self.experts = nn.ModuleList(
-            FFN(hidden_size, mult=mult, act=act, bias=bias, inner=inner) for _ in range(experts)
-        )
+        width = latent or hidden_size  # the experts' input and output width
+        self.latent_in = nn.Linear(hidden_size, latent, bias=latent_bias) if latent else None
+        self.latent_out = nn.Linear(latent, hidden_size, bias=latent_bias) if latent else None
+        inner = inner or int(math.ceil(hidden_size * mult))  # mult is of hidden, also for latent experts
+        self.experts = nn.ModuleList(FFN(width, act=act, bias=bias, inner=inner) for _ in range(experts))
         self.shared = FFN(hidden_size, act=act, bias=shared_bias, inner=shared) if shared else None
         # Qwen3-Next: the shared expert's output scaled per token by sigmoid(w . x)
         self.shared_gate = nn.Linear(hidden_size, 1, bias=False) if shared and shared_gate else None
@@ -131,12 +137,15 @@ class MoE(Mixer):
         flat = x.reshape(-1, shape[-1])
         n = flat.shape[0]
         probs, idx, w = self.route(flat)
-        out = flat.new_zeros(n, self.top_k, shape[-1])
+        inp = flat if self.latent_in is None else self.latent_in(flat)
+        out = flat.new_zeros(n, self.top_k, inp.shape[-1])
         for e, expert in enumerate(self.experts):
             tok, slot = (idx == e).nonzero(as_tuple=True)
             if tok.numel():
-                out[tok, slot] = expert(flat[tok])
+                out[tok, slot] = expert(inp[tok])
         y = (out * w.to(out.dtype).unsqueeze(-1)).sum(1)
+        if self.latent_out is not None:
+            y = self.latent_out(y)
         if self.shared is not None:
             y = y + self._shared(flat)
         self.aux_loss = self._balance_loss(probs, idx)
@@ -152,8 +161,11 @@ class MoE(Mixer):
             return self.forward(x.unsqueeze(1)).squeeze(1), state
         probs, idx, w = self.route(x)
         gate = torch.zeros_like(probs).scatter(-1, idx, w)  # [batch, experts]
-        ys = torch.stack([expert(x) for expert in self.experts], 1)  # [batch, experts, hidden]
+        inp = x if self.latent_in is None else self.latent_in(x)
+        ys = torch.stack([expert(inp) for expert in self.experts], 1)  # [batch, experts, width]
         y = (ys * gate.to(ys.dtype).unsqueeze(-1)).sum(1)
+        if self.latent_out is not None:
+            y = self.latent_out(y)
         return (y if self.shared is None else y + self._shared(x)), state
 
     def _shared(self, x: torch.Tensor) -> torch.Tensor:

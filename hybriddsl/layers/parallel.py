@@ -15,26 +15,23 @@ after the parallel block instead.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, State
-from hybriddsl.specs.parallel import SPEC, _flops  # noqa: F401 (the kind's spec, torch-free)
+from hybriddsl.layers.base import Mixer, State, options_from
+from hybriddsl.specs.parallel import SPEC
 
 
+@options_from(SPEC)
 class Parallel(Mixer):
     """Branches of mixers on one input. x: [batch, seq, hidden] -> [batch, seq, hidden]."""
 
-    def __init__(self, hidden_size: int, branches: list[list[dict[str, Any]]], mix: str = "mean"):
+    def __init__(self, hidden_size: int, *, branches: list[list[nn.Module]], mix: str):
+        """``branches``: each a list of built mixers applied in series (``registry.build`` makes them from the
+        resolved ``[[{"kind", "opts"}, ...], ...]``)."""
         super().__init__()
-        from hybriddsl.lower import build_module  # lowering owns module construction; imported late (cycle)
-
         self.mix = mix
-        self.branches = nn.ModuleList(
-            nn.ModuleList(build_module(b["kind"], b["opts"], hidden_size) for b in branch) for branch in branches
-        )
+        self.branches = nn.ModuleList(nn.ModuleList(branch) for branch in branches)
         n = len(branches)
         if mix == "gate":
             self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-6) for _ in range(n))

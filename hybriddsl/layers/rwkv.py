@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybriddsl.layers.base import Mixer, State
+from hybriddsl.layers.base import Mixer, State, options_from
 from hybriddsl.specs.rwkv import SPECS, rwkv_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 _MIDDLE = 0.5  # layer_id / n_layer used by the RWKV-6 init schedules (see the module docstring)
@@ -56,22 +56,21 @@ def _xavier(*lins: nn.Linear) -> None:
         nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)
 
 
+@options_from(SPECS[0])
 class RWKV6TimeMix(Mixer):
     """RWKV-6 time mix. x: [batch, seq, hidden] -> [batch, seq, hidden]; heads = hidden // head_size."""
 
     def __init__(
         self,
         hidden_size: int,
-        head_size: int = 64,
-        mix_rank: int = 32,
-        decay_rank: int = 64,
-        chunk: int = 64,
-        cmix: bool = True,  # consumed by the spec's companions; the mixer itself ignores it
+        *,
+        head_size: int,
+        mix_rank: int,
+        decay_rank: int,
+        chunk: int,
+        cmix: bool,  # consumed by the spec's companions; the mixer itself ignores it
     ):
         super().__init__()
-        msg = validate({"head_size": head_size, "chunk": chunk}, hidden_size)
-        if msg:
-            raise ValueError(msg)
         d = hidden_size
         self.hidden, self.head_size, self.heads, self.chunk = d, head_size, d // head_size, chunk
         i = torch.arange(d, dtype=torch.float64) / d
@@ -153,10 +152,11 @@ class RWKV6TimeMix(Mixer):
         return self._finish(o, gate), {"shift": x.to(state["shift"].dtype), "S": S}
 
 
+@options_from(SPECS[1])
 class RWKV6ChannelMix(Mixer):
     """RWKV-6 channel mix (RWKV's FFN). x: [batch, seq, hidden] -> same; inner = mult hidden."""
 
-    def __init__(self, hidden_size: int, mult: float = 3.5):
+    def __init__(self, hidden_size: int, *, mult: float):
         super().__init__()
         d = hidden_size
         inner = max(1, int(mult * d))

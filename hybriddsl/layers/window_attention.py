@@ -76,14 +76,24 @@ def sliding_window_attention(
         flex = _compiled_flex() if q.is_cuda and not torch.compiler.is_compiling() else eager
         return flex(q, k, v, block_mask=_block_mask(make_mask, window, t, str(q.device)), enable_gqa=enable_gqa)
     c = block_size(window)
-    pos = torch.arange(t, device=q.device)
     outs = []
     for s in range(0, t, c):
         e = min(s + c, t)
         k0 = max(0, s - window + 1)
-        mask = window_mask(pos[s:e], pos[k0:e], window)
-        outs.append(sdpa(q[:, :, s:e], k[:, :, k0:e], v[:, :, k0:e], attn_mask=mask))
+        if k0 == 0 and e <= window:  # every key of the block is inside the window: plain causal, no mask
+            outs.append(sdpa(q[:, :, s:e], k[:, :, :e], v[:, :, :e], is_causal=True))
+        else:
+            mask = _band(e - s, e - k0, window, str(q.device))
+            outs.append(sdpa(q[:, :, s:e], k[:, :, k0:e], v[:, :, k0:e], attn_mask=mask))
     return torch.cat(outs, dim=2)
+
+
+@functools.lru_cache(maxsize=64)
+def _band(rows: int, cols: int, window: int, device: str) -> torch.Tensor:
+    """The chunked path's mask of a block of ``rows`` queries ending with its ``cols`` keys (the last query is the
+    last key's position): it depends only on these sizes, so it is built once, not per block and call."""
+    pos = torch.arange(cols, device=device)
+    return window_mask(pos[cols - rows :], pos, window)
 
 
 _flex_fns: tuple | None | bool = False  # False: not looked up yet

@@ -27,34 +27,8 @@ def count(graph: Graph) -> Graph:
     hidden, seq_len = s["hidden"], s["seq_len"]
     seen: set[str] = set()
     totals = {"params": 0, "flops_per_token": 0, "state_bytes": 0, "unknown": 0}
-    for nid in g.order():
-        node = g[nid]
-        op = node["op"]
-        params = flops = state = 0
-        if op == Op.IN_PROJ:
-            if s["vocab"]:
-                params = s["vocab"] * hidden
-            elif s["embed_dim"] != hidden:
-                params = s["embed_dim"] * hidden + hidden
-                flops = 2 * s["embed_dim"] * hidden
-        elif op in (Op.NORM, Op.FINAL_NORM, Op.ADD_NORM):
-            params = hidden * (2 if node["kind"] == "layernorm" else 1)
-            flops = 5 * hidden
-        elif op == Op.ADD:
-            flops = hidden
-        elif op == Op.HEAD:
-            params = 0 if s["tie_embeddings"] else s["vocab"] * hidden
-            flops = 2 * s["vocab"] * hidden
-        elif op == Op.MIXER and trust.runs_code(node["kind"], node["opts"]):
-            params = flops = state = None  # counting would build it, i.e. run the user's code
-        elif op == Op.MIXER:
-            try:
-                params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
-            except HybError as e:  # e.g. a custom factory that fails: point at the layer
-                if e.span is None:
-                    e.span = node.get("span")
-                raise
-            flops = registry.get(node["kind"]).flops(node["opts"], hidden, params, seq_len)
+
+    def record(node: dict[str, Any], params: int | None, flops: int | None, state: int | None) -> None:
         w = node.get("weights")
         node["params"] = params
         node["flops"] = flops
@@ -69,6 +43,53 @@ def count(graph: Graph) -> Graph:
             totals["state_bytes"] += state
         if w is not None:
             seen.add(w)
+
+    def free(nid: str, node: dict[str, Any]) -> None:  # input, output: no parameters, no work
+        record(node, 0, 0, 0)
+
+    def in_proj(nid: str, node: dict[str, Any]) -> None:
+        if s["vocab"]:
+            record(node, s["vocab"] * hidden, 0, 0)
+        elif s["embed_dim"] != hidden:
+            record(node, s["embed_dim"] * hidden + hidden, 2 * s["embed_dim"] * hidden, 0)
+        else:
+            record(node, 0, 0, 0)
+
+    def add(nid: str, node: dict[str, Any]) -> None:  # also the positional encoding, a fixed table added
+        record(node, 0, hidden, 0)
+
+    def norm(nid: str, node: dict[str, Any]) -> None:
+        record(node, hidden * (2 if node["kind"] == "layernorm" else 1), 5 * hidden, 0)
+
+    def head(nid: str, node: dict[str, Any]) -> None:
+        record(node, 0 if s["tie_embeddings"] else s["vocab"] * hidden, 2 * s["vocab"] * hidden, 0)
+
+    def mixer(nid: str, node: dict[str, Any]) -> None:
+        if trust.runs_code(node["kind"], node["opts"]):
+            record(node, None, None, None)  # counting would build it, i.e. run the user's code
+            return
+        try:
+            params, state = layer_cost(node["kind"], node["opts"], hidden, seq_len)
+        except HybError as e:  # e.g. a custom factory that fails: point at the layer
+            if e.span is None:
+                e.span = node.get("span")
+            raise
+        record(node, params, layer_flops(node["kind"], node["opts"], hidden, params, seq_len), state)
+
+    g.walk(
+        {
+            Op.INPUT: free,
+            Op.IN_PROJ: in_proj,
+            Op.POS_ENC: add,
+            Op.NORM: norm,
+            Op.FINAL_NORM: norm,
+            Op.ADD_NORM: norm,
+            Op.MIXER: mixer,
+            Op.ADD: add,
+            Op.HEAD: head,
+            Op.OUTPUT: free,
+        }
+    )
     g.totals = totals
     return g
 
@@ -97,6 +118,19 @@ def fill_built(graph: Graph, model: Any) -> None:
         graph.totals["state_bytes"] += node["state_bytes"]
 
 
+def layer_flops(kind: str, opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
+    """FLOPs per token of one layer with ``params`` weights: its kind's formula, plus, for a kind with branches
+    (parallel), what each sub-layer's own formula adds on top of its matmuls (2 FLOPs per weight, already in
+    ``2 * params``)."""
+    spec = registry.get(kind)
+    total = spec.flops(opts, hidden, params, seq_len)
+    for branch in opts["branches"] if spec.branches else ():
+        for b in branch:
+            p, _ = layer_cost(b["kind"], b["opts"], hidden, seq_len)
+            total += layer_flops(b["kind"], b["opts"], hidden, p, seq_len) - 2 * p
+    return total
+
+
 def layer_cost(kind: str, opts: dict[str, Any], hidden: int, seq_len: int) -> tuple[int, int]:
     """(parameters, state bytes after seq_len tokens) of one layer, from its module on the meta device."""
     return _cost(kind, _freeze(opts), hidden, seq_len, _Opts(opts))
@@ -119,9 +153,7 @@ class _Opts:
 def _cost(kind: str, frozen: Any, hidden: int, seq_len: int, opts: _Opts) -> tuple[int, int]:
     import torch  # here, not at the top: parsing and checking never need it
 
-    from hybriddsl.lower import build_module
-
     with torch.device("meta"):
-        module = build_module(kind, opts.opts, hidden)
+        module = registry.build(kind, opts.opts, hidden)
     params = sum(p.numel() for p in module.parameters())
     return params, int(module.state_bytes(seq_len, dtype_bytes=2))

@@ -1,19 +1,20 @@
 """Pass ``expand``: Program (AST) -> Graph. Unrolls repeats, expands ``block`` macros, splits Megatron letters.
 
-The result is a chain of pre-/post-norm residual blocks whose mixers still carry the name as written
-(``attrs['name']``) and the options as written (``attrs['written']``: name -> syntax.Value); ``resolve`` turns
-them into kinds and typed options.
+The AST stops here. The result is a chain of pre-/post-norm residual blocks whose mixers carry the layer as
+written (``attrs['entry']``: a :class:`hybriddsl.ir.LayerEntry`, name and options with positions), and
+``graph.statements``: the settings, ``shared`` and ``tie`` statements as typed entries (``shared`` blocks
+expanded like the stack). ``resolve`` turns entries into kinds and typed options.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
 from hybriddsl import limits, registry
 from hybriddsl.errors import HybNameError, HybOptionError, HybSyntaxError, Span
-from hybriddsl.ir import Graph, Op
+from hybriddsl.ir import Graph, LayerEntry, Op, SettingEntry, SharedEntry, Statements, TieEntry, Written
 from hybriddsl.settings import model_setting
-from hybriddsl.syntax import Group, Item, Layer, Parallel, Program, Repeat
+from hybriddsl.syntax import Group, Item, Layer, Parallel, Program, Repeat, Value
 
 # Megatron-LM hybrid pattern letters, which real configs run together ("M-M-M-MM-M-M*-").
 MEGATRON = {"M": "mamba", "*": "attention", "-": "ffn", "E": "moe"}
@@ -26,12 +27,6 @@ def expand(prog: Program) -> Graph:
         if s.scope is None and s.name == "pre_norm" and isinstance(s.value.value, bool):
             pre_norm = s.value.value
     g = Graph({"pre_norm": pre_norm}, prog.source, prog.file)
-    g.directives = {
-        "settings": prog.settings,
-        "shared": prog.shared,
-        "ties": prog.ties,
-        "blocks": prog.blocks,
-    }
     src = g.add(Op.INPUT)
     proj = g.add(Op.IN_PROJ)
     g.connect(src, proj)
@@ -55,13 +50,26 @@ def expand(prog: Program) -> Graph:
         raise HybSyntaxError("the model has no layers: write a stack such as 'M M A'", Span(1, 1, 1, prog.file))
     tail = proj
     for pos, entry in enumerate(entries, start=1):
-        tail = g.add_block(tail, mixer={**entry, "layer": pos, "role": "main"}, norm={"layer": pos})
+        tail = g.add_block(tail, mixer={"entry": entry, "span": entry.span, "layer": pos}, norm={"layer": pos})
+    g.statements = Statements(
+        settings=tuple(SettingEntry(st.name, st.scope, _written(st.value), st.span) for st in prog.settings),
+        shared=tuple(SharedEntry(tuple(flatten([st.item], prog)), tuple(st.positions), st.span) for st in prog.shared),
+        ties=tuple(TieEntry(t.name, None if t.positions is None else tuple(t.positions), t.span) for t in prog.ties),
+    )
     return g
 
 
-def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Items -> a flat list of mixer attribute dicts {name, written, span} (parallel blocks nested)."""
-    out: list[dict[str, Any]] = []
+def _written(v: Value) -> Written:
+    return Written(v.value, v.span, v.name_span)
+
+
+def _options(options: Mapping[str, Value]) -> dict[str, Written]:
+    return {k: _written(v) for k, v in options.items()}
+
+
+def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> list[LayerEntry]:
+    """Items -> a flat list of layers as written (parallel blocks nested in their entry's branches)."""
+    out: list[LayerEntry] = []
     for item in items:
         if isinstance(item, Repeat):
             if item.count < 1:
@@ -75,13 +83,12 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
                     limits.current().max_mixers,
                     item.span,
                 )
-            for _ in range(item.count):
-                out += [dict(e) for e in body]
+            out += body * item.count  # entries are frozen: the copies can share them
         elif isinstance(item, Group):
             out += flatten(item.items, prog, stack)
         elif isinstance(item, Parallel):
-            branches = [flatten(b, prog, stack) for b in item.branches]
-            out.append({"name": "parallel", "written": item.options, "span": item.span, "branches": branches})
+            branches = tuple(tuple(flatten(b, prog, stack)) for b in item.branches)
+            out.append(LayerEntry("parallel", _options(item.options), item.span, branches))
         elif isinstance(item, Layer):
             out += _layer(item, prog, stack)
         if len(out) > limits.current().max_mixers:
@@ -90,7 +97,7 @@ def flatten(items: list[Item], prog: Program, stack: tuple[str, ...] = ()) -> li
     return out
 
 
-def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[dict[str, Any]]:
+def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[LayerEntry]:
     key = item.name.lower()
     if key in prog.blocks:
         if key in stack:
@@ -102,12 +109,10 @@ def _layer(item: Layer, prog: Program, stack: tuple[str, ...]) -> list[dict[str,
     if registry.canonical(item.name) is None and len(item.name) > 1 and set(item.name) <= set(MEGATRON):
         # "MM" in a Megatron string: one layer per letter
         s = item.span
-        return [
-            {"name": ch, "written": {}, "span": Span(s.line, s.column + i, 1, s.file)} for i, ch in enumerate(item.name)
-        ]
+        return [LayerEntry(ch, {}, Span(s.line, s.column + i, 1, s.file)) for i, ch in enumerate(item.name)]
     if registry.canonical(item.name) is None and model_setting(item.name) is not None:
         raise HybSyntaxError(f"'{item.name}' is a setting: write '{item.name} = value'", item.span)
-    return [{"name": item.name, "written": item.options, "span": item.span}]
+    return [LayerEntry(item.name, _options(item.options), item.span)]
 
 
 def _check_size(prog: Program) -> None:

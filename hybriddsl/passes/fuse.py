@@ -18,6 +18,8 @@ def fuse_add_norm(graph: Graph) -> Graph:
     """Returns a new graph with every add -> norm pair fused."""
     g = graph.copy()
     for nid in list(g.nodes(Op.ADD)):
+        if g[nid]["role"] == "side":  # stream + a side block's output feeds the norm only: r must not change
+            continue
         norms = [v for v in g.succs(nid) if g[v]["op"] in (Op.NORM, Op.FINAL_NORM)]
         if len(norms) != 1:
             continue
@@ -35,8 +37,6 @@ def fuse_add_norm(graph: Graph) -> Graph:
             norm_role=g[n]["role"],
             role=add["role"],
         )
-        for v, d in list(g.g.succ[n].items()):
-            # consumers of the norm now read the fused node (its normed output)
-            g.g.add_edge(nid, v, **d)
-        g.g.remove_node(n)
+        g.replace_uses(n, nid)  # consumers of the norm now read the fused node (its normed output)
+        g.erase(n)  # with its input edge from the add
     return g

@@ -8,38 +8,34 @@ before any tensor exists, and every error points at the text that caused it. Kin
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import Any, NamedTuple
 
 from hybriddsl import limits, registry
 from hybriddsl.errors import HybError, HybNameError, HybOptionError, Span, suggest
-from hybriddsl.ir import Graph, Op
+from hybriddsl.ir import Graph, LayerEntry, Op, Resolved, SettingEntry
 from hybriddsl.settings import MODEL_SETTINGS, model_setting
-from hybriddsl.syntax import Setting, Value
 
 
 def resolve(graph: Graph) -> Graph:
-    """Resolve every mixer of ``graph``; returns a new graph with ``settings`` filled in."""
+    """Resolve every mixer of ``graph`` and every ``shared`` statement's layers; returns a new graph with
+    ``settings`` filled in."""
     g = graph.copy()
-    settings, layer_defaults, scoped = _settings(g.directives.get("settings", []), g)
+    settings, defaults = _settings(g.statements.settings)
     g.settings.update(settings)
-    g.directives["layer_defaults"], g.directives["scoped"] = layer_defaults, scoped
     hidden = settings["hidden"]
     counters: dict[str, int] = {}
     for nid in g.mixers():
         node = g[nid]
-        kind, opts = resolve_layer(node, layer_defaults, scoped, hidden)
+        entry: LayerEntry = node.pop("entry")
+        kind, opts = resolve_layer(entry, defaults, hidden)
         node.update(kind=kind, opts=opts, weights=_group(counters, kind))
-        node.pop("written", None)
-        node.pop("branches", None)
-        spec = registry.get(kind)
         tail = g.succs(nid)[0] if settings["pre_norm"] else g.succs(g.succs(nid)[0])[0]
-        for ckind, copts in spec.companions(opts) if spec.companions else []:
-            sub = {"name": ckind, "written": {}, "span": node["span"]}
-            ck, co = resolve_layer(sub, layer_defaults, scoped, hidden, preset=copts)
+        for sub in companions(kind, opts, entry.span, defaults, hidden):
             attrs = dict(
-                kind=ck,
-                opts=co,
-                weights=_group(counters, ck),
+                kind=sub.kind,
+                opts=sub.opts,
+                weights=_group(counters, sub.kind),
                 role="companion",
                 layer=node["layer"],
                 span=node["span"],
@@ -49,13 +45,32 @@ def resolve(graph: Graph) -> Graph:
     if settings["vocab"]:  # token model: an LM head before the output
         (out,) = g.nodes(Op.OUTPUT)
         (prev,) = g.preds(out)
-        head = g.add(Op.HEAD)
-        g.g.remove_edge(prev, out)
-        g.connect(prev, head)
-        g.connect(head, out)
+        g.insert_after(prev, Op.HEAD)
+    if settings["pos"] == "sinusoidal":  # added to the embedded input (rope lives inside attention)
+        (proj,) = g.nodes(Op.IN_PROJ)
+        g.insert_after(proj, Op.POS_ENC, kind="sinusoidal")
     for nid in g.nodes(Op.NORM, Op.FINAL_NORM):
         g[nid].update(kind=settings["norm"], opts={"eps": settings["norm_eps"]}, weights=_group(counters, "norm"))
+    shared = []
+    for st in g.statements.shared:  # resolved here, inserted by insert_shared
+        layers: list[Resolved] = []
+        for e in st.layers:
+            kind, opts = resolve_layer(e, defaults, hidden)
+            layers += [Resolved(kind, opts, e.span), *companions(kind, opts, e.span, defaults, hidden)]
+        shared.append(replace(st, resolved=tuple(layers)))
+    g.statements = replace(g.statements, shared=tuple(shared))
     return g
+
+
+def companions(kind: str, opts: dict[str, Any], span: Span | None, defaults: Defaults, hidden: int) -> list[Resolved]:
+    """The sub-blocks a resolved layer brings (attention's FFN, RWKV's channel mix), resolved, in stream order."""
+    spec = registry.get(kind)
+    if spec.companions is None:
+        return []
+    return [
+        Resolved(*resolve_layer(LayerEntry(ck, {}, span), defaults, hidden, preset=co), span)
+        for ck, co in spec.companions(opts)
+    ]
 
 
 def _group(counters: dict[str, int], kind: str) -> str:
@@ -64,30 +79,34 @@ def _group(counters: dict[str, int], kind: str) -> str:
     return f"{kind}_{i}"
 
 
+class Defaults(NamedTuple):
+    """Option values that settings give: to every kind with that option (``heads = 8``) and to one kind
+    (``attention.heads = 8``), each with the position of the setting."""
+
+    common: dict[str, tuple[Any, Span | None]]
+    scoped: dict[str, dict[str, tuple[Any, Span | None]]]
+
+
 def resolve_layer(
-    node: dict[str, Any],
-    layer_defaults: dict[str, tuple[Any, Span]],
-    scoped: dict[str, dict[str, tuple[Any, Span]]],
-    hidden: int,
-    preset: dict[str, Any] | None = None,
+    entry: LayerEntry, defaults: Defaults, hidden: int, preset: dict[str, Any] | None = None
 ) -> tuple[str, dict[str, Any]]:
-    """(kind, checked options) for one mixer node as written: {name, written, span[, branches]}."""
-    span = node.get("span")
+    """(kind, checked options) for one layer as written."""
+    span = entry.span
     try:
-        spec = registry.get(node["name"])
+        spec = registry.get(entry.name)
     except HybNameError as e:
         raise HybNameError(e.message, span) from None
     opts: dict[str, Any] = spec.defaults()
     where: dict[str, Span | None] = {}
-    for name, (value, vspan) in layer_defaults.items():
+    for name, (value, vspan) in defaults.common.items():
         if spec.option(name) is not None:
             opts[name], where[name] = value, vspan
-    for name, (value, vspan) in scoped.get(spec.name, {}).items():
+    for name, (value, vspan) in defaults.scoped.get(spec.name, {}).items():
         opts[name], where[name] = value, vspan
-    if node.get("name") == "*" and preset is None:  # Megatron's attention letter: its MLP is a letter of its own
+    if entry.name == "*" and preset is None:  # Megatron's attention letter: its MLP is a letter of its own
         preset = {"ffn": False}
     opts.update(preset or {})
-    for name, val in node.get("written", {}).items():
+    for name, val in entry.options.items():
         if spec.option(name) is None and spec.open_options:  # e.g. custom: the user's factory takes it
             opts[name] = val.value
             continue
@@ -111,8 +130,8 @@ def resolve_layer(
         )
     if spec.name == "parallel":
         opts["branches"] = [
-            [dict(zip(("kind", "opts"), resolve_layer(b, layer_defaults, scoped, hidden))) for b in branch]
-            for branch in node["branches"]
+            [dict(zip(("kind", "opts"), resolve_layer(b, defaults, hidden))) for b in branch]
+            for branch in entry.branches
         ]
     if spec.validate is not None:
         msg = spec.validate(opts, hidden)
@@ -121,15 +140,15 @@ def resolve_layer(
     return spec.name, opts
 
 
-def _settings(stmts: list[Setting], g: Graph):
-    """Split setting statements into model settings, layer-option defaults and kind-scoped defaults."""
+def _settings(stmts: tuple[SettingEntry, ...]) -> tuple[dict[str, Any], Defaults]:
+    """Split setting statements into model settings and option defaults (for all kinds, and kind-scoped)."""
     model: dict[str, Any] = {o.name: o.default for o in MODEL_SETTINGS}
     spans: dict[str, Span] = {}
     layer_defaults: dict[str, tuple[Any, Span]] = {}
     scoped: dict[str, dict[str, tuple[Any, Span]]] = {}
     option_names = {o.name for s in registry.specs() for o in s.options}
     for st in stmts:
-        val: Value = st.value
+        val = st.value
         if st.scope is not None:
             spec = _scoped_spec(st)
             opt = spec.option(st.name)
@@ -167,10 +186,10 @@ def _settings(stmts: list[Setting], g: Graph):
         )
     if model["embed_dim"] is None:
         model["embed_dim"] = model["hidden"]
-    return model, layer_defaults, scoped
+    return model, Defaults(layer_defaults, scoped)
 
 
-def _scoped_spec(st: Setting) -> registry.LayerSpec:
+def _scoped_spec(st: SettingEntry) -> registry.LayerSpec:
     try:
         return registry.get(st.scope)
     except HybError as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hybriddsl.ir import Graph, Op
 
 
@@ -10,17 +12,34 @@ def infer_shapes(graph: Graph) -> Graph:
     g = graph.copy()
     s = g.settings
     hidden, vocab, output = s["hidden"], s["vocab"], s["output"]
-    for nid in g.order():
-        node = g[nid]
-        op = node["op"]
-        if op == Op.INPUT:
-            node["shape"] = ("B", "T") if vocab else ("B", "T", s["embed_dim"])
-        elif op == Op.HEAD:
-            node["shape"] = ("B", "T", vocab)
-        elif op == Op.OUTPUT:
-            (prev,) = g.preds(nid)
-            ps = g[prev]["shape"]
-            node["shape"] = (ps[0], ps[2]) if output == "last" else ps
-        else:
-            node["shape"] = ("B", "T", hidden)
+    stream = ("B", "T", hidden)
+
+    def inp(nid: str, node: dict[str, Any]) -> None:
+        node["shape"] = ("B", "T") if vocab else ("B", "T", s["embed_dim"])
+
+    def on_stream(nid: str, node: dict[str, Any]) -> None:
+        node["shape"] = stream
+
+    def head(nid: str, node: dict[str, Any]) -> None:
+        node["shape"] = ("B", "T", vocab)
+
+    def out(nid: str, node: dict[str, Any]) -> None:
+        (prev,) = g.preds(nid)
+        ps = g[prev]["shape"]
+        node["shape"] = (ps[0], ps[2]) if output == "last" else ps
+
+    g.walk(
+        {
+            Op.INPUT: inp,
+            Op.IN_PROJ: on_stream,
+            Op.POS_ENC: on_stream,
+            Op.NORM: on_stream,
+            Op.FINAL_NORM: on_stream,
+            Op.MIXER: on_stream,
+            Op.ADD: on_stream,
+            Op.ADD_NORM: on_stream,
+            Op.HEAD: head,
+            Op.OUTPUT: out,
+        }
+    )
     return g

@@ -19,7 +19,7 @@ def tie(graph: Graph) -> Graph:
     for n in order:
         if g[n].get("parent") is not None:
             companions.setdefault(g[n]["parent"], []).append(n)
-    for st in g.directives.get("ties", []):
+    for st in g.statements.ties:
         try:
             kind = registry.get(st.name).name
         except HybError as e:

@@ -6,24 +6,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    heads, kv, hd = opts.get("heads", 4), opts.get("kv_heads"), opts.get("head_dim")
+    heads, kv, hd = opts["heads"], opts["kv_heads"], opts["head_dim"]
     if hd is None and hidden % heads:
         return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
     if kv is not None and heads % kv:
         return f"kv_heads ({kv}) must divide heads ({heads})"
     d = hd if hd is not None else hidden // heads
-    if opts.get("rope") and d % 2:
+    if opts["rope"] and d % 2:
         return f"rope needs an even head_dim, got {d}"
-    rd = opts.get("rope_dim")
+    rd = opts["rope_dim"]
     if rd is not None and (rd % 2 or rd > d or rd < 2):
         return f"rope_dim must be even and between 2 and head_dim ({d}), got {rd}"
-    if opts.get("window") is not None and not opts.get("causal", True):
+    kind = opts["rope_scaling"]
+    if kind != "none":
+        if not opts["rope"]:
+            return f"rope_scaling = {kind} scales RoPE: it needs rope = true"
+        if not opts["rope_factor"] > 0:
+            return f"rope_factor must be > 0, got {opts['rope_factor']}"
+        if kind in ("llama3", "yarn") and opts["rope_original"] is None:
+            return f"rope_scaling = {kind} needs rope_original (the pre-training context length)"
+        if kind == "llama3" and not opts["rope_high_freq"] > opts["rope_low_freq"]:
+            return "rope_high_freq must be larger than rope_low_freq"
+    if opts["window"] is not None and not opts["causal"]:
         return "window needs causal attention (causal = true)"
     return None
 
@@ -41,9 +51,9 @@ def attention_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int
     """FLOPs per token: projections ``2 params`` plus scores and weighted sum ``4 heads head_dim n`` where n
     is the mean number of keys a query sees: ``(L+1)/2`` for full causal attention, the exact causal average
     of ``min(t, window)`` with a window, ``L`` without causality. Softmax, norms and RoPE are left out."""
-    heads = opts.get("heads", 4)
-    d = opts.get("head_dim") or hidden // heads
-    n = keys_per_query(seq_len, opts.get("window"), opts.get("causal", True))
+    heads = opts["heads"]
+    d = opts["head_dim"] or hidden // heads
+    n = keys_per_query(seq_len, opts["window"], opts["causal"])
     return int(2 * params + 4 * heads * d * n)
 
 
@@ -77,10 +87,39 @@ SPEC = LayerSpec(
         ),
         Option("out_gate", bool, False, "sigmoid gate on the heads' output from the input (Qwen3-Next)"),
         Option("out_bias", bool, None, "bias on the output projection (default: as bias)", optional=True),
+        Option(
+            "rope_scaling",
+            str,
+            "none",
+            "RoPE context extension, as transformers' rope_type (layers/rope.py)",
+            choices=("none", "linear", "llama3", "yarn"),
+        ),
+        Option("rope_factor", float, 1.0, "RoPE scaling factor (linear, llama3, yarn)", min=0.0),
+        Option(
+            "rope_original",
+            int,
+            None,
+            "pre-training context length (original_max_position_embeddings; llama3, yarn)",
+            min=1,
+            optional=True,
+        ),
+        Option("rope_low_freq", float, 1.0, "llama3 low_freq_factor", min=0.0),
+        Option("rope_high_freq", float, 4.0, "llama3 high_freq_factor", min=0.0),
+        Option("rope_beta_fast", float, 32.0, "yarn beta_fast (rotations where extrapolation ends)", min=0.0),
+        Option("rope_beta_slow", float, 1.0, "yarn beta_slow (rotations where interpolation starts)", min=0.0),
+        Option(
+            "rope_mscale",
+            float,
+            None,
+            "yarn factor on cos/sin (attention_factor; default 0.1 ln(rope_factor) + 1)",
+            min=0.0,
+            optional=True,
+        ),
+        Option("rope_truncate", bool, True, "yarn: round the correction range to whole dimensions"),
     ),
     validate=validate,
     flops=attention_flops,
-    companions=lambda o: [("ffn", {})] if o.get("ffn", True) else [],
+    companions=lambda o: [("ffn", {})] if o["ffn"] else [],
     color="#f4b6b6",
     key_options=("heads", "kv_heads", "window"),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 _TARGET = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -32,7 +32,7 @@ def importable_name(fn: Any) -> str | None:
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """fn must be given, as a callable or a 'package.module:factory' string (imported only at build time)."""
-    fn = opts.get("fn")
+    fn = opts["fn"]
     if fn is None:
         return 'custom needs fn = "package.module:factory"'
     if not callable(fn) and not (isinstance(fn, str) and _TARGET.match(fn)):

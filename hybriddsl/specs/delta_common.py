@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from hybriddsl.tiles import CHUNK_MIN
+
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks shared by delta_net and gated_delta_net, run before anything is allocated."""
-    heads, hd = opts.get("heads", 4), opts.get("head_dim")
+    heads, hd = opts["heads"], opts["head_dim"]
     if heads < 1:
         return f"heads must be >= 1, got {heads}"
     if hd is None and hidden % heads:
         return f"heads ({heads}) must divide hidden ({hidden}), or set head_dim"
     d = hd if hd is not None else hidden // heads
-    ev = float(opts.get("expand_v", 1.0))
+    ev = float(opts["expand_v"])
     if ev * d != int(ev * d) or ev * d < 1:
         return f"expand_v ({ev:g}) times head_dim ({d}) must be a whole number of channels >= 1"
-    vh = opts.get("v_heads")
+    vh = opts["v_heads"]
     if vh is not None and (vh < heads or vh % heads):
         return f"v_heads ({vh}) must be a multiple of heads ({heads}): each q/k head serves v_heads / heads value heads"
-    c = opts.get("chunk", 64)
-    if c < 16 or c & (c - 1):
-        return f"chunk must be a power of two >= 16 (a tile length of the delta-rule kernel), got {c}"
+    c = opts["chunk"]
+    if c < CHUNK_MIN or c & (c - 1):
+        return f"chunk must be a power of two >= {CHUNK_MIN} (a tile length of the delta-rule kernel), got {c}"
     return None
 
 
@@ -33,9 +35,9 @@ def delta_flops(per_entry: int):
     """
 
     def flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-        heads = opts.get("heads", 4)
-        d = opts.get("head_dim") or hidden // heads
-        dv = int(d * float(opts.get("expand_v", 1.0)))
-        return int(2 * params + per_entry * (opts.get("v_heads") or heads) * d * dv)
+        heads = opts["heads"]
+        d = opts["head_dim"] or hidden // heads
+        dv = int(d * float(opts["expand_v"]))
+        return int(2 * params + per_entry * (opts["v_heads"] or heads) * d * dv)
 
     return flops

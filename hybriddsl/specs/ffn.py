@@ -4,7 +4,7 @@ The module itself is in :mod:`hybriddsl.layers.ffn`, imported only when a layer 
 
 from __future__ import annotations
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 ACTS = ("gelu", "swiglu", "geglu", "geglu_tanh", "relu2")  # relu2: squared ReLU, ungated (Nemotron-H)

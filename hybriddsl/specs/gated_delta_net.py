@@ -4,9 +4,10 @@ The module itself is in :mod:`hybriddsl.layers.gated_delta_net`, imported only w
 
 from __future__ import annotations
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.delta_common import delta_flops, validate
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_MIN
 
 SPEC = LayerSpec(
     name="gated_delta_net",
@@ -19,7 +20,7 @@ SPEC = LayerSpec(
         Option("head_dim", int, None, "width of a q/k head (default hidden // heads)", min=1, optional=True),
         Option("expand_v", float, 1.0, "value width per head as a multiple of head_dim (paper: 2)", min=0.0),
         Option("conv", int, 4, "width of the short causal convs on q, k, v (0: none)", min=0),
-        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=16),
+        Option("chunk", int, 64, "chunk length of the delta-rule kernel (power of two >= 16)", min=CHUNK_MIN),
         Option("bias", bool, False, "biases on the q/k/v/gate/output projections"),
         Option(
             "v_heads",

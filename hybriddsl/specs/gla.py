@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def _widths(hidden: int, expand_k: float, expand_v: float) -> tuple[int, int]:
@@ -16,23 +17,21 @@ def _widths(hidden: int, expand_k: float, expand_v: float) -> tuple[int, int]:
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    heads = opts.get("heads", 4)
-    ek, ev = opts.get("expand_k", 0.5), opts.get("expand_v", 1.0)
+    heads = opts["heads"]
+    ek, ev = opts["expand_k"], opts["expand_v"]
     kd, vd = _widths(hidden, ek, ev)
     if kd < heads or kd % heads:
         return f"heads ({heads}) must divide the key width expand_k * hidden = {ek} * {hidden} = {kd}"
     if vd < heads or vd % heads:
         return f"heads ({heads}) must divide the value width expand_v * hidden = {ev} * {hidden} = {vd}"
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
     return None
 
 
 def gla_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: projections ``2 params`` plus the state update and read-out, ``4 dk dv`` per head
     (``k v^T`` and the decay on the state, ``q^T S``), i.e. ``4 key_width value_width / heads``."""
-    kd, vd = _widths(hidden, opts.get("expand_k", 0.5), opts.get("expand_v", 1.0))
-    return int(2 * params + 4 * kd * vd // opts.get("heads", 4))
+    kd, vd = _widths(hidden, opts["expand_k"], opts["expand_v"])
+    return int(2 * params + 4 * kd * vd // opts["heads"])
 
 
 SPEC = LayerSpec(
@@ -53,7 +52,7 @@ SPEC = LayerSpec(
             "divides logsigmoid of the decay logits (fla gate_logit_normalizer)",
             min=1e-6,
         ),
-        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+        Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
     ),
     validate=validate,
     flops=gla_flops,

@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    if opts.get("conv", 4) < 1:
-        return f"conv (the temporal conv width) must be >= 1, got {opts.get('conv')}"
-    w = opts.get("width")
+    if opts["conv"] < 1:
+        return f"conv (the temporal conv width) must be >= 1, got {opts['conv']}"
+    w = opts["width"]
     if w is not None and w < 1:
         return f"width must be >= 1, got {w}"
-    n = opts.get("gate_blocks")
+    n = opts["gate_blocks"]
     if n is not None and (n < 1 or (w or hidden) % n):
         return f"gate_blocks ({n}) must divide the recurrent width ({w or hidden})"
     return None
@@ -53,7 +53,7 @@ SPEC = LayerSpec(
         Option("reset", bool, False, "RG-LRU input multiplier 1 at position 0 (RecurrentGemma's reset)"),
     ),
     validate=validate,
-    companions=lambda o: [("ffn", {"act": "geglu", "mult": 3.0})] if o.get("mlp", True) else [],
+    companions=lambda o: [("ffn", {"act": "geglu", "mult": 3.0})] if o["mlp"] else [],
     recurrent=True,
     color="#b3e5fc",
     key_options=("width",),

@@ -4,13 +4,13 @@ The module itself is in :mod:`hybriddsl.layers.gru`, imported only when a layer 
 
 from __future__ import annotations
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def gru_flops(opts: dict, hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: ``2 params`` for the matrix products plus about 10 elementwise ops per state unit."""
-    size = opts.get("size") or hidden
+    size = opts["size"] or hidden
     return 2 * params + 10 * size
 
 

@@ -4,15 +4,15 @@ The module itself is in :mod:`hybriddsl.layers.kan`, imported only when a layer 
 
 from __future__ import annotations
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def kan_flops(opts: dict, hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: ``2 params`` for the weighted sums plus the bases: about ``6 (grid + 2 order)`` per
     degree and input (two divisions, products and a sum per knot) and a few for tanh/silu; approximate."""
-    g, k = opts.get("grid", 5), opts.get("order", 3)
-    inner = opts.get("inner") or hidden
+    g, k = opts["grid"], opts["order"]
+    inner = opts["inner"] or hidden
     per_input = 6 * (g + 2 * k) * k + 10
     return 2 * params + per_input * (hidden + inner)
 

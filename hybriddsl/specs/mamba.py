@@ -6,17 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
     for name, lo in (("state", 1), ("expand", 1), ("conv", 1)):
-        v = opts.get(name)
-        if v is not None and v < lo:
+        v = opts[name]
+        if v < lo:
             return f"{name} must be >= {lo}, got {v}"
-    r = opts.get("dt_rank")
+    r = opts["dt_rank"]
     if r is not None and r < 1:
         return f"dt_rank must be >= 1 (or unset for ceil(hidden / 16)), got {r}"
     return None
@@ -25,8 +25,8 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
 def mamba_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: projections ``2 params`` plus the scan, about ``9 D_in N`` (discretize ``exp(Δ A)``
     and ``Δ u B``, the state update, the ``C`` read-out; the paper's section 3.3 count)."""
-    d_inner = opts.get("expand", 2) * hidden
-    return int(2 * params + 9 * d_inner * opts.get("state", 16))
+    d_inner = opts["expand"] * hidden
+    return int(2 * params + 9 * d_inner * opts["state"])
 
 
 SPEC = LayerSpec(

@@ -6,35 +6,34 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    expand, head_dim, groups = opts.get("expand", 2), opts.get("head_dim", 64), opts.get("groups", 1)
-    for name, v in (("state", opts.get("state", 64)), ("expand", expand), ("conv", opts.get("conv", 4))):
+    expand, head_dim, groups = opts["expand"], opts["head_dim"], opts["groups"]
+    for name, v in (("state", opts["state"]), ("expand", expand), ("conv", opts["conv"])):
         if v < 1:
             return f"{name} must be >= 1, got {v}"
     if head_dim < 1 or groups < 1:
         return f"head_dim and groups must be >= 1, got head_dim={head_dim}, groups={groups}"
-    d_inner = opts.get("inner") or expand * hidden
+    d_inner = opts["inner"] or expand * hidden
     if d_inner % head_dim:
-        width = f"inner = {d_inner}" if opts.get("inner") else f"expand * hidden = {expand} * {hidden} = {d_inner}"
+        width = f"inner = {d_inner}" if opts["inner"] else f"expand * hidden = {expand} * {hidden} = {d_inner}"
         return f"head_dim ({head_dim}) must divide the inner width {width}"
     heads = d_inner // head_dim
     if heads % groups:
         return f"groups ({groups}) must divide the number of heads expand * hidden / head_dim = {heads}"
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
     return None
 
 
 def mamba2_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: projections ``2 params`` plus the recurrence, ``4 N P`` per head (decay and
     ``B (Δ x)^T`` into the state, ``h^T C`` out), i.e. ``4 D_in N``."""
-    d_inner = opts.get("inner") or opts.get("expand", 2) * hidden
-    return int(2 * params + 4 * d_inner * opts.get("state", 64))
+    d_inner = opts["inner"] or opts["expand"] * hidden
+    return int(2 * params + 4 * d_inner * opts["state"])
 
 
 SPEC = LayerSpec(
@@ -49,7 +48,7 @@ SPEC = LayerSpec(
         Option("conv", int, 4, "width of the causal depthwise conv", min=1),
         Option("head_dim", int, 64, "channels per head P (heads = expand * hidden / head_dim)", min=1),
         Option("groups", int, 1, "B/C groups shared by heads (must divide heads)", min=1),
-        Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+        Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
         Option("bias", bool, False, "biases on the in/out projections"),
         Option("conv_bias", bool, True, "bias on the conv"),
         Option(

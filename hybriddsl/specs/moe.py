@@ -6,24 +6,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.ffn import ACTS, GATED
 from hybriddsl.specs.refs import module_ref
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """top_k within the experts; capacity-based dropping is not offered."""
-    e, k = opts.get("experts", 8), opts.get("top_k", 2)
+    e, k = opts["experts"], opts["top_k"]
     if k > e:
         return f"top_k ({k}) must be <= experts ({e})"
-    g, tg = opts.get("groups", 1), opts.get("topk_groups", 1)
+    g, tg = opts["groups"], opts["topk_groups"]
     if e % g:
         return f"groups ({g}) must divide experts ({e})"
     if tg > g:
         return f"topk_groups ({tg}) must be <= groups ({g})"
     if k > tg * (e // g):
         return f"top_k ({k}) must be <= the experts of the topk_groups best groups ({tg} x {e // g})"
-    if opts.get("capacity") is not None:
+    if opts["capacity"] is not None:
         return (
             "capacity (token dropping) is not supported: every token goes to its top-k experts; "
             "dropping would make a token's output depend on the other tokens of the batch, breaking "
@@ -33,15 +33,17 @@ def validate(opts: dict[str, Any], hidden: int) -> str | None:
 
 
 def moe_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
-    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs and the shared expert (2 FLOPs per
-    weight used)."""
-    e, k = opts.get("experts", 8), opts.get("top_k", 2)
-    gated = 2 if opts.get("act", "gelu") in GATED else 1
-    shared = (gated + 1) * hidden * opts["shared"] if opts.get("shared") else 0  # weights (biases left out)
-    shared += hidden if opts.get("shared") and opts.get("shared_gate") else 0
+    """FLOPs per token: the router plus ``top_k`` of the ``experts`` FFNs, the shared expert and the latent
+    projections (2 FLOPs per weight used)."""
+    e, k = opts["experts"], opts["top_k"]
+    gated = 2 if opts["act"] in GATED else 1
+    shared = (gated + 1) * hidden * opts["shared"] if opts["shared"] else 0  # weights (biases left out)
+    shared += hidden if opts["shared"] and opts["shared_gate"] else 0
     router = hidden * e
-    per_expert = (params - router - shared) // e
-    return 2 * (router + k * per_expert + shared)
+    lat = opts["latent"]
+    latent = 2 * hidden * lat + (hidden + lat if opts["latent_bias"] else 0) if lat else 0  # once per token
+    per_expert = (params - router - shared - latent) // e
+    return 2 * (router + k * per_expert + shared + latent)
 
 
 SPEC = LayerSpec(
@@ -76,6 +78,15 @@ SPEC = LayerSpec(
         ),
         Option("shared_bias", bool, False, "biases in the shared expert"),
         Option("shared_gate", bool, False, "scale the shared expert by sigmoid(w . x) per token (Qwen3-Next)"),
+        Option(
+            "latent",
+            int,
+            None,
+            "the routed experts' width: hidden -> latent before them, back after (Nemotron-H moe_latent_size)",
+            min=1,
+            optional=True,
+        ),
+        Option("latent_bias", bool, False, "biases on the latent projections"),
     ),
     validate=validate,
     flops=moe_flops,

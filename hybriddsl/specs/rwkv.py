@@ -7,28 +7,27 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hybriddsl.registry import LayerSpec, Option
+from hybriddsl.layer_spec import LayerSpec, Option
 from hybriddsl.specs.refs import module_ref
+from hybriddsl.tiles import CHUNK_SIZES
 
 
 def validate(opts: dict[str, Any], hidden: int) -> str | None:
     """Cross-option checks, run before anything is allocated."""
-    hs = opts.get("head_size", 64)
+    hs = opts["head_size"]
     if hidden % hs:
         divisors = [d for d in (64, 32, 16, 8) if hidden % d == 0] or [math.gcd(hidden, hs)]
         return (
             f"head_size ({hs}) must divide hidden ({hidden}): heads = hidden / head_size; "
             f"set head_size to a divisor of hidden, e.g. head_size = {divisors[0]}"
         )
-    if opts.get("chunk", 64) not in (16, 32, 64):
-        return f"chunk must be 16, 32 or 64 (the kernel's tile length), got {opts.get('chunk')}"
     return None
 
 
 def rwkv_flops(opts: dict[str, Any], hidden: int, params: int, seq_len: int) -> int:
     """FLOPs per token: ``2 params`` plus the WKV state update and read-out, ``4 head_size^2`` per head
     (= ``4 hidden head_size``)."""
-    return int(2 * params + 4 * hidden * opts.get("head_size", 64))
+    return int(2 * params + 4 * hidden * opts["head_size"])
 
 
 SPECS = (
@@ -42,12 +41,12 @@ SPECS = (
             Option("head_size", int, 64, "width of a head (heads = hidden / head_size)", min=1),
             Option("mix_rank", int, 32, "rank of the ddlerp token-shift LoRAs", min=1),
             Option("decay_rank", int, 64, "rank of the decay LoRA", min=1),
-            Option("chunk", int, 64, "chunk length of the kernel (16, 32 or 64)", min=16, max=64),
+            Option("chunk", int, 64, "chunk length of the kernel (its tile length)", choices=CHUNK_SIZES),
             Option("cmix", bool, True, "attach the RWKV-6 channel mix as its own residual block"),
         ),
         validate=validate,
         flops=rwkv_flops,
-        companions=lambda o: [("rwkv_channel_mix", {})] if o.get("cmix", True) else [],
+        companions=lambda o: [("rwkv_channel_mix", {})] if o["cmix"] else [],
         recurrent=True,
         color="#d1c4e9",
         key_options=("head_size",),

@@ -89,6 +89,38 @@ def test_small_shared_memory_gets_smaller_tiles(compiled):
         assert small <= fake_gpu.GPUS["sm_89"].max_shared_mem, (kernel, small)
 
 
+def test_tile_configs_drop_stages_then_halve_blocks():
+    from hybriddsl.kernels.device import tile_configs
+
+    got = tile_configs({"BK": 64, "BV": 32}, ("BV", "BK"), floor=16)
+    assert got == [
+        {"BK": 64, "BV": 32},
+        {"BK": 64, "BV": 32, "num_stages": 2},
+        {"BK": 64, "BV": 32, "num_stages": 1},
+        {"BK": 64, "BV": 16, "num_stages": 1},  # BV halved to the floor first,
+        {"BK": 32, "BV": 16, "num_stages": 1},  # then BK
+        {"BK": 16, "BV": 16, "num_stages": 1},
+    ]
+    at_floor = tile_configs({"BV": 16}, ("BV",), stages=(2, 1))
+    assert at_floor == [{"BV": 16, "num_stages": 2}, {"BV": 16, "num_stages": 1}]
+
+
+def test_fake_driver_refuses_oversized_kernels_before_ptxas():
+    """The stand-in driver's stage hook raises Triton's own OutOfResources once the shared memory is known, for
+    the current target's limit, and leaves kernels that fit to the real PTX stage."""
+    from triton.runtime.errors import OutOfResources
+
+    limit = fake_gpu.GPUS["sm_89"].max_shared_mem
+    stages = {"llir": None, "ptx": lambda src, meta: "ptx of " + src, "cubin": None}
+    with fake_gpu.target("sm_89"):
+        fake_gpu._stages_hook(None, stages, None, None, 89)
+        assert stages["ptx"]("k", {"shared": limit}) == "ptx of k"
+        with pytest.raises(OutOfResources):
+            stages["ptx"]("k", {"shared": limit + 1})
+    with fake_gpu.target("sm_90"):  # the limit is read from the device current at compile time
+        assert stages["ptx"]("k", {"shared": limit + 1}) == "ptx of k"
+
+
 def test_launch_fitting_falls_back_and_remembers():
     from triton.runtime.errors import OutOfResources
 

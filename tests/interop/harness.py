@@ -115,17 +115,52 @@ def float64_reference():
         torch.nn.functional.softmax = orig_softmax
 
 
+@contextlib.contextmanager
+def float64_rope_init():
+    """Make transformers' RoPE init functions compute in float64: inside, ``torch.arange(..., dtype=float32)``
+    gives float64 and ``.to(float32)`` of an integer or float64 tensor gives float64."""
+    orig_arange, orig_to = torch.arange, torch.Tensor.to
+
+    def arange(*a, **k):
+        if k.get("dtype") is torch.float32:
+            k["dtype"] = torch.float64
+        return orig_arange(*a, **k)
+
+    def to(self, *args, **kw):
+        dt = kw.get("dtype", args[0] if args and isinstance(args[0], torch.dtype) else None)
+        if dt is torch.float32 and (self.dtype == torch.float64 or not self.dtype.is_floating_point):
+            kw = {k: v for k, v in kw.items() if k != "dtype"}
+            args = tuple(a for a in args if not isinstance(a, torch.dtype))
+            return orig_to(orig_to(self, *args, **kw), torch.float64)
+        return orig_to(self, *args, **kw)
+
+    torch.arange, torch.Tensor.to = arange, to
+    try:
+        yield
+    finally:
+        torch.arange, torch.Tensor.to = orig_arange, orig_to
+
+
 def exact_rope_tables(model: torch.nn.Module) -> None:
     """Recompute every rotary ``inv_freq`` buffer of a float64 transformers model in float64 (it was computed in
-    float32 and cast): the same formula, ``1 / base^(2i/d)``."""
+    float32 and cast): the same formula, ``1 / base^(2i/d)``, or for a scaled ``rope_type`` transformers' own
+    init function run in float64 (:func:`float64_rope_init`)."""
     for mod in model.modules():
         inv = getattr(mod, "inv_freq", None)
         if isinstance(inv, torch.Tensor) and hasattr(mod, "config"):
-            d = inv.numel() * 2
-            cfg = mod.config
-            rp = getattr(cfg, "rope_parameters", None) or {}
-            base = rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
-            exact = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
+            kind = getattr(mod, "rope_type", "default")
+            if isinstance(kind, str) and kind != "default":
+                from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+                with float64_rope_init():
+                    exact, mod.attention_scaling = ROPE_INIT_FUNCTIONS[kind](mod.config, inv.device)
+                assert exact.dtype == torch.float64 and exact.shape == inv.shape
+            else:
+                d = inv.numel() * 2
+                cfg = mod.config
+                rp = getattr(cfg, "rope_parameters", None) or {}
+                base = rp.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+                exact = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
             mod.inv_freq = exact
             if hasattr(mod, "original_inv_freq"):
                 mod.original_inv_freq = exact

@@ -84,9 +84,12 @@ def test_nemotron_h_sliding_window_is_not_a_window():  # item 9
     assert all(g[n]["opts"]["window"] is None for n in g.mixers() if g[n]["kind"] == "attention")
 
 
-def test_nemotron_h_unsupported_latent_moe():
-    with pytest.raises(ConvertError, match="moe_latent_size"):
-        from_hf(written(nemotron(moe_latent_size=16)))
+def test_nemotron_h_latent_moe_both_ways():
+    cfg = written(nemotron(moe_latent_size=16))
+    g = api.compile(from_hf(cfg))
+    assert {g[n]["opts"]["latent"] for n in g.mixers() if g[n]["kind"] == "moe"} == {16}
+    back = to_hf(from_hf(cfg), "nemotron_h")
+    assert back["moe_latent_size"] == 16 and hf_params(back) == hf_params(cfg)
 
 
 def jamba(**kw) -> transformers.JambaConfig:
@@ -167,8 +170,8 @@ def test_rope_theta_older_top_level_field():
     old["rope_theta"] = 77.0
     g = api.compile(from_hf(old))
     assert {g[n]["opts"]["rope_theta"] for n in g.mixers() if g[n]["kind"] == "attention"} == {77.0}
-    with pytest.raises(ConvertError, match="rope_type 'yarn'"):
-        from_hf({**cfg, "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e4, "factor": 4.0}})
+    with pytest.raises(ConvertError, match="rope_parameters.rope_type 'longrope' is not supported"):
+        from_hf({**cfg, "rope_parameters": {"rope_type": "longrope", "rope_theta": 1e4, "factor": 4.0}})
 
 
 # ------------------------------------------------------------------------------------------------ Megatron

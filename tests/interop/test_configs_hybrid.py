@@ -7,7 +7,6 @@ adapter rank on export, ``rope_theta`` in ``rope_parameters``, bias-free MLPs) a
 from __future__ import annotations
 
 import pytest
-import torch
 import transformers
 
 from hybriddsl import api
@@ -140,17 +139,14 @@ def test_zamba2_v5_linear_attention_layers_and_adapter_rank():
     shared = [(g[n]["layer"], g[n]["kind"], g[n]["weights"]) for n in g.mixers() if g[n]["role"] == "shared"]
     hybrid = [i for i, t in enumerate(cfg["layers_block_type"]) if t == "hybrid"]
     assert sorted({pos for pos, _, _ in shared}) == hybrid  # hybrid layer i: after stack layer i (1-based)
-    attn = [w for _, k, w in sorted(shared) if k == "attention"]
-    assert attn[0] == attn[2] != attn[1]  # two memory blocks, used in turn
-    assert not any(g[n]["opts"].get("bias") for n in g.mixers() if g[n]["kind"] in ("ffn", "mamba2"))  # item 7
+    blocks = [w for _, k, w in sorted(shared) if k == "zamba_shared"]
+    assert len(blocks) == 3 and blocks[0] == blocks[2] != blocks[1]  # two memory blocks, used in turn
+    assert not any(g[n]["opts"].get("bias") for n in g.mixers() if g[n]["kind"] in ("zamba_shared", "mamba2"))
     back = to_hf(from_hf(cfg), "zamba2")
     assert back["add_bias_linear"] is False
-    assert back["adapter_rank"] == 0 and back["use_shared_attention_adapter"] is False  # item 5
-    with torch.device("meta"):
-        model = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**back))
-    adapters = [p.numel() for n, p in model.named_parameters() if "adapter" in n]
-    assert adapters and not any(adapters)  # rank 0: no LoRA weights we do not have
-    assert hf_params(back) > 0
+    assert back["adapter_rank"] == cfg["adapter_rank"]  # item 5: the LoRA adapters are ours too now
+    assert back["use_shared_attention_adapter"] == cfg["use_shared_attention_adapter"]
+    assert hf_params(back) == hf_params(cfg) == g.totals["params"]
 
 
 @pytest.mark.parametrize("make", [recurrent_gemma, qwen3_next, falcon_h1, zamba2])
@@ -184,15 +180,6 @@ def test_detect_by_fields_without_model_type(make):
 def test_to_hf_says_why_it_cannot(src, family, reason):
     with pytest.raises(ConvertError, match=reason):
         to_hf(src, family)
-
-
-def test_zamba2_weights_are_refused_by_name(tmp_path):
-    import hybriddsl
-
-    cfg = zamba2(num_hidden_layers=3, layers_block_type=["mamba", "hybrid", "mamba"], num_mem_blocks=1)
-    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "z")
-    with pytest.raises(ConvertError, match="Zamba2 checkpoints are not supported.*embeddings"):
-        hybriddsl.from_pretrained(tmp_path / "z")
 
 
 @pytest.mark.parametrize("make", [recurrent_gemma, qwen3_next, falcon_h1])

@@ -62,3 +62,39 @@ def test_nemotron_h_relu2_moe_shared_groups(tmp_path):
 def test_nemotron_h_unnormalized_topk_gelu_biases(tmp_path):
     cfg = nemotron(norm_topk_prob=False, mlp_hidden_act="gelu", mlp_bias=True, attention_bias=True, n_group=1)
     print(roundtrip(cfg, tmp_path, float64=False))
+
+
+def test_nemotron_h_latent_moe(tmp_path):
+    """moe_latent_size: experts run at width 16 between fc1/fc2 latent projections (with mlp_bias)."""
+    # noise 0.05: at 0.1 transformers' own cached decoding drifts 1.06e-4 from its own parallel logits (ours equal
+    # the parallel ones exactly), just past the bound
+    print(roundtrip(nemotron(moe_latent_size=16, mlp_bias=True), tmp_path, noise=0.05))
+
+
+def test_nemotron_h_mtp_tensors_are_skipped_by_name(tmp_path):
+    import pytest
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import hybriddsl
+
+    cfg = nemotron()
+    torch.manual_seed(0)
+    hf = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    hf.save_pretrained(tmp_path)
+    plain = hybriddsl.from_pretrained(tmp_path)
+    sd = load_file(tmp_path / "model.safetensors")
+    sd["mtp.layers.0.norm.weight"] = torch.ones(32)
+    sd["mtp.layers.0.mixer.up_proj.weight"] = torch.ones(48, 32)
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"2 tensors of the multi-token-prediction \(MTP\) layers \(mtp\.\*"):
+        ours = hybriddsl.from_pretrained(tmp_path)
+    ids = torch.randint(0, 64, (1, 6))
+    with torch.no_grad():
+        assert torch.equal(ours(ids), plain(ids))
+        ref = hf(input_ids=ids).logits
+        assert (ours(ids) - ref).abs().max() <= 1e-4 * max(1.0, ref.abs().max().item())
+    sd["backbone.extra.weight"] = torch.ones(2)  # anything else is still an extra tensor
+    save_file(sd, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(hybriddsl.HybFileError, match="'backbone.extra.weight' is not part of the model"):
+        hybriddsl.from_pretrained(tmp_path)

@@ -54,3 +54,19 @@ def test_qwen3_next_moe_without_renormalization_with_attention_biases(tmp_path):
         attention_bias=True,
     )
     print(roundtrip(cfg, tmp_path, float64=False, decode=False))
+
+
+def test_qwen3_next_yarn_on_partial_rope(tmp_path):
+    """YaRN on the rotated quarter of each head (yarn's dimensions are the rotated ones), beyond the original
+    context of 16."""
+    rp = {
+        "rope_type": "yarn",
+        "rope_theta": 100.0,
+        "factor": 4.0,
+        "original_max_position_embeddings": 16,
+        "partial_rotary_factor": 0.5,
+    }
+    cfg = transformers.Qwen3NextConfig(
+        **BASE, num_experts=0, mlp_only_layers=[0, 1, 2, 3], rope_parameters=rp, max_position_embeddings=64
+    )
+    print(roundtrip(cfg, tmp_path, seq=32))

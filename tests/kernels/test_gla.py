@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from hybriddsl.kernels.dispatch import backend
 from hybriddsl.kernels.gla import chunk_gla, gla_naive, gla_step, gla_torch
+from hybriddsl.kernels.gla import reference as gla_ref
 from hybriddsl.kernels.testing import TOLERANCE, assert_close
 from tests.kernels.helpers import random_loss
 
@@ -98,6 +99,36 @@ def test_torch_path_matches_naive(case):
     o, s = gla_torch(q, k, v, g, u, None, h0, True)
     assert (o - o_ref).abs().max().item() <= 1e-4
     assert (s - s_ref).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("form", ["factored", "pairwise"])
+@pytest.mark.parametrize("use_u", [False, True], ids=["plain", "u"])
+def test_torch_path_forms_match_naive_values_and_gradients(form, use_u, monkeypatch):
+    """Both intra-block forms of the PyTorch path (one matmul per 64-token block for mild decays; pairwise
+    log-space decays otherwise), forced by the decay-range limit, against the loop: outputs, states, gradients."""
+    monkeypatch.setattr(gla_ref, "FACTORED_MAX_RANGE", float("inf") if form == "factored" else -1.0)
+    B, T, H, K, V = 2, 150, 2, 8, 8  # T: two full 64-blocks and a padded one
+    inputs = make_inputs(B, T, H, K, V, torch.float32, use_u=use_u, use_h0=True, decay=0.2, seed=3)
+    ref_inputs = [None if x is None else x.detach().clone().requires_grad_(True) for x in inputs]
+    o_ref, s_ref, g_ref = grads(lambda *a: gla_naive(*a[:5], None, a[5], True), *ref_inputs)
+    o, s, g_got = grads(lambda *a: gla_torch(*a[:5], None, a[5], True), *inputs)
+    assert (o - o_ref).abs().max().item() <= 1e-4
+    assert (s - s_ref).abs().max().item() <= 1e-4
+    for r, got in zip(g_ref, g_got):
+        assert (got - r).abs().max().item() <= 1e-4 * max(1.0, r.abs().max().item())
+
+
+def test_torch_path_takes_the_pairwise_form_for_strong_decays(monkeypatch):
+    """Decays beyond the factored form's range (e^-3 per token here) take the pairwise form: still exact."""
+    calls = []
+    real_exp = torch.Tensor.exp
+    q, k, v, g, u, h0 = make_inputs(1, 70, 1, 8, 8, torch.float32, decay=3.0, seed=4)
+    monkeypatch.setattr(torch.Tensor, "exp", lambda x: calls.append(x.dim()) or real_exp(x))
+    o, s = gla_torch(q, k, v, g, None, None, None, True)
+    monkeypatch.undo()
+    assert 6 in calls  # the pairwise [B, H, N, c, c, K] decay tensor was formed
+    o_ref, s_ref = gla_naive(q, k, v, g, None, None, None, True)
+    assert (o - o_ref).abs().max().item() <= 1e-4 and (s - s_ref).abs().max().item() <= 1e-4
 
 
 def test_reference_dispatch_on_cpu_matches_naive():

@@ -166,8 +166,8 @@ def test_flops_formula():
     for L in (1, 3, 5, 6, 40):
         mean_keys = sum(min(t, 5) for t in range(1, L + 1)) / L
         opts = dict(heads=4, kv_heads=2, window=5)
-        assert attention_flops(opts, 32, p, L) == int(2 * p + 4 * 4 * 8 * mean_keys)
-    assert attention_flops(dict(heads=4), 32, p, 9) == int(2 * p + 4 * 32 * 5)
+        assert attention_flops(SPEC.complete(opts), 32, p, L) == int(2 * p + 4 * 4 * 8 * mean_keys)
+    assert attention_flops(SPEC.complete(dict(heads=4)), 32, p, 9) == int(2 * p + 4 * 32 * 5)
 
 
 def test_dropout_only_in_training():
@@ -198,7 +198,7 @@ def test_trains():
 def test_spec_and_bad_options():
     assert SPEC.companions({"ffn": True}) == [("ffn", {})]
     assert SPEC.companions({"ffn": False}) == []
-    v = SPEC.validate
+    v = lambda opts, hidden: SPEC.validate(SPEC.complete(opts), hidden)  # noqa: E731 (complete opts)
     assert v({"heads": 6}, 512) == "heads (6) must divide hidden (512), or set head_dim"
     assert v({"heads": 8, "kv_heads": 3}, 512) == "kv_heads (3) must divide heads (8)"
     assert v({"heads": 6, "head_dim": 64}, 512) is None

@@ -124,8 +124,11 @@ def test_shape_check_leaves_batchnorm_statistics_alone():
 
 
 def test_spec_validate():
-    assert SPEC.validate({}, 8) == 'custom needs fn = "package.module:factory"'
-    assert SPEC.validate({"fn": "not a target"}, 8) == "fn must look like 'package.module:factory', got 'not a target'"
-    assert SPEC.validate({"fn": "a.b:c"}, 8) is None
-    assert SPEC.validate({"fn": make_conv}, 8) is None
+    assert SPEC.validate(SPEC.complete({}), 8) == 'custom needs fn = "package.module:factory"'
+    assert (
+        SPEC.validate(SPEC.complete({"fn": "not a target"}), 8)
+        == "fn must look like 'package.module:factory', got 'not a target'"
+    )
+    assert SPEC.validate(SPEC.complete({"fn": "a.b:c"}), 8) is None
+    assert SPEC.validate(SPEC.complete({"fn": make_conv}), 8) is None
     assert SPEC.option("fn").check(3) == "option 'fn' takes a name or string, got 3"

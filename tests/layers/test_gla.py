@@ -125,7 +125,7 @@ def test_parameter_count_and_state():
     assert st["S"].shape == (3, H, kd // H, vd // H) and st["S"].dtype == torch.float32
     assert m.state_bytes(1000) == kd * vd // H * 4
     p = sum(q.numel() for q in m.parameters())
-    assert gla_flops(dict(heads=H, expand_k=0.5, expand_v=1.0), d, p, 100) == 2 * p + 4 * kd * vd // H
+    assert gla_flops(SPEC.complete(dict(heads=H, expand_k=0.5, expand_v=1.0)), d, p, 100) == 2 * p + 4 * kd * vd // H
 
 
 def test_initial_decay_is_long_memory():
@@ -139,13 +139,13 @@ def test_initial_decay_is_long_memory():
 def test_spec_and_bad_options():
     assert registry.get("G") is SPEC and registry.get("gla") is SPEC and registry.get("GLA") is SPEC
     assert SPEC.letter == "G" and SPEC.recurrent
-    v = SPEC.validate
+    v = lambda opts, hidden: SPEC.validate(SPEC.complete(opts), hidden)  # noqa: E731 (complete opts)
     assert v(SPEC.defaults(), 64) is None
     assert v({"heads": 3}, 64) == "heads (3) must divide the key width expand_k * hidden = 0.5 * 64 = 32"
     assert v({"heads": 4, "expand_k": 1.0, "expand_v": 0.75}, 20) == (
         "heads (4) must divide the value width expand_v * hidden = 0.75 * 20 = 15"
     )
-    assert v({"chunk": 48}, 64) == "chunk must be 16, 32 or 64 (the kernel's tile length), got 48"
+    assert SPEC.option("chunk").check(48) == "option 'chunk' must be one of 16, 32, 64, got 48 - did you mean 32 or 64?"
     assert SPEC.option("rank").check(0) == "option 'rank' must be >= 1, got 0"
     assert SPEC.option("heads").check(2.5) == "option 'heads' takes an integer, got 2.5"
     with pytest.raises(ValueError, match="must divide the key width"):

@@ -168,8 +168,8 @@ def test_spec_companion_and_bad_options():
     assert SPEC.companions({"mlp": True}) == [("ffn", {"act": "geglu", "mult": 3.0})]
     assert SPEC.companions({"mlp": False}) == []
     assert SPEC.validate(SPEC.defaults(), 64) is None
-    assert SPEC.validate({"conv": 0}, 64) == "conv (the temporal conv width) must be >= 1, got 0"
-    assert SPEC.validate({"width": 0}, 64) == "width must be >= 1, got 0"
+    assert SPEC.validate(SPEC.complete({"conv": 0}), 64) == "conv (the temporal conv width) must be >= 1, got 0"
+    assert SPEC.validate(SPEC.complete({"width": 0}), 64) == "width must be >= 1, got 0"
     assert SPEC.option("conv").check(0) == "option 'conv' must be >= 1, got 0"
     assert SPEC.option("width").check(None) is None
     assert SPEC.option("mlp").check(1) == "option 'mlp' takes true or false, got 1"

@@ -152,7 +152,7 @@ def test_parameter_count_state_and_flops():
     assert st["conv"].shape == (3, Di, K - 1) and st["ssm"].shape == (3, Di, N)
     assert st["ssm"].dtype == torch.float32
     assert m.state_bytes(1000) == (Di * (K - 1) + Di * N) * 4
-    assert mamba_flops(dict(state=N, expand=2), d, p, 100) == 2 * p + 9 * Di * N
+    assert mamba_flops(SPEC.complete(dict(state=N, expand=2)), d, p, 100) == 2 * p + 9 * Di * N
 
 
 def test_state_continues_across_calls():
@@ -170,12 +170,15 @@ def test_spec_and_bad_options():
     assert registry.get("M") is SPEC and registry.get("ssm") is SPEC and registry.get("Mamba") is SPEC
     assert SPEC.letter == "M" and SPEC.recurrent
     assert SPEC.validate(SPEC.defaults(), 64) is None
-    assert SPEC.validate({"dt_rank": 0}, 64) == "dt_rank must be >= 1 (or unset for ceil(hidden / 16)), got 0"
-    assert SPEC.validate({"state": 0}, 64) == "state must be >= 1, got 0"
+    assert (
+        SPEC.validate(SPEC.complete({"dt_rank": 0}), 64)
+        == "dt_rank must be >= 1 (or unset for ceil(hidden / 16)), got 0"
+    )
+    assert SPEC.validate(SPEC.complete({"state": 0}), 64) == "state must be >= 1, got 0"
     assert SPEC.option("expand").check(1.5) == "option 'expand' takes an integer, got 1.5"
     assert SPEC.option("conv").check(0) == "option 'conv' must be >= 1, got 0"
     assert SPEC.option("dt_rank").check(None) is None
-    with pytest.raises(ValueError, match="state must be >= 1"):
+    with pytest.raises(ValueError, match="option .state. must be >= 1"):
         Mamba(16, state=0)
 
 

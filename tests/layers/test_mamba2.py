@@ -162,19 +162,19 @@ def test_parameter_count_state_and_flops():
     assert st["conv"].shape == (3, Di + 2 * G * N, K - 1) and st["ssm"].shape == (3, H, N, P)
     assert st["ssm"].dtype == torch.float32
     assert m.state_bytes(1000) == ((Di + 2 * G * N) * (K - 1) + H * N * P) * 4
-    assert mamba2_flops(dict(state=N, expand=2), d, p, 100) == 2 * p + 4 * Di * N
+    assert mamba2_flops(SPEC.complete(dict(state=N, expand=2)), d, p, 100) == 2 * p + 4 * Di * N
 
 
 def test_spec_and_bad_options():
     assert registry.get("M2") is SPEC and registry.get("ssd") is SPEC and registry.get("MAMBA2") is SPEC
     assert SPEC.letter == "M2" and SPEC.recurrent
-    v = SPEC.validate
+    v = lambda opts, hidden: SPEC.validate(SPEC.complete(opts), hidden)  # noqa: E731 (complete opts)
     assert v(SPEC.defaults(), 64) is None
     assert v({"head_dim": 48}, 64) == ("head_dim (48) must divide the inner width expand * hidden = 2 * 64 = 128")
     assert v({"head_dim": 16, "groups": 3}, 64) == (
         "groups (3) must divide the number of heads expand * hidden / head_dim = 8"
     )
-    assert v({"chunk": 48}, 64) == "chunk must be 16, 32 or 64 (the kernel's tile length), got 48"
+    assert SPEC.option("chunk").check(48) == "option 'chunk' must be one of 16, 32, 64, got 48 - did you mean 32 or 64?"
     assert SPEC.option("groups").check(0) == "option 'groups' must be >= 1, got 0"
     assert SPEC.option("head_dim").check(2.5) == "option 'head_dim' takes an integer, got 2.5"
     with pytest.raises(ValueError, match="head_dim \\(64\\) must divide the inner width"):

@@ -103,7 +103,7 @@ def test_param_count_and_flops():
     per_expert = h * 2 * inner + inner * h  # swiglu: up [2 inner, h], down [h, inner], no biases
     p = sum(x.numel() for x in m.parameters())
     assert p == h * e + e * per_expert
-    assert moe_flops(dict(experts=e, top_k=k), h, p, 100) == 2 * (h * e + k * per_expert)
+    assert moe_flops(SPEC.complete(dict(experts=e, top_k=k)), h, p, 100) == 2 * (h * e + k * per_expert)
 
 
 def test_learns_a_pointwise_function():
@@ -127,9 +127,9 @@ def test_learns_a_pointwise_function():
 
 
 def test_bad_options():
-    assert SPEC.validate({"experts": 4, "top_k": 5}, 16) == "top_k (5) must be <= experts (4)"
-    assert "capacity" in SPEC.validate({"experts": 4, "top_k": 2, "capacity": 1.25}, 16)
-    assert SPEC.validate({"experts": 4, "top_k": 2, "capacity": None}, 16) is None
+    assert SPEC.validate(SPEC.complete({"experts": 4, "top_k": 5}), 16) == "top_k (5) must be <= experts (4)"
+    assert "capacity" in SPEC.validate(SPEC.complete({"experts": 4, "top_k": 2, "capacity": 1.25}), 16)
+    assert SPEC.validate(SPEC.complete({"experts": 4, "top_k": 2, "capacity": None}), 16) is None
     assert SPEC.option("act").check("relu").startswith("option 'act' must be one of gelu, swiglu, geglu")
     with pytest.raises(ValueError, match="top_k"):
         MoE(8, experts=2, top_k=3)

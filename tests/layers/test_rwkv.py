@@ -201,7 +201,7 @@ def test_spec_companion_and_bad_options():
         "set head_size to a divisor of hidden, e.g. head_size = 32"
     )
     assert "e.g. head_size = 8" in v({"head_size": 64}, 40)
-    assert v({"head_size": 8, "chunk": 8}, 32) == "chunk must be 16, 32 or 64 (the kernel's tile length), got 8"
+    assert TMIX.option("chunk").check(8) == "option 'chunk' must be one of 16, 32, 64, got 8 - did you mean 16?"
     assert TMIX.option("mix_rank").check(0) == "option 'mix_rank' must be >= 1, got 0"
     assert CMIX.option("mult").check("big") == "option 'mult' takes a number, got 'big'"
     with pytest.raises(ValueError, match="head_size \\(64\\) must divide hidden \\(48\\)"):

@@ -40,7 +40,7 @@ import triton
 import triton.language as tl
 
 from hybriddsl.kernels.checks import contiguous
-from hybriddsl.kernels.device import launch_fitting
+from hybriddsl.kernels.device import capability, launch_fitting, tile_configs
 
 
 @triton.jit
@@ -346,23 +346,29 @@ def _grads_bwd(
     tok = (i_b * T + rows).to(tl.int64) * H + i_h
     inner = i_bh.to(tl.int64) * T + rows
     m_rk = m_row[:, None] & m_k[None, :]
-    q = tl.load(Q + tok[:, None] * DK + ok[None, :], mask=m_rk, other=0.0).to(tl.float32)
-    k = tl.load(K + tok[:, None] * DK + ok[None, :], mask=m_rk, other=0.0).to(tl.float32)
+    # Register budget (8 warps, BT 64, BK 128: a [BT, BK] float32 tile costs 32 registers per thread, twice that
+    # as an mma operand on sm_80/sm_89). Q, K and A are (re)loaded where they are used instead of being held
+    # across the value loop (K and A inside it: the loop stores dV, so they are not hoisted), and the two dK parts
+    # through the states (e^{G_C - G} U' dS^T and beta e^G dX S_0^T) share one accumulator, their row scales
+    # applied to the loop's [BT, BV] operands; the dG row sums that read them separately are accumulated from
+    # [BT, BV] products instead (K dS, K S_0). Holding them all, sm_80/sm_89 spilled ~9-11 KB per thread.
     beta = tl.load(BETA + tok, mask=m_row, other=0.0).to(tl.float32)
     gc = tl.load(GC + inner, mask=m_row, other=0.0)
     g_last = tl.load(GC + i_bh.to(tl.int64) * T + tl.minimum(T, i_n * BT + BT) - 1)
     eg = tl.exp(gc)
+    e_end = tl.exp(g_last - gc)
+    beg = beta * eg
     ci = tl.arange(0, BT)[None, :]
     ri = tl.arange(0, BT)[:, None]
-    a = tl.load(AM + inner[:, None] * BT + ci, mask=m_row[:, None], other=0.0)
     state = (i_bh.to(tl.int64) * NT + i_n) * DK * DV
 
     acc_dq0 = tl.zeros([BT, BK], dtype=tl.float32)  # dO S_0^T
-    acc_dks = tl.zeros([BT, BK], dtype=tl.float32)  # U' dS^T
-    acc_dxs = tl.zeros([BT, BK], dtype=tl.float32)  # dX S_0^T
+    acc_dks = tl.zeros([BT, BK], dtype=tl.float32)  # e^{G_C - G} U' dS^T - beta e^G dX S_0^T
     acc_du = tl.zeros([BT, BT], dtype=tl.float32)  # dO U'^T
     acc_da = tl.zeros([BT, BT], dtype=tl.float32)  # dU' X^T
     dbeta = tl.zeros([BT], dtype=tl.float32)
+    r = tl.zeros([BT], dtype=tl.float32)  # rowsum(K ⊙ U' dS^T)
+    xs = tl.zeros([BT], dtype=tl.float32)  # rowsum(K ⊙ dX S_0^T)
     acc_last = tl.zeros([BK], dtype=tl.float32)  # <dS, S_0>, by rows
     for v0 in range(0, DV, BV):
         ov = v0 + tl.arange(0, BV)
@@ -375,29 +381,36 @@ def _grads_bwd(
         du = tl.load(DU + inner[:, None] * DV + ov[None, :], mask=m_rv, other=0.0)
         do = tl.load(DO + tok[:, None] * DV + ov[None, :], mask=m_rv, other=0.0).to(tl.float32)
         vv = tl.load(V + tok[:, None] * DV + ov[None, :], mask=m_rv, other=0.0).to(tl.float32)
+        k = tl.load(K + tok[:, None] * DK + ok[None, :], mask=m_rk, other=0.0).to(tl.float32)
+        a = tl.load(AM + inner[:, None] * BT + ci, mask=m_row[:, None], other=0.0)
         acc_dq0 += tl.dot(do, tl.trans(s0), input_precision=PREC)
         acc_du += tl.dot(do, tl.trans(u_new), input_precision=PREC)
-        acc_dks += tl.dot(u_new, tl.trans(ds), input_precision=PREC)
         # X / beta = V - e^G K S_0 (kept without beta so that dbeta needs no division)
-        x_b = vv - eg[:, None] * tl.dot(k, s0, input_precision=PREC)
+        ks0 = tl.dot(k, s0, input_precision=PREC)
+        x_b = vv - eg[:, None] * ks0
         dx = tl.dot(tl.trans(a), du, input_precision=PREC)
         tl.store(DV_ + tok[:, None] * DV + ov[None, :], (beta[:, None] * dx).to(DV_.dtype.element_ty), mask=m_rv)
         dbeta += tl.sum(dx * x_b, 1)
-        acc_dxs += tl.dot(dx, tl.trans(s0), input_precision=PREC)
+        xs += tl.sum(dx * ks0, 1)
+        r += tl.sum(u_new * tl.dot(k, ds, input_precision=PREC), 1)
+        acc_dks += tl.dot(u_new * e_end[:, None], tl.trans(ds), input_precision=PREC)
+        acc_dks -= tl.dot(dx * beg[:, None], tl.trans(s0), input_precision=PREC)
         acc_da += tl.dot(du, tl.trans(x_b * beta[:, None]), input_precision=PREC)
         acc_last += tl.sum(ds * s0, 1)
 
+    q = tl.load(Q + tok[:, None] * DK + ok[None, :], mask=m_rk, other=0.0).to(tl.float32)
+    k = tl.load(K + tok[:, None] * DK + ok[None, :], mask=m_rk, other=0.0).to(tl.float32)
     causal = ri >= ci
     dec = tl.where(causal, tl.exp(tl.where(causal, gc[:, None] - gc[None, :], 0.0)), 0.0)
     dqk = acc_du * dec * scale  # gradient of the (Q K^T)_ij entries
     dq = eg[:, None] * scale * acc_dq0 + tl.dot(dqk, k, input_precision=PREC)
-    e_end = tl.exp(g_last - gc)
-    dk = tl.dot(tl.trans(dqk), q, input_precision=PREC) + e_end[:, None] * acc_dks - (beta * eg)[:, None] * acc_dxs
+    tl.store(DQ + tok[:, None] * DK + ok[None, :], dq.to(DQ.dtype.element_ty), mask=m_rk)  # dq is complete
+    dk = tl.dot(tl.trans(dqk), q, input_precision=PREC) + acc_dks
     # dG: the intra-chunk decays D_ij (+ at row i, - at column j), e^G on S_0 terms, and e^{G_C - G}
     t_qk = dqk * tl.dot(q, tl.trans(k), input_precision=PREC)
     dg = tl.sum(t_qk, 1) - tl.sum(t_qk, 0)
-    dg += eg * scale * tl.sum(q * acc_dq0, 1) - beta * eg * tl.sum(k * acc_dxs, 1)
-    r = e_end * tl.sum(k * acc_dks, 1)
+    dg += eg * scale * tl.sum(q * acc_dq0, 1) - beg * xs
+    r = e_end * r
     dg -= r
     last = tl.exp(g_last) * tl.sum(acc_last, 0) + tl.sum(r, 0)
     # G_C is G at the chunk's last row (padded rows have g = 0, so row BT - 1 holds it too)
@@ -405,6 +418,7 @@ def _grads_bwd(
 
     # through A = (I + L)^{-1}: dL = -A^T dA A^T on the strict lower triangle
     strict = ri > ci
+    a = tl.load(AM + inner[:, None] * BT + ci, mask=m_row[:, None], other=0.0)
     dl = -tl.dot(tl.dot(tl.trans(a), acc_da, input_precision=PREC), tl.trans(a), input_precision=PREC)
     dl = tl.where(strict, dl, 0.0)
     kk = tl.dot(k, tl.trans(k), input_precision=PREC)
@@ -415,7 +429,6 @@ def _grads_bwd(
     t_l = p * kk
     dg += tl.sum(t_l, 1) - tl.sum(t_l, 0)
 
-    tl.store(DQ + tok[:, None] * DK + ok[None, :], dq.to(DQ.dtype.element_ty), mask=m_rk)
     tl.store(DK_ + tok[:, None] * DK + ok[None, :], dk.to(DK_.dtype.element_ty), mask=m_rk)
     tl.store(DBETA + tok, dbeta.to(DBETA.dtype.element_ty), mask=m_row)
     if HAS_G:
@@ -435,10 +448,7 @@ def _blocks(dk: int, dv: int) -> tuple[int, int]:
 def _smaller(bv: int, stages: int | None) -> list[dict]:
     """Launch options from the H100 tiles down to ones that fit ~100 KB of shared memory (sm_89): fewer pipeline
     stages first (same work per program), then narrower value blocks (more programs)."""
-    first = {"BV": bv} if stages is None else {"BV": bv, "num_stages": stages}
-    out = [first] + [{"BV": bv, "num_stages": s} for s in (2, 1) if stages is None or s < stages]
-    out += [{"BV": b, "num_stages": 1} for b in (32, 16) if b < bv]
-    return out
+    return tile_configs({"BV": bv}, ("BV",), stages=(None, 2, 1) if stages is None else range(stages, 0, -1))
 
 
 def _precision(*tensors: torch.Tensor) -> str:
@@ -554,7 +564,11 @@ def delta_rule_bwd_op(
     dbeta = torch.empty_like(beta)
     dg = torch.empty_like(g) if g is not None else q.new_empty(0)
     bv_grads = min(bv, 32) if bk > 64 else bv
-    launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), _smaller(bv_grads, None), lambda c: _grads_bwd[
+    # Without wgmma (sm_80/sm_89: mma.sync takes its operands from registers) every pipeline stage of the value loop
+    # adds to a live set that already fills the register file: at 2 stages ptxas fell back to 40 registers and
+    # ~7 KB of spills per thread, at 1 stage 128 registers and ~3.8 KB (sm_89, gated, D 128). sm_90 keeps 3.
+    grads_cfgs = _smaller(bv_grads, None) if capability() >= 90 else tile_configs({"BV": bv_grads}, ("BV",), (1,))
+    launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), grads_cfgs, lambda c: _grads_bwd[
         (nt, bsz * h)](
         q, k, v, beta, gc, am, u, du, hs, dhs, do, dq, dk_, dv_, dbeta, dg if g is not None else dbeta,
         scale, t_len, nt,

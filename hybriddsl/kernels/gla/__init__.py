@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_chunk, check_device, check_state, empty_scan
+from hybriddsl.kernels.checks import CHUNK_SIZES, check_chunk, check_device, check_state, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.gla.reference import gla_naive, gla_torch
 from hybriddsl.kernels.gla.reference import gla_step as _gla_step_ref
 
 __all__ = ["chunk_gla", "gla_step", "gla_naive", "gla_torch", "MAX_CHUNK"]
 
-MAX_CHUNK = 64  # the largest chunk the Triton kernels tile (chunk_size: a power of two in [16, 64])
+MAX_CHUNK = CHUNK_SIZES[-1]  # the largest chunk the Triton kernels tile (chunk_size: a power of two in [16, 64])
 
 
 def _check(

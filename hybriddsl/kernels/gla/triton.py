@@ -31,35 +31,17 @@ been run in the CPU interpreter when written: it MUST be validated against the r
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from hybriddsl.kernels.checks import contiguous
+from hybriddsl.kernels.device import launch_tiles
 from hybriddsl.kernels.dispatch import interpreting
+from hybriddsl.kernels.tl_common import cumsum_chunks
+from hybriddsl.kernels.tl_common import dot as _dot
+from hybriddsl.kernels.tl_common import dot_hilo as _dot_hilo
 
 _BC = 16  # sub-chunk length of the intra-chunk kernels (the smallest tl.dot tile)
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr, F32: tl.constexpr):
-    """tl.dot; with F32 both operands go to float32 first (the CPU interpreter multiplies bf16 tiles
-    wrongly, so interpreter runs of bf16 inputs use it; operands are already rounded to bf16)."""
-    if F32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    else:
-        return tl.dot(a, b, input_precision=PREC)
-
-
-@triton.jit
-def _dot_hilo(a, b, PREC: tl.constexpr, F32: tl.constexpr):
-    """a (float32) @ b with a split into two tiles of b's dtype, a = hi + lo: two 16-bit dots keep
-    about 16 bits of a (one bf16 rounding of the intra-chunk scores A alone costs ~4e-3 of RMSE)."""
-    if b.dtype == tl.float32:
-        return _dot(a, b, PREC, F32)
-    a_hi = a.to(b.dtype)
-    a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
-    return _dot(a_hi, b, PREC, F32) + _dot(a_lo, b, PREC, F32)
 
 
 @triton.jit
@@ -580,16 +562,6 @@ def _bwd_intra(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cumsum_chunks(g: torch.Tensor, BT: int) -> torch.Tensor:
-    """Chunk-local cumulative sum over time of g ([B, T, H(, K)]) in float32, same shape."""
-    B, T = g.shape[:2]
-    NT = -(-T // BT)
-    gf = g.float()
-    pad = [0, 0] * (gf.dim() - 2) + [0, NT * BT - T]
-    gp = F.pad(gf, pad).reshape(B, NT, BT, *gf.shape[2:]).cumsum(2)
-    return gp.reshape(B, NT * BT, *gf.shape[2:])[:, :T].contiguous()
-
-
 def _meta(q: torch.Tensor, v: torch.Tensor, g: torch.Tensor, BT: int) -> dict:
     B, T, H, K = q.shape
     V = v.shape[-1]
@@ -610,178 +582,81 @@ def _meta(q: torch.Tensor, v: torch.Tensor, g: torch.Tensor, BT: int) -> dict:
     )
 
 
+def _fit(name: str, m: dict, q: torch.Tensor, blocks: tuple[str, ...], flags: tuple, launch) -> None:
+    """:func:`launch_tiles` from the BK/BV of ``_meta``, keyed by the shapes and flags the fit depends on."""
+    key = (m["K"], m["V"], m["G_K"], str(q.dtype), m["PREC"], m["F32"], *flags)
+    launch_tiles(f"gla.{name}", key, {"BK": m["BK"], "BV": m["BV"]}, blocks, launch)
+
+
 def _fwd_h_launch(k, v, gc, h0, m, BT):
     h = k.new_empty(m["B"], m["H"], m["NT"], m["K"], m["V"])  # state at every chunk start
     ht = k.new_empty(m["B"], m["H"], m["K"], m["V"], dtype=torch.float32)
-    grid = (triton.cdiv(m["K"], m["BK"]), triton.cdiv(m["V"], m["BV"]), m["B"] * m["H"])
-    _fwd_h[grid](
-        k,
-        v,
-        gc,
-        h,
-        h0 if h0 is not None else ht,
-        ht,
-        m["T"],
-        m["H"],
-        m["K"],
-        m["V"],
-        m["G_H"],
-        m["G_K"],
-        BT,
-        m["BK"],
-        m["BV"],
-        h0 is not None,
-        m["PREC"],
-        m["F32"],
-    )
+    _fit("_fwd_h", m, k, ("BV", "BK"), (BT, h0 is not None), lambda c: _fwd_h[
+        (triton.cdiv(m["K"], c["BK"]), triton.cdiv(m["V"], c["BV"]), m["B"] * m["H"])](
+        k, v, gc, h, h0 if h0 is not None else ht, ht, m["T"], m["H"], m["K"], m["V"], m["G_H"], m["G_K"], BT,
+        USE_H0=h0 is not None, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     return h, ht
 
 
 def _forward(q, k, v, g, u, h0, scale, BT):
     m = _meta(q, v, g, BT)
     B, T, H, K, V, NT = m["B"], m["T"], m["H"], m["K"], m["V"], m["NT"]
-    gc = _cumsum_chunks(g, BT)
+    gc = cumsum_chunks(g, BT)
     A = q.new_zeros(B, H, T, BT, dtype=torch.float32)
-    _intra_fwd[(NT * (BT // _BC), B * H)](
-        q,
-        k,
-        gc,
-        u if u is not None else q,
-        A,
-        scale,
-        T,
-        H,
-        K,
-        m["G_H"],
-        m["G_K"],
-        BT,
-        _BC,
-        m["BK"],
-        u is not None,
-        m["PREC"],
-        m["F32"],
-    )
+    use_u = u is not None
+    _fit("_intra_fwd", m, q, ("BK",), (BT, use_u), lambda c: _intra_fwd[(NT * (BT // _BC), B * H)](
+        q, k, gc, u if use_u else q, A, scale, T, H, K, m["G_H"], m["G_K"], BT, _BC,
+        BK=c["BK"], USE_U=use_u, PREC=m["PREC"], F32=m["F32"], **_stages(c),
+    ))  # fmt: skip
     h, ht = _fwd_h_launch(k, v, gc, h0, m, BT)
     o = torch.empty_like(v)
-    _fwd_o[(triton.cdiv(V, m["BV"]), NT, B * H)](
-        q,
-        v,
-        gc,
-        h,
-        A,
-        o,
-        scale,
-        T,
-        H,
-        K,
-        V,
-        m["G_H"],
-        m["G_K"],
-        BT,
-        m["BK"],
-        m["BV"],
-        u is not None,
-        m["PREC"],
-        m["F32"],
-    )
+    _fit("_fwd_o", m, q, ("BV", "BK"), (BT, use_u), lambda c: _fwd_o[(triton.cdiv(V, c["BV"]), NT, B * H)](
+        q, v, gc, h, A, o, scale, T, H, K, V, m["G_H"], m["G_K"], BT,
+        USE_U=use_u, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     return o, ht, A
+
+
+def _stages(c: dict) -> dict:
+    """The options of ``c`` for a kernel without a BV block: BK and num_stages."""
+    return {k: v for k, v in c.items() if k != "BV" and k != "BK"}
 
 
 def _backward(q, k, v, g, u, h0, A, ht, do, dht, scale, BT):
     m = _meta(q, v, g, BT)
     B, T, H, K, V, NT = m["B"], m["T"], m["H"], m["K"], m["V"], m["NT"]
     use_u = u is not None
-    gc = _cumsum_chunks(g, BT)
+    gc = cumsum_chunks(g, BT)
     h, _ = _fwd_h_launch(k, v, gc, h0, m, BT)  # recomputed rather than stored (memory)
     dh = q.new_empty(B, H, NT, K, V)
     dh0 = q.new_empty(B, H, K, V, dtype=torch.float32)
-    grid_kv = (triton.cdiv(K, m["BK"]), triton.cdiv(V, m["BV"]), B * H)
-    _bwd_dh[grid_kv](
-        q,
-        do,
-        gc,
-        dh,
-        dht if dht is not None else dh0,
-        dh0,
-        scale,
-        T,
-        H,
-        K,
-        V,
-        m["G_H"],
-        m["G_K"],
-        BT,
-        m["BK"],
-        m["BV"],
-        dht is not None,
-        h0 is not None,
-        use_u,
-        m["PREC"],
-        m["F32"],
-    )
+    flags = (BT, dht is not None, h0 is not None, use_u)
+    _fit("_bwd_dh", m, q, ("BV", "BK"), flags, lambda c: _bwd_dh[
+        (triton.cdiv(K, c["BK"]), triton.cdiv(V, c["BV"]), B * H)](
+        q, do, gc, dh, dht if dht is not None else dh0, dh0, scale, T, H, K, V, m["G_H"], m["G_K"], BT,
+        USE_DHT=dht is not None, USE_H0=h0 is not None, USE_U=use_u, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     dq_in = q.new_empty(B, T, H, K, dtype=torch.float32)
     dk_in = q.new_empty(B, T, H, K, dtype=torch.float32)
     dA = q.new_zeros(B, H, T, BT, dtype=torch.float32)
-    _bwd_inter[(triton.cdiv(K, m["BK"]), NT, B * H)](
-        q,
-        k,
-        v,
-        gc,
-        h,
-        dh,
-        do,
-        dq_in,
-        dk_in,
-        dA,
-        scale,
-        T,
-        H,
-        K,
-        V,
-        m["G_H"],
-        m["G_K"],
-        BT,
-        m["BK"],
-        m["BV"],
-        use_u,
-        m["PREC"],
-        m["F32"],
-    )
+    _fit("_bwd_inter", m, q, ("BV", "BK"), (BT, use_u), lambda c: _bwd_inter[(triton.cdiv(K, c["BK"]), NT, B * H)](
+        q, k, v, gc, h, dh, do, dq_in, dk_in, dA, scale, T, H, K, V, m["G_H"], m["G_K"], BT,
+        USE_U=use_u, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     dv = torch.empty_like(v)
-    _bwd_dv[(triton.cdiv(V, m["BV"]), NT, B * H)](
-        k, gc, A, dh, do, dv, T, H, K, V, m["G_H"], m["G_K"], BT, m["BK"], m["BV"], m["PREC"], m["F32"]
-    )
+    _fit("_bwd_dv", m, q, ("BV", "BK"), (BT,), lambda c: _bwd_dv[(triton.cdiv(V, c["BV"]), NT, B * H)](
+        k, gc, A, dh, do, dv, T, H, K, V, m["G_H"], m["G_K"], BT, PREC=m["PREC"], F32=m["F32"], **c
+    ))  # fmt: skip
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dgq = q.new_empty(B, T, H, K, dtype=torch.float32)
     dgk = q.new_empty(B, T, H, K, dtype=torch.float32) if use_u else dgq
     n_sub = NT * (BT // _BC)
     du_part = q.new_empty(B * H, n_sub, K, dtype=torch.float32) if use_u else dgq
-    _bwd_intra[(triton.cdiv(K, m["BK"]), n_sub, B * H)](
-        q,
-        k,
-        gc,
-        u if use_u else q,
-        dA,
-        dq_in,
-        dk_in,
-        dq,
-        dk,
-        dgq,
-        dgk,
-        du_part,
-        scale,
-        T,
-        H,
-        K,
-        m["G_H"],
-        m["G_K"],
-        BT,
-        _BC,
-        m["BK"],
-        use_u,
-        m["PREC"],
-        m["F32"],
-    )
+    _fit("_bwd_intra", m, q, ("BK",), (BT, use_u), lambda c: _bwd_intra[(triton.cdiv(K, c["BK"]), n_sub, B * H)](
+        q, k, gc, u if use_u else q, dA, dq_in, dk_in, dq, dk, dgq, dgk, du_part, scale, T, H, K,
+        m["G_H"], m["G_K"], BT, _BC, BK=c["BK"], USE_U=use_u, PREC=m["PREC"], F32=m["F32"], **_stages(c),
+    ))  # fmt: skip
     # Decay gradient: dB_t = q dq (at t+1 with u) - k dk, plus the final-state term, reverse-cumsummed.
     if use_u:
         dB = -dgk

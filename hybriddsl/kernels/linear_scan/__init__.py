@@ -1,7 +1,7 @@
 """Diagonal linear scan ``h_t = a_t * h_{t-1} + b_t`` (the recurrence of Griffin's RG-LRU).
 
-Dispatches to the Triton kernels (CUDA, or forced under ``TRITON_INTERPRET=1``) or to the chunked
-PyTorch path of :mod:`hybriddsl.kernels.linear_scan.reference`.
+Dispatches to the Triton kernels (CUDA, or forced under ``TRITON_INTERPRET=1``) or to the PyTorch loop with a
+hand-written backward of :mod:`hybriddsl.kernels.linear_scan.reference` (``linear_scan_loop``).
 """
 
 from __future__ import annotations
@@ -10,9 +10,14 @@ import torch
 
 from hybriddsl.kernels.checks import check_device, check_state, empty_scan
 from hybriddsl.kernels.dispatch import use_triton
-from hybriddsl.kernels.linear_scan.reference import linear_scan_naive, linear_scan_step, linear_scan_torch
+from hybriddsl.kernels.linear_scan.reference import (
+    linear_scan_loop,
+    linear_scan_naive,
+    linear_scan_step,
+    linear_scan_torch,
+)
 
-__all__ = ["linear_scan", "linear_scan_step", "linear_scan_naive", "linear_scan_torch"]
+__all__ = ["linear_scan", "linear_scan_step", "linear_scan_naive", "linear_scan_loop", "linear_scan_torch"]
 
 
 def _check(a: torch.Tensor, b: torch.Tensor, initial_state: torch.Tensor | None) -> None:
@@ -57,5 +62,5 @@ def linear_scan(
 
         h, ht = linear_scan_triton(a, b, initial_state)
     else:
-        h, ht = linear_scan_torch(a, b, initial_state)
+        h, ht = linear_scan_loop(a, b, initial_state)
     return h, (ht if output_final_state else None)

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_floating, check_state
+from hybriddsl.kernels.checks import CHUNK_SIZES, check_floating, check_state
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.ssd.reference import ssd_naive, ssd_torch
 from hybriddsl.kernels.ssd.reference import ssd_step as _ssd_step_ref
 
 __all__ = ["ssd", "ssd_step", "ssd_naive", "ssd_torch", "CHUNK_SIZES"]
-
-CHUNK_SIZES = (16, 32, 64)  # tile lengths of the Triton kernels (tl.dot needs >= 16)
 
 
 def _check(

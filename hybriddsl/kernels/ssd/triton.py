@@ -25,31 +25,15 @@ is) before trusting them there.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
 from hybriddsl.kernels.checks import contiguous
-
-
-@triton.jit
-def _dot(a, b, PREC: tl.constexpr, F32: tl.constexpr):
-    """tl.dot; with F32 both operands go to float32 first (the CPU interpreter multiplies bf16 tiles wrongly)."""
-    if F32:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-    else:
-        return tl.dot(a, b, input_precision=PREC)
-
-
-@triton.jit
-def _dot_hilo(a, b, PREC: tl.constexpr, F32: tl.constexpr):
-    """a (float32) @ b with a split into two tiles of b's dtype, a = hi + lo: two 16-bit dots keep about 16 bits
-    of a (one 16-bit rounding of the intra-chunk scores alone would cost ~4e-3 of RMSE in bf16)."""
-    if b.dtype == tl.float32:
-        return _dot(a, b, PREC, F32)
-    a_hi = a.to(b.dtype)
-    a_lo = (a - a_hi.to(tl.float32)).to(b.dtype)
-    return _dot(a_hi, b, PREC, F32) + _dot(a_lo, b, PREC, F32)
+from hybriddsl.kernels.device import launch_tiles
+from hybriddsl.kernels.dispatch import interpreting
+from hybriddsl.kernels.tl_common import cumsum_chunks
+from hybriddsl.kernels.tl_common import dot as _dot
+from hybriddsl.kernels.tl_common import dot_hilo as _dot_hilo
 
 
 @triton.jit
@@ -348,14 +332,6 @@ def _bwd_dv(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cumsum_chunks(g: torch.Tensor, BT: int) -> torch.Tensor:
-    """Chunk-local cumulative sum over time of g [B, T, H], float32, same shape."""
-    B, T, H = g.shape
-    NT = -(-T // BT)
-    gp = F.pad(g.float(), (0, 0, 0, NT * BT - T)).view(B, NT, BT, H).cumsum(2)
-    return gp.view(B, NT * BT, H)[:, :T].contiguous()
-
-
 def _meta(q: torch.Tensor, v: torch.Tensor, BT: int) -> dict:
     B, T, G, K = q.shape
     H, V = v.shape[2], v.shape[3]
@@ -370,55 +346,72 @@ def _meta(q: torch.Tensor, v: torch.Tensor, BT: int) -> dict:
         BK=max(16, min(64, triton.next_power_of_2(K))),
         BV=max(16, min(64, triton.next_power_of_2(V))),
         PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        F32=q.dtype == torch.bfloat16 and not q.is_cuda,  # see _dot
+        # the interpreter's bf16 tl.dot is wrong (see _dot); a compile for a stand-in GPU (CPU tensors, no
+        # interpreter) must build what the GPU runs, so this asks about the interpreter, not the tensor's device
+        F32=q.dtype == torch.bfloat16 and interpreting(),
     )
+
+
+def _fit(name: str, m: dict, q: torch.Tensor, blocks: tuple[str, ...], flags: tuple, launch) -> None:
+    """:func:`launch_tiles` from the BK/BV of ``_meta``, keyed by the shapes and flags the fit depends on."""
+    key = (m["K"], m["V"], m["G"], m["H"], str(q.dtype), m["PREC"], m["F32"], *flags)
+    launch_tiles(f"ssd.{name}", key, {"BK": m["BK"], "BV": m["BV"]}, blocks, launch)
 
 
 def _states(k, v, gc, h0, m, BT):
     """States at every chunk start [B, H, NT, K, V] and the final state [B, H, K, V], float32."""
     h = k.new_empty(m["B"], m["H"], m["NT"], m["K"], m["V"], dtype=torch.float32)
     ht = k.new_empty(m["B"], m["H"], m["K"], m["V"], dtype=torch.float32)
-    grid = (triton.cdiv(m["K"], m["BK"]), triton.cdiv(m["V"], m["BV"]), m["B"] * m["H"])
-    _fwd_h[grid](
+    _fit("_fwd_h", m, k, ("BV", "BK"), (BT, h0 is not None), lambda c: _fwd_h[
+        (triton.cdiv(m["K"], c["BK"]), triton.cdiv(m["V"], c["BV"]), m["B"] * m["H"])](
         k, v, gc, h, h0 if h0 is not None else ht, ht, m["T"], m["G"], m["H"], m["K"], m["V"], BT,
-        m["BK"], m["BV"], h0 is not None, m["PREC"], m["F32"],
-    )  # fmt: skip
+        USE_H0=h0 is not None, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     return h, ht
 
 
 def _forward(q, k, v, g, h0, scale, BT):
     m = _meta(q, v, BT)
-    gc = _cumsum_chunks(g, BT)
+    gc = cumsum_chunks(g, BT)
     h, ht = _states(k, v, gc, h0, m, BT)
     o = torch.empty_like(v)
-    _fwd_o[(triton.cdiv(m["V"], m["BV"]), m["NT"], m["B"] * m["H"])](
-        q, k, v, gc, h, o, scale, m["T"], m["G"], m["H"], m["K"], m["V"], BT, m["BK"], m["BV"], m["PREC"], m["F32"]
-    )
+    grid = lambda c: (triton.cdiv(m["V"], c["BV"]), m["NT"], m["B"] * m["H"])  # noqa: E731
+    _fit("_fwd_o", m, q, ("BV", "BK"), (BT,), lambda c: _fwd_o[grid(c)](
+        q, k, v, gc, h, o, scale, m["T"], m["G"], m["H"], m["K"], m["V"], BT, PREC=m["PREC"], F32=m["F32"], **c
+    ))  # fmt: skip
     return o, ht
 
 
 def _backward(q, k, v, g, h0, ht, do, dht, scale, BT):
     m = _meta(q, v, BT)
     B, T, G, H, K, V, NT = m["B"], m["T"], m["G"], m["H"], m["K"], m["V"], m["NT"]
-    gc = _cumsum_chunks(g, BT)
+    gc = cumsum_chunks(g, BT)
     h, _ = _states(k, v, gc, h0, m, BT)  # recomputed rather than saved (memory)
     dh = q.new_empty(B, H, NT, K, V, dtype=torch.float32)
     dh0 = q.new_empty(B, H, K, V, dtype=torch.float32)
-    nk = triton.cdiv(K, m["BK"])
-    _bwd_dh[(nk, triton.cdiv(V, m["BV"]), B * H)](
-        q, do, gc, dh, dht if dht is not None else dh0, dh0, scale, T, G, H, K, V, BT, m["BK"], m["BV"],
-        dht is not None, h0 is not None, m["PREC"], m["F32"],
-    )  # fmt: skip
+    _fit("_bwd_dh", m, q, ("BV", "BK"), (BT, dht is not None, h0 is not None), lambda c: _bwd_dh[
+        (triton.cdiv(K, c["BK"]), triton.cdiv(V, c["BV"]), B * H)](
+        q, do, gc, dh, dht if dht is not None else dh0, dh0, scale, T, G, H, K, V, BT,
+        USE_DHT=dht is not None, USE_H0=h0 is not None, PREC=m["PREC"], F32=m["F32"], **c,
+    ))  # fmt: skip
     dq_h = q.new_empty(B, T, H, K, dtype=torch.float32)
     dk_h = q.new_empty(B, T, H, K, dtype=torch.float32)
-    dB = q.new_empty(nk, B, T, H, dtype=torch.float32)
-    _bwd_dqk[(nk, NT, B * H)](
-        q, k, v, gc, h, dh, do, dq_h, dk_h, dB, scale, T, G, H, K, V, BT, m["BK"], m["BV"], m["PREC"], m["F32"]
-    )
+    parts: list[torch.Tensor] = []
+
+    def dqk(c: dict) -> None:
+        nk = triton.cdiv(K, c["BK"])
+        dB = q.new_empty(nk, B, T, H, dtype=torch.float32)  # one decay term per K block, summed below
+        _bwd_dqk[(nk, NT, B * H)](
+            q, k, v, gc, h, dh, do, dq_h, dk_h, dB, scale, T, G, H, K, V, BT, PREC=m["PREC"], F32=m["F32"], **c
+        )
+        parts[:] = [dB]
+
+    _fit("_bwd_dqk", m, q, ("BV", "BK"), (BT,), dqk)
+    dB = parts[0]
     dv = torch.empty_like(v)
-    _bwd_dv[(triton.cdiv(V, m["BV"]), NT, B * H)](
-        q, k, gc, dh, do, dv, scale, T, G, H, K, V, BT, m["BK"], m["BV"], m["PREC"], m["F32"]
-    )
+    _fit("_bwd_dv", m, q, ("BV", "BK"), (BT,), lambda c: _bwd_dv[(triton.cdiv(V, c["BV"]), NT, B * H)](
+        q, k, gc, dh, do, dv, scale, T, G, H, K, V, BT, PREC=m["PREC"], F32=m["F32"], **c
+    ))  # fmt: skip
     dq = dq_h.view(B, T, G, H // G, K).sum(3).to(q.dtype)
     dk = dk_h.view(B, T, G, H // G, K).sum(3).to(k.dtype)
     dB = dB.sum(0)
