@@ -22,20 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from hybriddsl.latency import call_times  # noqa: E402
 from hybriddsl.layers import window_attention as wa  # noqa: E402
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _time(fn, device: str) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return (time.perf_counter() - t0) * 1e3
+    """Milliseconds of one call (CUDA events on a GPU)."""
+    return call_times(fn, 1, cuda=device == "cuda")[0] * 1e3
 
 
 def run(device: str, seqs: list[int], window: int, batch: int, heads: int, dim: int, reps: int, dense_max_gb: float):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hybriddsl.latency import call_times
+
 
 @dataclass
 class Timing:
@@ -24,26 +26,9 @@ class Timing:
 
 def bench_ms(fn: Callable[[], object], warmup: int = 5, rep: int = 20) -> float:
     """Median milliseconds of ``fn()`` over ``rep`` calls after ``warmup`` calls: CUDA events on a GPU (the
-    device time of each call), wall clock on CPU. ``warmup`` and ``rep`` are call counts on both."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        for _ in range(rep):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(rep):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    device time of each call), wall clock on CPU (:func:`hybriddsl.latency.call_times`, the one timer)."""
+    times = sorted(call_times(fn, rep, warmup=warmup, cuda=torch.cuda.is_available()))
+    return times[len(times) // 2] * 1e3
 
 
 def fwd_and_fwdbwd(fn: Callable[..., torch.Tensor | tuple], inputs: list[torch.Tensor], **kw) -> tuple[float, float]:

@@ -6,7 +6,12 @@ Per-frame latency (p50, p99 over thousands of frames after warm-up) at batch 1 o
 window every frame, as a last-position model must; plus frames per second at batch 64. Dropout 0, eval mode,
 no_grad / inference_mode.
 
-    python -m benchmarks.streaming [--embed-dim 64] [--frames 3000] [--compile aot,dynamo] [--bf16] [--device cpu]
+    python -m benchmarks.streaming [--embed-dim 64] [--frames 3000] [--compile aot,dynamo] [--weights bf16,int8]
+                                   [--bf16] [--device cpu]
+
+``--weights``: batch-1 ``compile="aot"`` streams on bfloat16 / int8 copies of the linear weights
+(``model.stream(1, compile=True, weights=...)``), timed in the same interleaving, with their output error vs the
+float32 stream.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import subprocess
 import torch
 
 from hybriddsl import edifice
-from hybriddsl.streaming import Stream, format_table, latency_table, matvec_floor
+from hybriddsl.latency import format_table, latency_table, matvec_floor
+from hybriddsl.streaming import Stream
 
 
 def cpu_name() -> str:
@@ -44,6 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--device", default="cpu")
     ap.add_argument(
+        "--weights",
+        default="bf16,int8",
+        help="weight formats of more compile='aot' batch-1 streams, comma-separated: bf16, int8 ('' for none)",
+    )
+    ap.add_argument("--error-frames", type=int, default=3000, help="frames over which --weights errors are measured")
+    ap.add_argument(
         "--bf16",
         action="store_true",
         help="also time a bfloat16 copy of the model (compile=True) and its matvec floor, and report its error",
@@ -63,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         rerun_frames=a.rerun_frames,
         compile=tuple(k for k in a.compile.split(",") if k),
         extra=extra,
+        weights=tuple(w for w in a.weights.split(",") if w),
     )
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else cpu_name()
     params = sum(p.numel() for p in model.parameters())
@@ -71,8 +84,27 @@ def main(argv: list[str] | None = None) -> None:
         f"{dev}; torch {torch.__version__}; {datetime.date.today()}\n"
     )
     print(format_table(rows))
+    for w in (w for w in a.weights.split(",") if w):
+        print("\n" + weights_error(model, w, a.error_frames))
     if note:
         print("\n" + note)
+
+
+def weights_error(model: torch.nn.Module, weights: str, frames: int) -> str:
+    """The output error of a ``weights=...`` compiled stream vs the float32 eager stream over ``frames`` frames:
+    ||y - y_fp32|| / ||y_fp32|| over all of them, and the largest per-frame relative error."""
+    s, ref = Stream(model, 1, compile="aot", weights=weights), Stream(model, 1)
+    p = next(model.parameters())
+    xs = torch.randn(frames, 1, model.embed_dim, generator=torch.Generator().manual_seed(1)).to(p.device)
+    num = den = worst = 0.0
+    for x in xs:
+        y, y32 = s.push(x), ref.push(x)
+        d, n = (y - y32).norm().item() ** 2, y32.norm().item() ** 2
+        num, den, worst = num + d, den + n, max(worst, (d / n) ** 0.5)
+    return (
+        f"weights={weights}: over {frames} frames, ||y - y_fp32|| / ||y_fp32|| = {(num / den) ** 0.5:.2e} "
+        f"(largest in one frame {worst:.2e})"
+    )
 
 
 def bf16_rows(model: torch.nn.Module, frames: int = 300) -> tuple[dict, str]:

@@ -36,7 +36,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.errors import HybOptionError, StreamError, first_line
@@ -121,17 +120,26 @@ class StepFunction(nn.Module):
     :func:`flatten_state` order. A pure function (no mutation), as a portable ``torch.export`` wants it.
     ``inplace=True``: ``forward(x, *state) -> y`` writes the new state into the given tensors instead (what
     :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies).
+    ``weights`` (a :class:`hybriddsl.stream_weights.StreamWeights`): the step runs under
+    :class:`~hybriddsl.stream_weights.BatchOneStep`, its linear layers as fused matvecs on those weights.
     """
 
-    def __init__(self, model: nn.Module, template: State, inplace: bool = False):
+    def __init__(self, model: nn.Module, template: State, inplace: bool = False, weights: nn.Module | None = None):
         super().__init__()
         self.model = model
         self.template = {k: v for k, v in template.items()}  # structure only; tensors are never read
         self.names = flatten_state(template)[0]
         self.inplace = inplace
+        self.weights = weights
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
-        y, new = self.model.step(x, unflatten_state(self.template, state))
+        if self.weights is None:
+            y, new = self.model.step(x, unflatten_state(self.template, state))
+        else:
+            from hybriddsl.stream_weights import BatchOneStep
+
+            with BatchOneStep(self.weights.table()):
+                y, new = self.model.step(x, unflatten_state(self.template, state))
         if not self.inplace:  # contiguous: compiled runners read a state fed back by the strides it was traced with
             return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
         for buf, t in zip(state, flatten_like(self.template, new)):
@@ -193,7 +201,7 @@ def compile_kind(compile: bool | str | None) -> str | None:
 
 
 def aot_step(
-    model: nn.Module, state: State, x: torch.Tensor
+    model: nn.Module, state: State, x: torch.Tensor, weights: nn.Module | None = None
 ) -> tuple[Callable[[list[torch.Tensor]], list[torch.Tensor]], dict[str, torch.Tensor]]:
     """The step compiled ahead of time by AOTInductor, updating ``state``'s tensors in place.
 
@@ -207,7 +215,7 @@ def aot_step(
     import shutil
     import tempfile
 
-    fn = StepFunction(model, state, inplace=True)
+    fn = StepFunction(model, state, inplace=True, weights=weights)
     bufs = flatten_state(state)[1]
     saved = [b.clone() for b in bufs]  # export runs on fake tensors, but keep the state safe regardless
     tmp = tempfile.mkdtemp(prefix="hybdsl-aot-")
@@ -225,6 +233,9 @@ def aot_step(
                     "aot_inductor.package_constants_in_so": False,
                     "always_keep_tensor_constants": True,
                     "joint_graph_constant_folding": False,
+                    # compute a matvec's input once: inductor otherwise inlines its producer (a norm, a gate)
+                    # into the reduction loop and recomputes it for every output row
+                    "realize_opcount_threshold": 1,
                 },
             )
             runner = torch._inductor.aoti_load_package(path)
@@ -244,11 +255,11 @@ def aot_step(
     missing = [n for n in need if n not in have]
     if missing:
         raise StreamError(f"compile='aot': the compiled step wants tensors the model lacks: {', '.join(missing)}")
-    weights = {n: have[n] for n in need}
-    runner.load_constants(weights, check_full_update=True, user_managed=True)
+    tensors = {n: have[n] for n in need}
+    runner.load_constants(tensors, check_full_update=True, user_managed=True)
     loader = getattr(runner, "loader", None)
     run = loader.run if loader is not None and hasattr(loader, "run") else (lambda args: list(runner(*args)))
-    return run, weights
+    return run, tensors
 
 
 class Stream:
@@ -271,7 +282,10 @@ class Stream:
         dtype: torch.dtype | None = None,
         compile: bool | str = False,
         cuda_graph: bool = False,
+        weights: str | None = None,
     ):
+        from hybriddsl.stream_weights import StreamWeights, weight_format
+
         if not isinstance(batch, int) or batch < 1:
             raise HybOptionError(f"stream batch must be a positive integer, got {batch!r}")
         if model.training:
@@ -280,6 +294,7 @@ class Stream:
         p = next(model.parameters())
         self.device = torch.device(device) if device is not None else p.device
         self.dtype = dtype or p.dtype
+        self._frame_dtype = p.dtype  # frames are fed in the parameters' dtype
         with torch.no_grad():
             self.state: State = model.init_state(batch, device=self.device, dtype=self.dtype)
             self._fresh = flatten_state(model.init_state(1, device=self.device, dtype=self.dtype))[1]
@@ -290,6 +305,13 @@ class Stream:
         self._aot: Callable[[list[torch.Tensor]], list[torch.Tensor]] | None = None
         self._graph: Any = None
         self.compile = kind = compile_kind(compile)
+        self.weights = fmt = weight_format(weights)
+        if fmt != "float32" and kind not in (None, "aot"):
+            raise HybOptionError(
+                f"weights={weights!r} streams run eager or with compile='aot', not compile={compile!r}"
+            )
+        # the matvec form pays off compiled (fused loops); eager, only smaller weights need it
+        self._weights = StreamWeights(model, fmt) if fmt != "float32" or kind == "aot" else None
         if kind or cuda_graph:
             grow = growing_state(model, 1)
             if grow:
@@ -307,7 +329,7 @@ class Stream:
                 flush=True,
             )
             t0 = time.perf_counter()
-            run, self._aot_weights = aot_step(model, self.state, self._example_frame())
+            run, self._aot_weights = aot_step(model, self.state, self._example_frame(), self._weights)
             print(f"hybriddsl: compiled in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
             self._aot_args = [self._example_frame(), *(d[k] for d, k, _ in self._slots)]
             self._aot = run
@@ -324,7 +346,12 @@ class Stream:
     # ---- the per-frame step -----------------------------------------------------------------------------
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         """One position, eager: the model's own plan interpreter, writing the new state into ours."""
-        return self.model._run(x, self.state, inplace=True)[0]
+        if self._weights is None:
+            return self.model._run(x, self.state, inplace=True)[0]
+        from hybriddsl.stream_weights import BatchOneStep
+
+        with BatchOneStep(self._weights.table()):
+            return self.model._run(x, self.state, inplace=True)[0]
 
     def _capture(self) -> None:
         """Capture one push into a CUDA graph over static input and state buffers (state restored after)."""
@@ -358,9 +385,11 @@ class Stream:
                 raise StreamError(f"push takes token ids of shape {list(want)}, got {list(frame.shape)}")
             return frame.to(self.device)
         want = (self.batch, self.model.embed_dim)
-        if tuple(frame.shape) != want:
+        if frame.shape != want:
             raise StreamError(f"push takes a frame of shape [batch, embed_dim] = {list(want)}, got {list(frame.shape)}")
-        return frame.to(self.device, next(self.model.parameters()).dtype)
+        if frame.dtype is self._frame_dtype and frame.device == self.device:  # no .to() call: ~2 us a frame
+            return frame
+        return frame.to(self.device, self._frame_dtype)
 
     def push(self, frame: torch.Tensor) -> torch.Tensor:
         """Feed one position; returns the model's output there ([batch, hidden], or [batch, vocab] logits)."""
@@ -460,214 +489,3 @@ class Stream:
     def data_ptrs(self) -> list[int]:
         """Storage addresses of the state tensors (constant across frames for a fixed-shape state)."""
         return [d[k].data_ptr() for d, k, _ in self._slots]
-
-
-# ------------------------------------------------------------------------------------------------ latency
-def frame_latencies(push: Callable[[torch.Tensor], Any], frames: torch.Tensor, warmup: int) -> list[float]:
-    """Seconds per ``push(frame)`` call over ``frames`` [n, ...] (cycled), after ``warmup`` untimed calls."""
-    n = frames.shape[0]
-    for i in range(warmup):
-        push(frames[i % n])
-    out = []
-    clock = time.perf_counter
-    for i in range(n):
-        t0 = clock()
-        push(frames[i])
-        out.append(clock() - t0)
-    return out
-
-
-def interleaved_latencies(
-    fns: dict[str, Callable[[torch.Tensor], Any]], frames: torch.Tensor, block: int = 100
-) -> dict[str, list[float]]:
-    """Seconds per call of each function on every frame of ``frames`` [n, ...]. The functions take turns in
-    blocks of ``block`` consecutive frames (each block as a deployed stream runs: warm caches), so that all
-    of them see the same stretches of a shared machine's load."""
-    out: dict[str, list[float]] = {n: [] for n in fns}
-    clock = time.perf_counter
-    n = frames.shape[0]
-    for start in range(0, n, block):
-        for name, fn in fns.items():
-            lat = out[name]
-            for i in range(start, min(start + block, n)):
-                t0 = clock()
-                fn(frames[i])
-                lat.append(clock() - t0)
-    return out
-
-
-def percentile(xs: list[float], q: float) -> float:
-    """The q-quantile (0..1) of xs, nearest rank."""
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def matvec_floor(model: nn.Module) -> Callable[[Any], None]:
-    """A function doing one matrix-vector product per weight matrix of ``model`` (in its dtype) and nothing
-    else: the floor of any batch-1 step of that model, which reads every weight once per frame."""
-    mats = [w for w in model.parameters() if w.dim() == 2]
-    vecs = [w.new_ones(1, w.shape[1]) for w in mats]
-    cuda = bool(mats) and mats[0].is_cuda
-
-    def matvecs(_frame: Any = None) -> None:
-        with torch.no_grad():
-            for w, v in zip(mats, vecs):
-                F.linear(v, w)
-        if cuda:
-            torch.cuda.synchronize()
-
-    return matvecs
-
-
-def latency_table(
-    model: nn.Module,
-    *,
-    window: int,
-    threads: tuple[int, ...] = (1, 2),
-    frames: int = 3000,
-    rerun_frames: int = 200,
-    warmup: int = 200,
-    compile: tuple[str, ...] = (),
-    fps_batch: int = 64,
-    extra: dict[str, Callable[[torch.Tensor], Any]] | None = None,
-) -> list[dict[str, Any]]:
-    """Per-frame latency of streaming vs re-running the last ``window`` frames, batch 1, per thread count;
-    and frames per second at ``fps_batch``. ``compile``: compiled streams to time beside the eager one
-    (``"aot"``, ``"dynamo"``: rows ``stream-aot``, ``stream-dynamo``; on CUDA also ``stream-cudagraph``); row
-    ``matvec-floor`` times just one matrix-vector product per weight matrix of the model (no step can be
-    faster). One dict per row: threads, batch, mode, p50_ms, p99_ms, fps, and for streams ``state_in_place``
-    (same data_ptrs after every frame) and ``rss_growth_mb``. ``extra``: more batch-1 rows, name -> a function of
-    one frame [1, ...] (another model's stream, say), timed in the same interleaving."""
-    model.eval()
-    p = next(model.parameters())
-    dev = p.device
-
-    def inputs(b: int, n: int) -> torch.Tensor:
-        if model.vocab:
-            return torch.randint(0, model.vocab, (n, b), device=dev)
-        return torch.randn(n, b, model.embed_dim, device=dev, dtype=p.dtype)
-
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-
-    rows: list[dict[str, Any]] = []
-    old_threads = torch.get_num_threads()
-    matvecs = matvec_floor(model)
-    kinds = [compile_kind(k) for k in compile]
-    streams = {"stream": Stream(model, 1), **{f"stream-{k}": Stream(model, 1, compile=k) for k in kinds}}
-    big = {"stream": Stream(model, fps_batch), **{f"stream-{k}": Stream(model, fps_batch, compile=k) for k in kinds}}
-    if dev.type == "cuda":  # one eager push captured and replayed: no launch overhead per kernel
-        streams["stream-cudagraph"] = Stream(model, 1, cuda_graph=True)
-        big["stream-cudagraph"] = Stream(model, fps_batch, cuda_graph=True)
-    try:
-        for nt in threads:
-            torch.set_num_threads(nt)
-            xs = inputs(1, frames)
-            # batch 1: the streams and the matvec floor take turns every 100 frames, so that all of them see the
-            # same stretches of a shared machine's load (it moves the timings by 2x within minutes)
-            fns = {mode: (lambda f, s=s: (s.push(f), sync())) for mode, s in streams.items()}
-            fns["matvec-floor"] = matvecs
-            fns.update(extra or {})
-            ptrs = {mode: s.data_ptrs() for mode, s in streams.items()}
-            interleaved_latencies(fns, xs[:warmup])  # warm-up first: allocator and caches settle
-            rss0 = rss_bytes()
-            lats = interleaved_latencies(fns, xs)
-            grown = (rss_bytes() - rss0) / 2**20
-            for mode, lat in lats.items():
-                row = {
-                    "threads": nt,
-                    "batch": 1,
-                    "mode": mode,
-                    "frames": frames,
-                    "p50_ms": percentile(lat, 0.5) * 1e3,
-                    "p99_ms": percentile(lat, 0.99) * 1e3,
-                    "fps": 1 / percentile(lat, 0.5),
-                }
-                if mode in streams:
-                    row.update(state_in_place=streams[mode].data_ptrs() == ptrs[mode], rss_growth_mb=grown)
-                rows.append(row)
-            buf = inputs(1, window).transpose(0, 1).contiguous()  # [1, window, ...]
-
-            def rerun(f: torch.Tensor) -> None:
-                nonlocal buf
-                buf = torch.cat([buf[:, 1:], f.unsqueeze(1)], 1)  # the last `window` frames
-                with torch.inference_mode():
-                    model(buf)
-                sync()
-
-            lat = frame_latencies(rerun, xs[:rerun_frames], min(warmup, 20))
-            rows.append(
-                {
-                    "threads": nt,
-                    "batch": 1,
-                    "mode": f"rerun-{window}",
-                    "frames": rerun_frames,
-                    "p50_ms": percentile(lat, 0.5) * 1e3,
-                    "p99_ms": percentile(lat, 0.99) * 1e3,
-                    "fps": 1 / percentile(lat, 0.5),
-                }
-            )
-            # throughput at a large batch: frames (rows x pushes) per second
-            xb = inputs(fps_batch, 100)
-            for mode, s in big.items():
-                lat = frame_latencies(lambda f, s=s: (s.push(f), sync()), xb, 10)
-                rows.append(
-                    {
-                        "threads": nt,
-                        "batch": fps_batch,
-                        "mode": mode,
-                        "frames": 100,
-                        "p50_ms": percentile(lat, 0.5) * 1e3,
-                        "p99_ms": percentile(lat, 0.99) * 1e3,
-                        "fps": fps_batch / percentile(lat, 0.5),
-                    }
-                )
-            wb = inputs(fps_batch, window).transpose(0, 1).contiguous()
-            with torch.inference_mode():
-                lat = frame_latencies(lambda f, wb=wb: (model(wb), sync()), xb[:3], 1)
-            rows.append(
-                {
-                    "threads": nt,
-                    "batch": fps_batch,
-                    "mode": f"rerun-{window}",
-                    "frames": 3,
-                    "p50_ms": percentile(lat, 0.5) * 1e3,
-                    "p99_ms": percentile(lat, 0.99) * 1e3,
-                    "fps": fps_batch / percentile(lat, 0.5),
-                }
-            )
-    finally:
-        torch.set_num_threads(old_threads)
-    return rows
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """Markdown table of :func:`latency_table` rows, with the speed-up of streaming over the re-run."""
-    ref = {(r["threads"], r["batch"]): r for r in rows if r["mode"].startswith("rerun")}
-    base_modes = ("rerun", "matvec-floor")
-    lines = [
-        "| threads | batch | mode | p50 ms/frame | p99 ms/frame | frames/s | vs re-run (p50) | state in place |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        base = ref.get((r["threads"], r["batch"]))
-        speed = f"{base['p50_ms'] / r['p50_ms']:.1f}x" if base and not r["mode"].startswith(base_modes) else ""
-        place = r.get("state_in_place")
-        place = "" if place is None else ("yes" if place else "NO")
-        if place and r["batch"] == 1:
-            place += f" (RSS {r['rss_growth_mb']:+.1f} MB over {r['frames']} frames)"
-        lines.append(
-            f"| {r['threads']} | {r['batch']} | {r['mode']} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-            f"{r['fps']:,.0f} | {speed} | {place} |"
-        )
-    return "\n".join(lines)

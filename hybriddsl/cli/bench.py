@@ -10,7 +10,6 @@ The configuration is printed first, and a progress bar per phase on stderr when 
 from __future__ import annotations
 
 import argparse
-import time
 
 from hybriddsl.cli.common import add_build, add_file, overrides, require, source_arg
 from hybriddsl.errors import HybOptionError
@@ -42,7 +41,7 @@ def add_parser(sub) -> None:
         default=None,
         help="--stream: frames re-run per frame (default: the model's largest attention window, else 64)",
     )
-    p.add_argument("--stream", action="store_true", help="per-frame streaming latency table (see hybriddsl.streaming)")
+    p.add_argument("--stream", action="store_true", help="per-frame streaming latency table (see hybriddsl.latency)")
     p.add_argument("--frames", type=int, default=2000, help="--stream: timed frames per row (default 2000)")
     p.add_argument("--threads", default="1,2", help="--stream: CPU thread counts, comma separated (default 1,2)")
     p.add_argument(
@@ -60,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hybriddsl import api
     from hybriddsl.kernels import backend, get_backend
+    from hybriddsl.latency import call_times
 
     if args.batch < 1 or args.seq < 1 or args.iters < 1:
         raise HybOptionError("--batch, --seq and --iters must be at least 1")
@@ -94,21 +94,10 @@ def run(args: argparse.Namespace) -> int:
         x = torch.randn(args.batch, args.seq, s["embed_dim"], device=device, dtype=dtype)
     tokens = args.batch * args.seq
 
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
     def timed(fn, phase: str) -> float:
-        with progress(total=1 + args.iters, desc=phase, disable=args.no_progress) as bar:
-            fn()
-            sync()
-            bar.update()
-            t0 = time.perf_counter()
-            for _ in range(args.iters):
-                fn()
-                bar.update()
-            sync()
-            return (time.perf_counter() - t0) / args.iters
+        with progress(total=args.iters, desc=phase, disable=args.no_progress) as bar:
+            times = call_times(fn, args.iters, warmup=1, cuda=device.startswith("cuda"), after=bar.update)
+            return sum(times) / len(times)
 
     def fwd() -> None:
         with torch.no_grad():
@@ -128,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stream(args: argparse.Namespace, model) -> int:
-    """The streaming latency table (rows of hybriddsl.streaming.latency_table) for this file's model."""
-    from hybriddsl.streaming import format_table, growing_state, latency_table
+    """The streaming latency table (rows of hybriddsl.latency.latency_table) for this file's model."""
+    from hybriddsl.latency import format_table, latency_table
+    from hybriddsl.streaming import growing_state
 
     try:
         threads = tuple(int(t) for t in args.threads.split(","))
