@@ -30,6 +30,7 @@ from hybriddsl.interop.common import (
     sublayers,
     uniform,
 )
+from hybriddsl.interop.mamba2 import MIXER
 from hybriddsl.ir import Graph
 
 MODEL_TYPE = "zamba2"
@@ -219,18 +220,6 @@ def to_config(graph: Graph) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- weights
-MAMBA = {  # our mamba2 mixer -> Zamba2MambaMixer (under ...mamba.)
-    "in_proj.weight": "in_proj.weight",
-    "in_proj.bias": "in_proj.bias",
-    "conv1d.conv.weight": "conv1d.weight",
-    "conv1d.conv.bias": "conv1d.bias",
-    "A_log": "A_log",
-    "dt_bias": "dt_bias",
-    "D": "D",
-    "norm.weight": "norm.weight",
-    "out_proj.weight": "out_proj.weight",
-    "out_proj.bias": "out_proj.bias",
-}
 CORE = {  # our zamba_shared core -> Zamba2AttentionDecoderLayer (under ...shared_transformer.)
     "in_norm.weight": "input_layernorm.weight",
     "q_proj.weight": "self_attn.q_proj.weight",
@@ -262,7 +251,7 @@ def weight_rules(cfg: dict[str, Any], model) -> list:
     for i, lk in enumerate(mambas):
         p = f"model.layers.{i}." + ("mamba_decoder." if i in hybrid else "")
         rules.append(Rule(f"blocks.{lk.norm}.weight", p + "input_layernorm.weight"))
-        rules += table(MAMBA, f"blocks.{lk.mixer}.", p + "mamba.")
+        rules += table(MIXER, f"blocks.{lk.mixer}.", p + "mamba.")  # Zamba2MambaMixer: Mamba-2's names
     first: dict[str, int] = {}
     count: dict[str, int] = defaultdict(int)
     for pos, (j, key) in sorted(hybrid.items()):
