@@ -567,12 +567,17 @@ def delta_rule_bwd_op(
     # Without wgmma (sm_80/sm_89: mma.sync takes its operands from registers) every pipeline stage of the value loop
     # adds to a live set that already fills the register file: at 2 stages ptxas fell back to 40 registers and
     # ~7 KB of spills per thread, at 1 stage 128 registers and ~3.8 KB (sm_89, gated, D 128). sm_90 keeps 3.
-    grads_cfgs = _smaller(bv_grads, None) if capability() >= 90 else tile_configs({"BV": bv_grads}, ("BV",), (1,))
+    cap = capability()
+    grads_cfgs = _smaller(bv_grads, None) if cap >= 90 else tile_configs({"BV": bv_grads}, ("BV",), (1,))
+    # Left to itself, ptxas for sm_80/sm_89 caps the gated variant at 32 registers whatever the warps, stages or BV
+    # (8.7-11.7 KB of spills per thread on sm_80). Granting one 8-warp block the whole register file (255 a thread,
+    # 65,280 of 65,536) brings it to 255 registers and ~3 KB. Not in the interpreter (cap 0), which has no ptxas.
+    regs = {"maxnreg": 255} if 0 < cap < 90 else {}
     launch_fitting("delta_rule._grads_bwd", (dk, dv, bt, prec), grads_cfgs, lambda c: _grads_bwd[
         (nt, bsz * h)](
         q, k, v, beta, gc, am, u, du, hs, dhs, do, dq, dk_, dv_, dbeta, dg if g is not None else dbeta,
         scale, t_len, nt,
-        H=h, DK=dk, DV=dv, HAS_G=g is not None, BT=bt, BK=bk, PREC=prec, num_warps=8, **c,
+        H=h, DK=dk, DV=dv, HAS_G=g is not None, BT=bt, BK=bk, PREC=prec, num_warps=8, **regs, **c,
     ))  # fmt: skip
     return dq, dk_, dv_, dbeta, dg, dh0
 
