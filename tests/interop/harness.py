@@ -45,6 +45,16 @@ import hybriddsl
 
 TOL32, TOL64 = 1e-4, 1e-9
 
+# a tiny Llama-family config (GQA: 4 query heads on 2 key/value heads) shared by the Llama-based tests
+SMALL_LLAMA = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=40,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
+
 
 def written(config: Any) -> dict[str, Any]:
     """The dict of the ``config.json`` that ``config.save_pretrained`` writes (what a real folder holds)."""

@@ -17,21 +17,13 @@ import transformers
 import hybriddsl
 from hybriddsl.cli import main
 from hybriddsl.errors import HybFileError
-
-SMALL = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=40,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+from tests.interop.harness import SMALL_LLAMA
 
 
 @pytest.fixture(scope="module")
 def hf():
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**SMALL)).eval()
+    model = transformers.AutoModelForCausalLM.from_config(transformers.LlamaConfig(**SMALL_LLAMA)).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))

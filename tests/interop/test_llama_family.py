@@ -7,17 +7,9 @@ import torch
 import transformers
 
 from hybriddsl.interop import ConvertError, from_hf
-from tests.interop.harness import roundtrip, written
+from tests.interop.harness import SMALL_LLAMA, roundtrip, written
 
-SMALL = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=40,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
+SMALL = dict(SMALL_LLAMA, max_position_embeddings=64)
 
 
 def test_llama_gqa_rope_theta(tmp_path):

@@ -12,15 +12,7 @@ from safetensors.torch import load_file, save_file
 import hybriddsl
 from hybriddsl.interop.checkpoint import Checkpoint
 from hybriddsl.interop.weights import pieces, split0
-
-SMALL = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=40,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
+from tests.interop.harness import SMALL_LLAMA
 
 
 def offsets(path):
@@ -46,7 +38,7 @@ def test_span_is_the_concatenation_when_back_to_back(tmp_path):
 
 def test_gated_mlp_is_a_view_of_the_file(tmp_path):
     """Llama's gate_proj and up_proj lie back to back: our stacked ``up`` is one view of the map, no copy."""
-    cfg = transformers.LlamaConfig(**SMALL)
+    cfg = transformers.LlamaConfig(**SMALL_LLAMA)
     torch.manual_seed(0)
     hf = transformers.AutoModelForCausalLM.from_config(cfg)
     hf.save_pretrained(tmp_path)
@@ -62,7 +54,7 @@ def test_gated_mlp_is_a_view_of_the_file(tmp_path):
 
 def test_gated_mlp_in_two_shards_is_copied(tmp_path):
     """gate_proj and up_proj in different shards: concatenated (a copy), same logits as the single file."""
-    cfg = transformers.LlamaConfig(**SMALL)
+    cfg = transformers.LlamaConfig(**SMALL_LLAMA)
     torch.manual_seed(0)
     transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path / "one")
     whole = load_file(tmp_path / "one" / "model.safetensors")
