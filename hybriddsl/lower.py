@@ -145,13 +145,13 @@ class HybridModel(nn.Module):
                 self.embed = nn.Linear(self.embed_dim, self.hidden)
         if Op.POS_ENC in ops:
             self.pos = SinusoidalEncoding(self.hidden)
-        from hybriddsl.layers.replicate import replica, replicable
+        from hybriddsl.layers.replicate import replicable, replicator
 
-        built: dict[str, nn.Module] = {}  # the first block of each configuration; later ones are its replicas
+        built: dict[str, Any] = {}  # per configuration, a maker of replicas of its first block
         for key, b in plan.blocks.items():
             config = repr((b.op, b.kind, b.opts))
             if config in built:  # same weights, bit for bit, as building it (layers/replicate.py), ~10x faster
-                self.blocks[key] = replica(built[config])
+                self.blocks[key] = built[config]()
                 continue
             if b.op == Op.NORM:
                 block = make_norm(b.kind, self.hidden, b.opts["eps"])
@@ -159,7 +159,7 @@ class HybridModel(nn.Module):
                 block = build_module(b.kind, b.opts, self.hidden)
             self.blocks[key] = block
             if replicable(block):
-                built[config] = block
+                built[config] = replicator(block)
         if Op.HEAD in ops:
             self.head = scales.head(self.hidden, self.vocab, s["logit_scale"], s["logit_softcap"])
             if s["tie_embeddings"]:

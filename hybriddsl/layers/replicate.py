@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import types
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -36,42 +37,83 @@ def replica(module: nn.Module) -> nn.Module:
     and other tensors are copied (they are set by construction, not drawn); containers are copied one level
     so that caches are never shared; methods bound to the original are bound to the copy.
     """
-    new = _copy_tree(module, {})
-    with torch.no_grad():
-        new.reset_parameters()
-    return new
+    return replicator(module)()
 
 
-def _copy_tree(m: nn.Module, memo: dict[int, Any]) -> nn.Module:
-    if id(m) in memo:  # a sub-module registered twice (or a tied parameter) stays shared, as in the original
-        return memo[id(m)]
-    new = object.__new__(type(m))
-    memo[id(m)] = new
-    d = m.__dict__.copy()
-    for k, v in d.items():
+def replicator(module: nn.Module) -> Callable[[], nn.Module]:
+    """``make`` with ``make()`` = ``replica(module)``, faster when called many times: what copying each
+    sub-module takes is worked out once. For a freshly built ``module`` that nothing runs between the calls."""
+    recipe = _recipe(module)
+
+    def make() -> nn.Module:
+        new = _make(recipe, {})
+        with torch.no_grad():
+            new.reset_parameters()
+        return new
+
+    return make
+
+
+class _Recipe:
+    """How to copy one module: its class, the entries of its ``__dict__`` that are not shared (empty hook
+    dicts, other containers, tensors, bound methods), its parameters, buffers and children."""
+
+    __slots__ = ("src", "cls", "empty", "other", "params", "buffers", "children")
+
+    def __init__(self, m: nn.Module):
+        self.src, self.cls = m, type(m)
+        self.empty: list[tuple[str, type]] = []
+        self.other: list[str] = []
+        self.params: list[tuple[str, Any]] = []
+        self.buffers: list[tuple[str, Any]] = []
+        self.children: list[tuple[str, _Recipe | None]] = []
+
+
+def _recipe(m: nn.Module) -> _Recipe:
+    r = _Recipe(m)
+    for k, v in m.__dict__.items():
         t = type(v)
         if t in _SHARED:
             continue
         if k == "_parameters":
-            d[k] = {n: None if p is None else _new_param(p, memo) for n, p in v.items()}
+            r.params = list(v.items())
         elif k == "_buffers":
-            d[k] = {n: None if b is None else b.clone() for n, b in v.items()}
+            r.buffers = list(v.items())
         elif k == "_modules":
-            d[k] = {n: None if c is None else _copy_tree(c, memo) for n, c in v.items()}
-        elif t in _CONTAINERS:  # hooks (a dozen empty dicts a module), caches: never shared with the original
-            d[k] = v.copy() if v else t()
-        elif t is types.MethodType and v.__self__ is m:
+            r.children = [(n, None if c is None else _recipe(c)) for n, c in v.items()]
+        elif t in _CONTAINERS and not v:  # the dozen hook dicts of every module
+            r.empty.append((k, t))
+        else:
+            r.other.append(k)
+    return r
+
+
+def _make(r: _Recipe, memo: dict[int, Any]) -> nn.Module:
+    m = r.src
+    if id(m) in memo:  # a sub-module registered twice stays shared, as in the original
+        return memo[id(m)]
+    new = object.__new__(r.cls)
+    memo[id(m)] = new
+    d = m.__dict__.copy()
+    for k, t in r.empty:
+        d[k] = t()
+    d["_parameters"] = {n: None if p is None else _new_param(p, memo) for n, p in r.params}
+    d["_buffers"] = {n: None if b is None else b.clone() for n, b in r.buffers}
+    d["_modules"] = {n: None if c is None else _make(c, memo) for n, c in r.children}
+    for k in r.other:
+        v = d[k]
+        if type(v) is types.MethodType and v.__self__ is m:
             d[k] = types.MethodType(v.__func__, new)
         elif isinstance(v, torch.Tensor):
             d[k] = v.clone()
-        elif isinstance(v, (dict, list, set)):
+        elif isinstance(v, (dict, list, set)):  # caches: never shared with the original
             d[k] = copy.copy(v)
     new.__dict__.update(d)
     return new
 
 
 def _new_param(p: nn.Parameter, memo: dict[int, Any]) -> nn.Parameter:
-    if id(p) not in memo:
+    if id(p) not in memo:  # a parameter tied inside the layer stays tied
         q = nn.Parameter(torch.empty_like(p), requires_grad=p.requires_grad)
         if p.__dict__:
             q.__dict__.update(p.__dict__)  # flags such as _no_weight_decay
