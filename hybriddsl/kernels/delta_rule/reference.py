@@ -75,11 +75,14 @@ def delta_rule_torch(
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked (WY / UT transform) delta rule in PyTorch, differentiable by autograd.
+    """Chunked (WY / UT transform) delta rule in PyTorch, differentiable (a hand-written backward,
+    :mod:`hybriddsl.kernels.delta_rule.chunked`).
 
     Shapes as :func:`delta_rule_naive`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
     state ``[B, H, K, V]`` float32 (float64 for float64 inputs).
     """
+    from hybriddsl.kernels.delta_rule.chunked import chunked_delta_rule_fn
+
     cd = compute_dtype(q)
     bsz, t_len, h, dk = q.shape
     dv = v.shape[-1]
@@ -88,36 +91,25 @@ def delta_rule_torch(
     n = -(-t_len // c)
     pad = n * c - t_len
 
-    def heads_first(x: torch.Tensor) -> torch.Tensor:
-        # [B, T, H, ...] -> [B, H, N, C, ...]; padded steps have k = v = beta = g = 0: identity updates
-        x = x.to(cd).transpose(1, 2)
+    def chunks_first(x: torch.Tensor) -> torch.Tensor:
+        # [B, T, H, ...] -> [N, B*H, C, ...]; padded steps have k = v = beta = g = 0: identity updates
+        x = x.to(cd)
         if pad:
-            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 3) + (0, pad))
-        return x.reshape(bsz, h, n, c, *x.shape[3:])
+            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        x = x.reshape(bsz, n, c, h, *x.shape[3:]).transpose(2, 3).transpose(0, 1)
+        return x.reshape(n, bsz * h, c, *x.shape[4:]).contiguous()
 
-    qc, kc, vc, bc = heads_first(q), heads_first(k), heads_first(v), heads_first(beta)
-    gc = heads_first(g) if g is not None else bc.new_zeros(bc.shape)
-    big_g = gc.cumsum(-1)  # [B, H, N, C]
-    causal = torch.ones(c, c, dtype=torch.bool).tril()
-    diff = (big_g[..., :, None] - big_g[..., None, :]).masked_fill(~causal, 0.0)
-    decay = torch.exp(diff) * causal  # D_ij = exp(G_i - G_j) for i >= j, else 0
-    strict = torch.ones(c, c, dtype=torch.bool).tril(-1)
-    lower = bc[..., :, None] * (kc @ kc.transpose(-1, -2)) * decay * strict
-    tri = lower + torch.eye(c, dtype=cd)
-    u = torch.linalg.solve_triangular(tri, bc[..., None] * vc, upper=False, unitriangular=True)
-    w = torch.linalg.solve_triangular(tri, (bc * torch.exp(big_g))[..., None] * kc, upper=False, unitriangular=True)
-    qk = (qc @ kc.transpose(-1, -2)) * decay
-    s = q.new_zeros(bsz, h, dk, dv, dtype=cd) if initial_state is None else initial_state.to(cd)
-    outs = []
-    for i in range(n):
-        g_i = big_g[:, :, i]
-        u_new = u[:, :, i] - w[:, :, i] @ s
-        outs.append(scale * (torch.exp(g_i)[..., None] * (qc[:, :, i] @ s) + qk[:, :, i] @ u_new))
-        g_last = g_i[..., -1:]
-        k_dec = kc[:, :, i] * torch.exp(g_last - g_i)[..., None]
-        s = torch.exp(g_last)[..., None] * s + k_dec.transpose(-1, -2) @ u_new
-    o = torch.stack(outs, dim=2).reshape(bsz, h, n * c, dv)[:, :, :t_len].transpose(1, 2)
-    return o.to(v.dtype), s
+    s0 = q.new_zeros(bsz, h, dk, dv, dtype=cd) if initial_state is None else initial_state.to(cd)
+    o, s = chunked_delta_rule_fn(
+        chunks_first(q) * scale,
+        chunks_first(k),
+        chunks_first(v),
+        chunks_first(beta),
+        None if g is None else chunks_first(g),
+        s0.reshape(bsz * h, dk, dv),
+    )
+    o = o.reshape(n, bsz, h, c, dv).permute(1, 0, 3, 2, 4).reshape(bsz, n * c, h, dv)[:, :t_len]
+    return o.to(v.dtype), s.reshape(bsz, h, dk, dv)
 
 
 def delta_rule_step(

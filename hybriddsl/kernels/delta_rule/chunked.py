@@ -1,0 +1,171 @@
+"""The chunked (WY / UT transform) delta rule on the CPU as one autograd function with a hand-written backward.
+
+Autograd through the chunk loop kept one small graph node per op and chunk, and ``select``'s backward wrote a
+zero-filled full-size gradient per chunk and tensor (T / C of them: quadratic in T). Here the forward runs
+under no autograd at all, the loop is two ``baddbmm`` per chunk, everything else is batched over all chunks,
+and the backward walks the chunks once in reverse, again two ``baddbmm`` per chunk.
+
+Layout: ``[N, Z, C, ...]`` (chunk, batch x head, step in the chunk), so that one chunk is a contiguous slice.
+Per chunk, with ``G`` the cumulative log decay in the chunk, ``D_ij = exp(G_i - G_j)`` (i >= j, else 0),
+``q`` already multiplied by ``scale`` and ``S`` the state entering the chunk::
+
+    A  = (I + strict(diag(beta) (K K^T ∘ D)))^-1      u = A (beta ∘ V)      w = A (beta e^G ∘ K)
+    U' = u - w S                                       o = (Q K^T ∘ D) U' + (e^G ∘ Q) S
+    S_next = e^{G_C} S + (e^{G_C - G} ∘ K)^T U'
+
+The math is :func:`hybriddsl.kernels.delta_rule.reference.delta_rule_torch`'s (its docstring derives it).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _tri_masks(c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    causal = torch.ones(c, c, dtype=torch.bool, device=device).tril()
+    return causal, causal.tril(-1)
+
+
+def _decays(g: torch.Tensor | None, causal: torch.Tensor, dtype: torch.dtype):
+    """G (cumulative), D [.., C, C] (0 above the diagonal), e^G, e^{G_C - G}, e^{G_C}; ones / None without g."""
+    if g is None:
+        return None, causal.to(dtype), None, None, None
+    big_g = g.cumsum(-1)
+    d = (big_g[..., :, None] - big_g[..., None, :]).masked_fill_(~causal, float("-inf")).exp_()
+    g_last = big_g[..., -1:]
+    return big_g, d, big_g.exp(), (g_last - big_g).exp_(), g_last.exp()
+
+
+def _forward(q, k, v, beta, g, s0):
+    n, z, c, dk = q.shape
+    dv = v.shape[-1]
+    causal, strict = _tri_masks(c, q.device)
+    _, d, e_g, e_rev, e_last = _decays(g, causal, q.dtype)
+    # A = (I + L)^-1 with L = strict(beta_i (k_i . k_j) D_ij); the solve reads only the strict lower part
+    lower = (k @ k.transpose(-1, -2)).mul_(d).mul_(beta[..., None]).masked_fill_(~strict, 0.0)
+    eye = torch.eye(c, dtype=q.dtype, device=q.device)
+    a = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+    bk = k * (beta if e_g is None else beta * e_g)[..., None]
+    u = a @ (v * beta[..., None])
+    w = a @ bk
+    k_dec = k if e_rev is None else k * e_rev[..., None]
+    k_dec_t = k_dec.transpose(-1, -2)
+    # the only sequential part: U' and the state chunk after chunk (states[i] enters chunk i)
+    states = q.new_empty(n + 1, z, dk, dv)
+    states[0] = s0
+    u_new = torch.empty_like(u)
+    for i in range(n):
+        torch.baddbmm(u[i], w[i], states[i], alpha=-1.0, out=u_new[i])
+        if e_last is None:
+            torch.baddbmm(states[i], k_dec_t[i], u_new[i], out=states[i + 1])
+        else:
+            torch.mul(states[i], e_last[i][..., None], out=states[i + 1])
+            states[i + 1].baddbmm_(k_dec_t[i], u_new[i])
+    p = (q @ k.transpose(-1, -2)).mul_(d)
+    q_dec = q if e_g is None else q * e_g[..., None]
+    o = (p @ u_new).view(n * z, c, dv).baddbmm_(q_dec.view(n * z, c, dk), states[:n].view(n * z, dk, dv))
+    saved = (q, k, v, beta, d, a, u, u_new, w, states, e_g, e_rev, e_last)
+    return o.view(n, z, c, dv), states[n].clone(), saved
+
+
+class _ChunkedDeltaRule(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, g, s0):
+        q, k, v, beta, s0 = (x.contiguous() for x in (q, k, v, beta, s0))
+        g = None if g is None else g.contiguous()
+        o, s_final, saved = _forward(q, k, v, beta, g, s0)
+        ctx.gated = g is not None
+        ctx.save_for_backward(*(t for t in saved if t is not None))
+        return o, s_final
+
+    @staticmethod
+    def backward(ctx, d_o, d_final):
+        gated = ctx.gated
+        q, k, v, beta, d, a, u, u_new, w, states, *decays = ctx.saved_tensors
+        e_g, e_rev, e_last = decays if gated else (None, None, None)
+        n, z, c, dk = q.shape
+        dv = v.shape[-1]
+        _, strict = _tri_masks(c, q.device)
+        if d_o is None:
+            d_o = torch.zeros_like(u_new)
+        d_o = d_o.contiguous()
+        k_t = k.transpose(-1, -2)
+        qk = q @ k_t
+        p = qk * d
+        q_dec = q if e_g is None else q * e_g[..., None]
+        k_dec = k if e_rev is None else k * e_rev[..., None]
+        # dU' gets P^T dO from the outputs and K_dec dS_next from the next state; dS gets Q_dec^T dO,
+        # e^{G_C} dS_next and -w^T dU'. Both direct terms are batched before the reverse loop.
+        d_u = p.transpose(-1, -2) @ d_o
+        d_states = q_dec.new_empty(n + 1, z, dk, dv)
+        torch.matmul(q_dec.transpose(-1, -2), d_o, out=d_states[:n])
+        if d_final is None:
+            d_states[n].zero_()
+        else:
+            d_states[n] = d_final
+        w_t = w.transpose(-1, -2)
+        for i in range(n - 1, -1, -1):
+            d_next = d_states[i + 1]
+            d_u[i].baddbmm_(k_dec[i], d_next)
+            if e_last is None:
+                d_states[i].add_(d_next)
+            else:
+                d_states[i].add_(d_next * e_last[i][..., None])
+            d_states[i].baddbmm_(w_t[i], d_u[i], alpha=-1.0)
+        s_in, d_next = states[:n], d_states[1:]
+        d_k_dec = u_new @ d_next.transpose(-1, -2)
+        d_w = -(d_u @ s_in.transpose(-1, -2))
+        d_q_dec = d_o @ s_in.transpose(-1, -2)
+        d_p = d_o @ u_new.transpose(-1, -2)
+        # through u = A (beta V), w = A (beta e^G K), A = T^-1: dX = A^T dY, dT = -A^T dA A^T
+        a_t = a.transpose(-1, -2)
+        d_bv = a_t @ d_u
+        d_bk = a_t @ d_w
+        d_lower = (d_bv @ u.transpose(-1, -2)).add_(d_bk @ w_t).neg_().masked_fill_(~strict, 0.0)
+        kk = k @ k_t
+        kk_d = kk * d
+        d_beta = (d_lower * kk_d).sum(-1) + (d_bv * v).sum(-1)
+        d_kk = d_lower * d * beta[..., None]
+        d_qk = d_p * d
+        beta_eg = beta if e_g is None else beta * e_g
+        d_q = (d_qk @ k).add_(d_q_dec if e_g is None else d_q_dec * e_g[..., None])
+        d_k = d_qk.transpose(-1, -2) @ q
+        d_k.add_((d_kk + d_kk.transpose(-1, -2)) @ k)
+        d_k.add_(d_k_dec if e_rev is None else d_k_dec * e_rev[..., None])
+        d_k.add_(d_bk * beta_eg[..., None])
+        d_bk_k = (d_bk * k).sum(-1)
+        d_beta.add_(d_bk_k if e_g is None else d_bk_k * e_g)
+        d_v = d_bv * beta[..., None]
+        d_g = None
+        if gated:
+            # G enters through D, e^G (Q_dec, beta e^G K), e^{G_C - G} (K_dec) and e^{G_C} (the state decay)
+            d_d = (d_lower * kk * beta[..., None]).add_(d_p * qk).mul_(d)
+            d_big_g = d_d.sum(-1) - d_d.sum(-2)
+            d_big_g.add_((d_q_dec * q_dec).sum(-1)).add_(d_bk_k * beta_eg)
+            r = (d_k_dec * k_dec).sum(-1)
+            d_big_g.sub_(r)
+            d_last = r.sum(-1) + (s_in * d_next).sum((-1, -2)) * e_last[..., 0]
+            d_big_g[..., -1] += d_last
+            d_g = d_big_g.flip(-1).cumsum(-1).flip(-1)  # G = cumsum(g)
+        return d_q, d_k, d_v, d_beta, d_g, d_states[0]
+
+
+def chunked_delta_rule_fn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None,
+    s0: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The delta rule on chunked inputs, differentiable (hand-written backward).
+
+    Args:
+        q: ``[N, Z, C, K]`` already multiplied by the output scale; k: ``[N, Z, C, K]``; v: ``[N, Z, C, V]``;
+        beta, g: ``[N, Z, C]`` (g: log decays, or None); s0: ``[Z, K, V]``. All contiguous, one float dtype;
+        N chunks of C steps, Z = batch x heads.
+
+    Returns:
+        ``o`` ``[N, Z, C, V]`` and the final state ``[Z, K, V]``.
+    """
+    return _ChunkedDeltaRule.apply(q, k, v, beta, g, s0)
