@@ -22,6 +22,7 @@ from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
+from hybriddsl.layers.delta_features import conv_silu_norm
 from hybriddsl.specs.delta_common import delta_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
@@ -114,13 +115,26 @@ class DeltaMixer(Mixer):
         o = self.o_norm(o, self._gate(x))
         return self.o_proj(o.reshape(*o.shape[:-2], -1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        chunk_delta_rule, _ = _kernels()
+    def _features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, T, hidden] -> q, k [B, T, v_heads, head_dim] (L2-normed), v [B, T, v_heads, head_v_dim]."""
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.conv >= 1 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+            # the same math as below in one autograd function over contiguous [B, T, C] (layers/delta_features)
+            q = self._split(conv_silu_norm(q, self.q_conv.conv.weight, self.head_dim), self.head_dim)
+            k = self._split(conv_silu_norm(k, self.k_conv.conv.weight, self.head_dim), self.head_dim)
+            v = self._split(conv_silu_norm(v, self.v_conv.conv.weight), self.head_v_dim)
+            if self.v_heads != self.heads:
+                r = self.v_heads // self.heads
+                q, k = q.repeat_interleave(r, dim=-2), k.repeat_interleave(r, dim=-2)
+            return q, k, v
         if self.conv >= 1:
             q, k, v = self.q_conv(q), self.k_conv(k), self.v_conv(v)
         q, k = self._qk(q, k)
-        v = self._split(F.silu(v), self.head_v_dim)
+        return q, k, self._split(F.silu(v), self.head_v_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        chunk_delta_rule, _ = _kernels()
+        q, k, v = self._features(x)
         beta = torch.sigmoid(self.b_proj(x))
         o, _ = chunk_delta_rule(q, k, v, beta, g=self._decay(x), chunk_size=self.chunk)
         return self._out(o.to(x.dtype), x)

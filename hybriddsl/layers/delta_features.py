@@ -1,0 +1,83 @@
+"""The q / k / v features of the delta-rule layers on the CPU: causal depthwise conv, SiLU and (q, k) the per-head
+L2 norm as one autograd function with a hand-written backward.
+
+Composed from ``nn.Conv1d``, ``F.silu`` and :func:`~hybriddsl.layers.delta_common.l2norm`, this part cost about
+as much as the chunked delta rule itself at hidden 256: the conv runs over ``[B, C, T]``, so its output and every
+gradient were transposed views that the elementwise ops and their backwards walked with strides, and autograd kept
+five intermediates per tensor. Here everything stays ``[B, T, C]`` and contiguous: the conv is ``K`` fused
+multiply-adds of shifted slices, and the backward is one pass per step of the chain.
+
+Math, per channel ``c`` and time ``t`` (``w`` the conv weight ``[C, 1, K]``, ``x`` zero before ``t = 0``)::
+
+    z_t = sum_j w_j x_{t - K + 1 + j},    a_t = silu(z_t),    n_t = a_t / sqrt(|a_t|^2 + eps)  (per head, optional)
+
+exactly the layers' ``l2norm(silu(conv(x)))`` (PyTorch's ``Conv1d`` is a cross-correlation: tap ``K - 1`` is the
+current step).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class _ConvSiluNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, head_dim, eps):
+        x = x.contiguous()
+        bsz, t_len, ch = x.shape
+        w = weight.reshape(ch, -1).t().contiguous()  # [K, C]
+        size = w.shape[0]
+        xp = F.pad(x, (0, 0, size - 1, 0))
+        z = xp[:, size - 1 :] * w[size - 1]
+        for j in range(size - 1):
+            z.addcmul_(xp[:, j : j + t_len], w[j])
+        a = F.silu(z)
+        if head_dim:
+            a4 = a.view(bsz, t_len, ch // head_dim, head_dim)
+            r = a4.square().sum(-1, keepdim=True).add_(eps).rsqrt_()
+            out = a4.mul(r).view(bsz, t_len, ch)
+            ctx.save_for_backward(xp, w, z, r, out)
+        else:
+            out = a
+            ctx.save_for_backward(xp, w, z)
+        ctx.head_dim, ctx.weight_shape = head_dim, weight.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        xp, w, z, *norm = ctx.saved_tensors
+        bsz, t_len, ch = z.shape
+        size = w.shape[0]
+        d_out = d_out.contiguous()
+        if ctx.head_dim:
+            r, out = norm
+            shape = (bsz, t_len, ch // ctx.head_dim, ctx.head_dim)
+            n4, dn4 = out.view(shape), d_out.view(shape)
+            # n = a r, r = (|a|^2 + eps)^-1/2:  da = r (dn - n <n, dn>)
+            d_a = torch.addcmul(dn4, n4, (dn4 * n4).sum(-1, keepdim=True), value=-1.0).mul_(r).view(z.shape)
+        else:
+            d_a = d_out
+        d_z = torch.ops.aten.silu_backward(d_a, z)
+        d_x = d_w = None
+        if ctx.needs_input_grad[0]:
+            d_xp = torch.zeros_like(xp)
+            for j in range(size):
+                d_xp[:, j : j + t_len].addcmul_(d_z, w[j])
+            d_x = d_xp[:, size - 1 :]
+        if ctx.needs_input_grad[1]:
+            d_w = torch.stack([(xp[:, j : j + t_len] * d_z).sum((0, 1)) for j in range(size)], dim=-1)
+            d_w = d_w.reshape(ctx.weight_shape)
+        return d_x, d_w, None, None
+
+
+def conv_silu_norm(x: torch.Tensor, weight: torch.Tensor, head_dim: int = 0, eps: float = 1e-6) -> torch.Tensor:
+    """``l2norm(silu(conv(x)))`` per head of ``head_dim`` channels (``head_dim = 0``: ``silu(conv(x))``).
+
+    Args:
+        x: ``[B, T, C]`` float32 or float64; weight: the depthwise ``Conv1d`` weight ``[C, 1, K]`` (no bias).
+
+    Returns:
+        ``[B, T, C]``, x's dtype.
+    """
+    return _ConvSiluNorm.apply(x, weight, head_dim, eps)
