@@ -41,8 +41,10 @@ def _forward(q, k, v, beta, g, s0):
     dv = v.shape[-1]
     causal, strict = _tri_masks(c, q.device)
     _, d, e_g, e_rev, e_last = _decays(g, causal, q.dtype)
+    k_t = k.transpose(-1, -2)
     # A = (I + L)^-1 with L = strict(beta_i (k_i . k_j) D_ij); the solve reads only the strict lower part
-    lower = (k @ k.transpose(-1, -2)).mul_(d).mul_(beta[..., None]).masked_fill_(~strict, 0.0)
+    kk_d = (k @ k_t).mul_(d)
+    lower = (kk_d * beta[..., None]).masked_fill_(~strict, 0.0)
     eye = torch.eye(c, dtype=q.dtype, device=q.device)
     a = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
     bk = k * (beta if e_g is None else beta * e_g)[..., None]
@@ -61,10 +63,10 @@ def _forward(q, k, v, beta, g, s0):
         else:
             torch.mul(states[i], e_last[i][..., None], out=states[i + 1])
             states[i + 1].baddbmm_(k_dec_t[i], u_new[i])
-    p = (q @ k.transpose(-1, -2)).mul_(d)
+    p = (q @ k_t).mul_(d)
     q_dec = q if e_g is None else q * e_g[..., None]
     o = (p @ u_new).view(n * z, c, dv).baddbmm_(q_dec.view(n * z, c, dk), states[:n].view(n * z, dk, dv))
-    saved = (q, k, v, beta, d, a, u, u_new, w, states, e_g, e_rev, e_last)
+    saved = (q, k, v, beta, d, a, u, u_new, w, states, p, kk_d, q_dec, k_dec, e_g, e_rev, e_last)
     return o.view(n, z, c, dv), states[n].clone(), saved
 
 
@@ -81,7 +83,7 @@ class _ChunkedDeltaRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_o, d_final):
         gated = ctx.gated
-        q, k, v, beta, d, a, u, u_new, w, states, *decays = ctx.saved_tensors
+        q, k, v, beta, d, a, u, u_new, w, states, p, kk_d, q_dec, k_dec, *decays = ctx.saved_tensors
         e_g, e_rev, e_last = decays if gated else (None, None, None)
         n, z, c, dk = q.shape
         dv = v.shape[-1]
@@ -89,15 +91,10 @@ class _ChunkedDeltaRule(torch.autograd.Function):
         if d_o is None:
             d_o = torch.zeros_like(u_new)
         d_o = d_o.contiguous()
-        k_t = k.transpose(-1, -2)
-        qk = q @ k_t
-        p = qk * d
-        q_dec = q if e_g is None else q * e_g[..., None]
-        k_dec = k if e_rev is None else k * e_rev[..., None]
         # dU' gets P^T dO from the outputs and K_dec dS_next from the next state; dS gets Q_dec^T dO,
         # e^{G_C} dS_next and -w^T dU'. Both direct terms are batched before the reverse loop.
         d_u = p.transpose(-1, -2) @ d_o
-        d_states = q_dec.new_empty(n + 1, z, dk, dv)
+        d_states = q.new_empty(n + 1, z, dk, dv)
         torch.matmul(q_dec.transpose(-1, -2), d_o, out=d_states[:n])
         if d_final is None:
             d_states[n].zero_()
@@ -114,39 +111,46 @@ class _ChunkedDeltaRule(torch.autograd.Function):
             d_states[i].baddbmm_(w_t[i], d_u[i], alpha=-1.0)
         s_in, d_next = states[:n], d_states[1:]
         d_k_dec = u_new @ d_next.transpose(-1, -2)
-        d_w = -(d_u @ s_in.transpose(-1, -2))
         d_q_dec = d_o @ s_in.transpose(-1, -2)
         d_p = d_o @ u_new.transpose(-1, -2)
-        # through u = A (beta V), w = A (beta e^G K), A = T^-1: dX = A^T dY, dT = -A^T dA A^T
+        # through u = A (beta V), w = A (beta e^G K), A = T^-1: dX = A^T dY, dT = -A^T dA A^T. With
+        # dw = -dU' S^T, write m = A^T dU' S^T = -d(beta e^G K); then dL = strict(m w^T - d(beta V) u^T).
         a_t = a.transpose(-1, -2)
         d_bv = a_t @ d_u
-        d_bk = a_t @ d_w
-        d_lower = (d_bv @ u.transpose(-1, -2)).add_(d_bk @ w_t).neg_().masked_fill_(~strict, 0.0)
-        kk = k @ k_t
-        kk_d = kk * d
-        d_beta = (d_lower * kk_d).sum(-1) + (d_bv * v).sum(-1)
-        d_kk = d_lower * d * beta[..., None]
-        d_qk = d_p * d
-        beta_eg = beta if e_g is None else beta * e_g
-        d_q = (d_qk @ k).add_(d_q_dec if e_g is None else d_q_dec * e_g[..., None])
-        d_k = d_qk.transpose(-1, -2) @ q
-        d_k.add_((d_kk + d_kk.transpose(-1, -2)) @ k)
-        d_k.add_(d_k_dec if e_rev is None else d_k_dec * e_rev[..., None])
-        d_k.add_(d_bk * beta_eg[..., None])
-        d_bk_k = (d_bk * k).sum(-1)
+        m = a_t @ (d_u @ s_in.transpose(-1, -2))
+        flat = (n * z, c, c)
+        d_lower = (
+            (m @ w_t)
+            .view(flat)
+            .baddbmm_(d_bv.view(n * z, c, dv), u.transpose(-1, -2).reshape(n * z, dv, c), alpha=-1.0)
+        )
+        d_lower = d_lower.view(n, z, c, c).masked_fill_(~strict, 0.0)
+        t1 = d_lower * kk_d
+        d_beta = t1.sum(-1) + (d_bv * v).sum(-1)
+        d_bk_k = (m * k).sum(-1).neg_()
         d_beta.add_(d_bk_k if e_g is None else d_bk_k * e_g)
         d_v = d_bv * beta[..., None]
         d_g = None
         if gated:
             # G enters through D, e^G (Q_dec, beta e^G K), e^{G_C - G} (K_dec) and e^{G_C} (the state decay)
-            d_d = (d_lower * kk * beta[..., None]).add_(d_p * qk).mul_(d)
+            d_d = torch.addcmul(d_p * p, t1, beta[..., None])  # (dL beta KK + dP QK) o D
             d_big_g = d_d.sum(-1) - d_d.sum(-2)
-            d_big_g.add_((d_q_dec * q_dec).sum(-1)).add_(d_bk_k * beta_eg)
+            d_big_g.add_((d_q_dec * q_dec).sum(-1)).add_(d_bk_k * beta * e_g)
             r = (d_k_dec * k_dec).sum(-1)
             d_big_g.sub_(r)
             d_last = r.sum(-1) + (s_in * d_next).sum((-1, -2)) * e_last[..., 0]
             d_big_g[..., -1] += d_last
             d_g = d_big_g.flip(-1).cumsum(-1).flip(-1)  # G = cumsum(g)
+        d_kk = d_lower.mul_(d).mul_(beta[..., None])
+        d_qk = d_p.mul_(d)
+        beta_eg = beta if e_g is None else beta * e_g
+        d_q = (d_qk @ k).add_(d_q_dec if e_g is None else d_q_dec.mul_(e_g[..., None]))
+        d_k = (d_qk.transpose(-1, -2) @ q).view(n * z, c, dk)
+        k3 = k.view(n * z, c, dk)
+        d_k.baddbmm_(d_kk.view(flat), k3).baddbmm_(d_kk.view(flat).transpose(-1, -2), k3)
+        d_k = d_k.view(n, z, c, dk)
+        d_k.add_(d_k_dec if e_rev is None else d_k_dec * e_rev[..., None])
+        d_k.addcmul_(m, beta_eg[..., None], value=-1.0)
         return d_q, d_k, d_v, d_beta, d_g, d_states[0]
 
 
