@@ -22,7 +22,7 @@ from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype
 from hybriddsl.layers.base import GatedRMSNorm, Mixer, ShortConv, State
-from hybriddsl.layers.delta_features import conv_silu_norm
+from hybriddsl.layers.delta_features import conv_silu_norm, gated_head_norm
 from hybriddsl.specs.delta_common import delta_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
 
@@ -129,8 +129,9 @@ class DeltaMixer(Mixer):
 
     def _forward_cpu(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`forward`'s math for float32 / float64 on the CPU with ``conv >= 1``, in fewer, larger ops: every
-        projection of x in one matmul (one x-gradient instead of a sum of five or seven), and conv + SiLU + L2
-        norm of q, k, v as one autograd function over contiguous [B, T, C] (:mod:`hybriddsl.layers.delta_features`).
+        projection of x in one matmul (one x-gradient instead of a sum of five or seven); conv + SiLU + L2 norm of
+        q, k, v and the output norm as autograd functions over contiguous tensors
+        (:mod:`hybriddsl.layers.delta_features`).
         """
         chunk_delta_rule, _ = _kernels()
         projs = self._projections()
@@ -148,7 +149,7 @@ class DeltaMixer(Mixer):
             q, k = q.repeat_interleave(r, dim=-2), k.repeat_interleave(r, dim=-2)
         beta = torch.sigmoid(parts["b"])
         o, _ = chunk_delta_rule(q, k, v, beta, g=self._decay_of(parts), chunk_size=self.chunk)
-        o = self.o_norm(o, self._gate_of(parts))
+        o = gated_head_norm(o, self.o_norm.weight, self._gate_of(parts), self.o_norm.eps)
         return self.o_proj(o.reshape(*o.shape[:-2], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

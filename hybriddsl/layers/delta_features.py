@@ -1,5 +1,6 @@
-"""The q / k / v features of the delta-rule layers on the CPU: causal depthwise conv, SiLU and (q, k) the per-head
-L2 norm as one autograd function with a hand-written backward.
+"""The per-token parts of the delta-rule layers on the CPU, each one autograd function with a hand-written backward:
+the q / k / v features (causal depthwise conv, SiLU and, for q and k, the per-head L2 norm) and the gated per-head
+output RMSNorm.
 
 Composed from ``nn.Conv1d``, ``F.silu`` and :func:`~hybriddsl.layers.delta_common.l2norm`, this part cost about
 as much as the chunked delta rule itself at hidden 256: the conv runs over ``[B, C, T]``, so its output and every
@@ -81,3 +82,50 @@ def conv_silu_norm(x: torch.Tensor, weight: torch.Tensor, head_dim: int = 0, eps
         ``[B, T, C]``, x's dtype.
     """
     return _ConvSiluNorm.apply(x, weight, head_dim, eps)
+
+
+class _GatedHeadNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, gate, eps):
+        x = x.contiguous()
+        r = x.square().mean(-1, keepdim=True).add_(eps).rsqrt_()
+        n = x * r
+        y = n * weight
+        if gate is not None:
+            gate = gate.contiguous()
+            s = F.silu(gate)
+            y.mul_(s)
+            ctx.save_for_backward(weight, r, n, gate, s)
+        else:
+            ctx.save_for_backward(weight, r, n)
+        return y
+
+    @staticmethod
+    def backward(ctx, d_y):
+        weight, r, n, *gated = ctx.saved_tensors
+        d_y = d_y.contiguous()
+        t = d_y * n  # d(n w s) / d(w s)
+        d_gate = None
+        if gated:
+            gate, s = gated
+            d_ws = t.mul(s)
+            if ctx.needs_input_grad[2]:
+                d_gate = torch.ops.aten.silu_backward(t.mul_(weight), gate)
+            d_n = d_y * s
+            d_n.mul_(weight)
+        else:
+            d_ws, d_n = t, d_y * weight
+        d_w = d_ws.reshape(-1, weight.shape[0]).sum(0) if ctx.needs_input_grad[1] else None
+        # n = x r, r = (mean(x^2) + eps)^-1/2:  dx = r (dn - n mean(dn n))
+        d_x = torch.addcmul(d_n, n, (d_n * n).mean(-1, keepdim=True), value=-1.0).mul_(r)
+        return d_x, d_w, d_gate, None
+
+
+def gated_head_norm(x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor | None, eps: float) -> torch.Tensor:
+    """``x / sqrt(mean(x^2) + eps) * weight * silu(gate)`` over the last dim (no gate: without the last factor):
+    :class:`~hybriddsl.layers.base.GatedRMSNorm` with one group, for float32 / float64 on the CPU.
+
+    Args:
+        x: ``[..., D]``; weight: ``[D]``; gate: x's shape or None.
+    """
+    return _GatedHeadNorm.apply(x, weight, gate, eps)

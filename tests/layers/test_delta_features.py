@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybriddsl.layers.delta_features import conv_silu_norm
+from hybriddsl.layers.delta_features import conv_silu_norm, gated_head_norm
 
 
 def _reference(x: torch.Tensor, weight: torch.Tensor, head_dim: int, eps: float) -> torch.Tensor:
@@ -41,3 +41,18 @@ def test_matches_conv1d_silu_l2norm(head_dim: int) -> None:
         results.append([y, *torch.autograd.grad((y * d_out).sum(), (xl, wl))])
     for ours, ref in zip(*results, strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_gated_head_norm_gradcheck_and_definition(gated: bool) -> None:
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 5, 3, 6, generator=gen, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, generator=gen, dtype=torch.float64, requires_grad=True)
+    gate = torch.randn(2, 5, 3, 6, generator=gen, dtype=torch.float64, requires_grad=True) if gated else None
+    ins = (x, w, gate) if gated else (x, w)
+    assert torch.autograd.gradcheck(lambda *a: gated_head_norm(*a, *(() if gated else (None,)), 1e-5), ins)
+    # the definition: x / sqrt(mean(x^2) + eps) * w * silu(gate)
+    ref = x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
+    if gated:
+        ref = ref * gate * torch.sigmoid(gate)
+    torch.testing.assert_close(gated_head_norm(x, w, gate, 1e-5), ref, atol=1e-12, rtol=1e-12)
