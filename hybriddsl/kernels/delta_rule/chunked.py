@@ -56,13 +56,15 @@ def _forward(q, k, v, beta, g, s0):
     states = q.new_empty(n + 1, z, dk, dv)
     states[0] = s0
     u_new = torch.empty_like(u)
-    for i in range(n):
-        torch.baddbmm(u[i], w[i], states[i], alpha=-1.0, out=u_new[i])
-        if e_last is None:
-            torch.baddbmm(states[i], k_dec_t[i], u_new[i], out=states[i + 1])
+    s_l, un_l = states.unbind(0), u_new.unbind(0)  # views, made once rather than indexed per chunk
+    e_l = e_last[..., None].unbind(0) if e_last is not None else None
+    for i, (u_i, w_i, kt_i) in enumerate(zip(u.unbind(0), w.unbind(0), k_dec_t.unbind(0), strict=True)):
+        torch.baddbmm(u_i, w_i, s_l[i], alpha=-1.0, out=un_l[i])
+        if e_l is None:
+            torch.baddbmm(s_l[i], kt_i, un_l[i], out=s_l[i + 1])
         else:
-            torch.mul(states[i], e_last[i][..., None], out=states[i + 1])
-            states[i + 1].baddbmm_(k_dec_t[i], u_new[i])
+            torch.mul(s_l[i], e_l[i], out=s_l[i + 1])
+            s_l[i + 1].baddbmm_(kt_i, un_l[i])
     p = (q @ k_t).mul_(d)
     q_dec = q if e_g is None else q * e_g[..., None]
     o = (p @ u_new).view(n * z, c, dv).baddbmm_(q_dec.view(n * z, c, dk), states[:n].view(n * z, dk, dv))
@@ -101,14 +103,16 @@ class _ChunkedDeltaRule(torch.autograd.Function):
         else:
             d_states[n] = d_final
         w_t = w.transpose(-1, -2)
+        ds_l, du_l, kd_l, wt_l = d_states.unbind(0), d_u.unbind(0), k_dec.unbind(0), w_t.unbind(0)
+        e_l = e_last[..., None].unbind(0) if e_last is not None else None
         for i in range(n - 1, -1, -1):
-            d_next = d_states[i + 1]
-            d_u[i].baddbmm_(k_dec[i], d_next)
-            if e_last is None:
-                d_states[i].add_(d_next)
+            d_next = ds_l[i + 1]
+            du_l[i].baddbmm_(kd_l[i], d_next)
+            if e_l is None:
+                ds_l[i].add_(d_next)
             else:
-                d_states[i].add_(d_next * e_last[i][..., None])
-            d_states[i].baddbmm_(w_t[i], d_u[i], alpha=-1.0)
+                ds_l[i].add_(d_next * e_l[i])
+            ds_l[i].baddbmm_(wt_l[i], du_l[i], alpha=-1.0)
         s_in, d_next = states[:n], d_states[1:]
         d_k_dec = u_new @ d_next.transpose(-1, -2)
         d_q_dec = d_o @ s_in.transpose(-1, -2)
