@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 class _ConvSiluNorm(torch.autograd.Function):
@@ -46,6 +47,7 @@ class _ConvSiluNorm(torch.autograd.Function):
         return out
 
     @staticmethod
+    @once_differentiable  # no double backward: raise rather than return non-differentiable grads
     def backward(ctx, d_out):
         xp, w, z, *norm = ctx.saved_tensors
         bsz, t_len, ch = z.shape
@@ -101,6 +103,7 @@ class _GatedHeadNorm(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # no double backward: raise rather than return non-differentiable grads
     def backward(ctx, d_y):
         weight, r, n, *gated = ctx.saved_tensors
         d_y = d_y.contiguous()

@@ -19,6 +19,7 @@ The math is :func:`hybriddsl.kernels.delta_rule.reference.delta_rule_torch`'s (i
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 
 def _tri_masks(c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,6 +84,7 @@ class _ChunkedDeltaRule(torch.autograd.Function):
         return o, s_final
 
     @staticmethod
+    @once_differentiable  # no double backward: raise rather than return non-differentiable grads
     def backward(ctx, d_o, d_final):
         gated = ctx.gated
         q, k, v, beta, d, a, u, u_new, w, states, p, kk_d, q_dec, k_dec, *decays = ctx.saved_tensors

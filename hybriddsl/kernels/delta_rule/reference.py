@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.kernels.delta_rule.chunked import chunked_delta_rule_fn
 
 
 def delta_rule_naive(
@@ -81,8 +82,6 @@ def delta_rule_torch(
     Shapes as :func:`delta_rule_naive`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
     state ``[B, H, K, V]`` float32 (float64 for float64 inputs).
     """
-    from hybriddsl.kernels.delta_rule.chunked import chunked_delta_rule_fn
-
     cd = compute_dtype(q)
     bsz, t_len, h, dk = q.shape
     dv = v.shape[-1]
