@@ -47,7 +47,10 @@ def _forward(q, k, v, beta, g, s0):
     kk_d = (k @ k_t).mul_(d)
     lower = (kk_d * beta[..., None]).masked_fill_(~strict, 0.0)
     eye = torch.eye(c, dtype=q.dtype, device=q.device)
-    a = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+    # solved as A^T L^T = I: LAPACK works column-major, so L^T (a view) needs no copy and A comes out row-major
+    a = torch.linalg.solve_triangular(
+        lower.transpose(-1, -2), eye, upper=True, left=False, unitriangular=True
+    ).transpose(-1, -2)
     bk = k * (beta if e_g is None else beta * e_g)[..., None]
     u = a @ (v * beta[..., None])
     w = a @ bk
