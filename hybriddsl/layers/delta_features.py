@@ -23,33 +23,37 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 
+def _lags(size: int, t_len: int) -> list[tuple[int, int]]:
+    """(tap j, lag K - 1 - j) of the taps before the current one whose lag is inside the sequence."""
+    return [(j, size - 1 - j) for j in range(size - 1) if size - 1 - j < t_len]
+
+
 class _ConvSiluNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, head_dim, eps):
-        x = x.contiguous()
         bsz, t_len, ch = x.shape
         w = weight.reshape(ch, -1).t().contiguous()  # [K, C]
         size = w.shape[0]
-        xp = F.pad(x, (0, 0, size - 1, 0))
-        z = xp[:, size - 1 :] * w[size - 1]
-        for j in range(size - 1):
-            z.addcmul_(xp[:, j : j + t_len], w[j])
+        # tap j reads x shifted by K - 1 - j steps; the shifted-in steps are zeros, so they are left out
+        z = torch.mul(x, w[size - 1]).contiguous()
+        for j, lag in _lags(size, t_len):
+            z[:, lag:].addcmul_(x[:, : t_len - lag], w[j])
         a = F.silu(z)
         if head_dim:
             a4 = a.view(bsz, t_len, ch // head_dim, head_dim)
             r = a4.square().sum(-1, keepdim=True).add_(eps).rsqrt_()
             out = a4.mul(r).view(bsz, t_len, ch)
-            ctx.save_for_backward(xp, w, z, r, out)
+            ctx.save_for_backward(x, w, z, r, out)
         else:
             out = a
-            ctx.save_for_backward(xp, w, z)
+            ctx.save_for_backward(x, w, z)
         ctx.head_dim, ctx.weight_shape = head_dim, weight.shape
         return out
 
     @staticmethod
     @once_differentiable  # no double backward: raise rather than return non-differentiable grads
     def backward(ctx, d_out):
-        xp, w, z, *norm = ctx.saved_tensors
+        x, w, z, *norm = ctx.saved_tensors
         bsz, t_len, ch = z.shape
         size = w.shape[0]
         d_out = d_out.contiguous()
@@ -63,14 +67,17 @@ class _ConvSiluNorm(torch.autograd.Function):
             d_a = d_out
         d_z = torch.ops.aten.silu_backward(d_a, z)
         d_x = d_w = None
+        lags = _lags(size, t_len)
         if ctx.needs_input_grad[0]:
-            d_xp = torch.zeros_like(xp)
-            for j in range(size):
-                d_xp[:, j : j + t_len].addcmul_(d_z, w[j])
-            d_x = d_xp[:, size - 1 :]
+            d_x = d_z * w[size - 1]
+            for j, lag in lags:
+                d_x[:, : t_len - lag].addcmul_(d_z[:, lag:], w[j])
         if ctx.needs_input_grad[1]:
-            d_w = torch.stack([(xp[:, j : j + t_len] * d_z).sum((0, 1)) for j in range(size)], dim=-1)
-            d_w = d_w.reshape(ctx.weight_shape)
+            d_w = z.new_zeros(size, ch)
+            d_w[size - 1] = (x * d_z).sum((0, 1))
+            for j, lag in lags:
+                d_w[j] = (x[:, : t_len - lag] * d_z[:, lag:]).sum((0, 1))
+            d_w = d_w.t().reshape(ctx.weight_shape)
         return d_x, d_w, None, None
 
 
