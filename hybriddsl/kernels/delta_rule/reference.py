@@ -16,10 +16,11 @@ Three functions:
   ``(I + L) U' = beta V - beta e^G K S_0`` with ``L_ij = beta_i D_ij k_i.k_j`` (i > j). So with
   ``A = (I + L)^{-1}`` (the UT transform of the WY representation), ``u = A (beta V)`` and
   ``w = A (beta e^G K)`` are computed for all chunks at once, and only
-  ``U' = u - w S_0``, ``o = scale (e^G Q S_0 + (QK^T ⊙ D ⊙ causal) U')`` and
-  ``S_C = e^{G_C} S_0 + (e^{G_C - G} K)^T U'`` run chunk after chunk (T / C steps, each a few matmuls).
+  ``U' = u - w S_0`` and ``S_C = e^{G_C} S_0 + (e^{G_C - G} K)^T U'`` run chunk after chunk (T / C steps,
+  two matmuls each); ``o = scale (e^G Q S_0 + (QK^T ⊙ D ⊙ causal) U')`` is again batched over the chunks.
   Every exponent is ``G_i - G_j <= 0`` (masked to 0 above the diagonal before ``exp``), so nothing
-  overflows however long the sequence.
+  overflows however long the sequence. The backward is hand-written
+  (:mod:`hybriddsl.kernels.delta_rule.chunked`): one reverse pass over the chunks, the rest batched.
 - :func:`delta_rule_step`: one token with an explicit state, for step-by-step inference.
 """
 
