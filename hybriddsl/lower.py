@@ -22,6 +22,7 @@ from torch import nn
 
 from hybriddsl import registry, scales
 from hybriddsl.errors import LoweringError
+from hybriddsl.gc_pause import paused_gc
 from hybriddsl.init import init_model
 from hybriddsl.ir import Graph, Op
 from hybriddsl.plan import Step
@@ -144,11 +145,21 @@ class HybridModel(nn.Module):
                 self.embed = nn.Linear(self.embed_dim, self.hidden)
         if Op.POS_ENC in ops:
             self.pos = SinusoidalEncoding(self.hidden)
+        from hybriddsl.layers.replicate import replicable, replicator
+
+        built: dict[str, Any] = {}  # per configuration, a maker of replicas of its first block
         for key, b in plan.blocks.items():
+            config = repr((b.op, b.kind, b.opts))
+            if config in built:  # same weights, bit for bit, as building it (layers/replicate.py), ~10x faster
+                self.blocks[key] = built[config]()
+                continue
             if b.op == Op.NORM:
-                self.blocks[key] = make_norm(b.kind, self.hidden, b.opts["eps"])
+                block = make_norm(b.kind, self.hidden, b.opts["eps"])
             else:
-                self.blocks[key] = build_module(b.kind, b.opts, self.hidden)
+                block = build_module(b.kind, b.opts, self.hidden)
+            self.blocks[key] = block
+            if replicable(block):
+                built[config] = replicator(block)
         if Op.HEAD in ops:
             self.head = scales.head(self.hidden, self.vocab, s["logit_scale"], s["logit_softcap"])
             if s["tie_embeddings"]:
@@ -292,11 +303,12 @@ def lower(graph: Graph, device: torch.device | str | None = None, dtype: torch.d
     from hybriddsl import limits
 
     limits.check_budget(graph, device, dtype)
-    if device is None or torch.device(device).type == "cpu":
-        model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x
-    else:
-        with torch.device(device):
-            model = HybridModel(graph)
+    with paused_gc():  # thousands of modules and parameters, freed by reference counting
+        if device is None or torch.device(device).type == "cpu":
+            model = HybridModel(graph)  # no device context: its torch-function mode slows every init op ~2x
+        else:
+            with torch.device(device):
+                model = HybridModel(graph)
     init_model(model, graph.settings)  # model-level rules: embedding, head, depth-scaled residual outputs
     if dtype is not None:
         model = model.to(dtype)

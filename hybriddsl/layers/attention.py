@@ -133,6 +133,10 @@ class Attention(Mixer):
         self.gate_proj = nn.Linear(hidden_size, heads * d, bias=bias) if out_gate else None
         self.q_norm = HeadRMSNorm(d, eps=qk_eps) if qk_norm else None
         self.k_norm = HeadRMSNorm(d, eps=qk_eps) if qk_norm else None
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
         # Xavier-uniform projections and zero biases, as torch.nn.MultiheadAttention (and tensor2tensor) do.
         for lin in (self.q_proj, self.k_proj, self.v_proj, self.out_proj, self.gate_proj):
             if lin is None:

@@ -7,6 +7,7 @@ It also runs one token at a time with an explicit state (see :mod:`hybriddsl.reg
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -62,6 +63,22 @@ class Mixer(nn.Module):
     """
 
     inplace_step: bool = False
+    # lowering may build a repeated layer as a copy of the first one plus ``reset_parameters()`` (see
+    # hybriddsl/layers/replicate.py); a kind whose construction does more than that (custom code) says False
+    replicable: bool = True
+
+    def init_weights(self) -> None:
+        """The kind's own initialization, after every sub-module's default one: the last step of construction.
+
+        Sets every parameter the layer itself owns (not its sub-modules'), random or not, so that
+        :meth:`reset_parameters` brings back a freshly built layer."""
+
+    def reset_parameters(self) -> None:
+        """Initialize every weight again, drawing from the random generator exactly as construction did: each
+        sub-module's default init in the order they were created, then :meth:`init_weights`. After
+        ``torch.manual_seed(s)``, the weights equal those of a layer built after ``torch.manual_seed(s)``."""
+        reset_children(self)
+        self.init_weights()
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:
         """State before the first token; empty for stateless kinds."""
@@ -79,6 +96,37 @@ class Mixer(nn.Module):
 
     def _param(self) -> torch.Tensor:
         return next(self.parameters())
+
+
+def reset_children(module: nn.Module) -> None:
+    """Call ``reset_parameters()`` on each child that has one, in creation order; descend into the others."""
+    for child in module._modules.values():
+        if child is None:
+            continue
+        if type(child) is nn.Linear:
+            reset_linear(child)
+        elif hasattr(child, "reset_parameters"):
+            child.reset_parameters()
+        else:
+            reset_children(child)
+
+
+_KAIMING_GAIN = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))  # torch.nn.init.calculate_gain("leaky_relu", sqrt(5))
+
+
+def reset_linear(lin: nn.Linear) -> None:
+    """``nn.Linear.reset_parameters`` (the same draws, bit for bit) without its per-call Python overhead (a
+    gradient-mode switch and fan computation per tensor), which was a third of rebuilding a 1,000-layer model.
+    Weight [out, in] ~ U(±1/sqrt(in)) as kaiming_uniform_(a=sqrt(5)) computes it; bias ~ U(±1/sqrt(in))."""
+    w, b = lin.weight, lin.bias
+    fan_in = w.shape[1]
+    with torch.no_grad():
+        if w.numel():
+            bound = math.sqrt(3.0) * (_KAIMING_GAIN / math.sqrt(fan_in))
+            w.uniform_(-bound, bound)
+        if b is not None:
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            b.uniform_(-bound, bound)
 
 
 class ShortConv(nn.Module):
@@ -124,6 +172,10 @@ class GatedRMSNorm(nn.Module):
         super().__init__()
         self.groups, self.eps = groups, eps
         self.weight = nn.Parameter(torch.ones(dim))
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(1.0)
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape

@@ -75,6 +75,8 @@ class Custom(Mixer):
     ``fn``: ``"pkg.mod:factory"`` or a callable; ``**opts`` go to ``factory(hidden_size, **opts)``.
     """
 
+    replicable = False  # the factory is the user's: its module has no contract to re-initialize
+
     def __init__(self, hidden_size: int, fn: str | Callable[..., Any] | None = None, **opts: Any):
         super().__init__()
         if fn is None:

@@ -48,7 +48,8 @@ class FFN(Mixer):
                 a = F.silu(a)
             else:
                 a = F.gelu(a, approximate="tanh" if self.act == "geglu_tanh" else "none")
-            h = a * b
+            # without autograd the activation's fresh output takes the product in place (one [.., inner] less)
+            h = a * b if torch.is_grad_enabled() and a.requires_grad else a.mul_(b)
         elif self.act == "relu2":
             h = torch.square(F.relu(h))
         else:

@@ -71,13 +71,22 @@ class GatedDeltaNet(DeltaMixer):
         nv = self.v_heads
         self.a_proj = nn.Linear(hidden_size, nv, bias=False)
         self.g_proj = nn.Linear(hidden_size, nv * self.head_v_dim, bias=bias)
-        self.A_log = nn.Parameter(torch.empty(nv).uniform_(0, 16).log())
-        dt = torch.exp(torch.rand(nv) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = dt.clamp(min=dt_floor)
-        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+        self.dt_range = (dt_min, dt_max, dt_floor)
+        self.A_log = nn.Parameter(torch.empty(nv))
+        self.dt_bias = nn.Parameter(torch.empty(nv))
         # the reference excludes these from weight decay; an optimizer set-up may read this flag
         self.A_log._no_weight_decay = True
         self.dt_bias._no_weight_decay = True
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        nv = self.v_heads
+        dt_min, dt_max, dt_floor = self.dt_range
+        self.A_log.copy_(torch.empty(nv).uniform_(0, 16).log())
+        dt = torch.exp(torch.rand(nv) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=dt_floor)
+        self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def _decay(self, x: torch.Tensor) -> torch.Tensor:
         """g [..., heads] = -exp(A_log) softplus(a_proj x + dt_bias), in float32 (float64 for float64 x)."""

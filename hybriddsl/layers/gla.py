@@ -58,6 +58,10 @@ class GLA(Mixer):
         self.gk_up = nn.Linear(rank, self.key_dim, bias=True)  # W_2, b
         self.norm = GatedRMSNorm(self.value_dim, groups=heads, eps=1e-5)
         self.out_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
         for lin in (
             self.q_proj,
             self.k_proj,

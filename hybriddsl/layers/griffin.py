@@ -110,6 +110,11 @@ class GriffinBlock(Mixer):
             self.gate_i = nn.Linear(w, w)
         self.lam = nn.Parameter(torch.empty(w))
         self.out_proj = nn.Linear(w, hidden_size)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        hidden_size, w, conv = self.hidden, self.width, self.conv.size
         for lin, fan_in in (
             (self.in_y, hidden_size),
             (self.in_x, hidden_size),

@@ -65,8 +65,11 @@ class KANLinear(nn.Module):
         self.grid, self.order = grid, order
         self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
         self.spline_weight = nn.Parameter(torch.empty(out_features, in_features, grid + order))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.base_weight)
-        nn.init.normal_(self.spline_weight, std=0.1 / math.sqrt(in_features))
+        nn.init.normal_(self.spline_weight, std=0.1 / math.sqrt(self.base_weight.shape[1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         basis = bspline_basis(torch.tanh(x), self.grid, self.order)  # [..., in, G]

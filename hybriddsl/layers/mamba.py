@@ -90,14 +90,20 @@ class Mamba(Mixer):
         self.dt_norm = nn.RMSNorm(self.dt_rank, eps=bc_norm_eps) if bc_norm else None
         self.b_norm = nn.RMSNorm(state, eps=bc_norm_eps) if bc_norm else None
         self.c_norm = nn.RMSNorm(state, eps=bc_norm_eps) if bc_norm else None
-        std = self.dt_rank**-0.5 * dt_scale
-        with torch.no_grad():
-            nn.init.uniform_(self.dt_proj.weight, -std, std)
-            self.dt_proj.bias.copy_(dt_bias_init(self.d_inner))
-        a = torch.arange(1, state + 1, dtype=torch.float32).repeat(self.d_inner, 1)  # S4D-real
-        self.A_log = nn.Parameter(torch.log(a))
-        self.D = nn.Parameter(torch.ones(self.d_inner))
+        self.dt_scale = dt_scale
+        self.A_log = nn.Parameter(torch.empty(self.d_inner, state))
+        self.D = nn.Parameter(torch.empty(self.d_inner))
         self._A_cache: tuple[tuple[int, int], torch.Tensor] | None = None
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        std = self.dt_rank**-0.5 * self.dt_scale
+        nn.init.uniform_(self.dt_proj.weight, -std, std)
+        self.dt_proj.bias.copy_(dt_bias_init(self.d_inner))
+        self.A_log.copy_(torch.arange(1, self.state + 1, dtype=torch.float32).log())  # S4D-real, every row
+        self.D.fill_(1.0)
+        self._A_cache = None
 
     def _ssm_inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """u [..., D_in] (after conv + silu) -> delta [..., D_in] (before bias/softplus), B, C [..., N]."""

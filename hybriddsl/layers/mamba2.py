@@ -82,13 +82,19 @@ class Mamba2(Mixer):
         self.conv_dim = self.d_inner + 2 * groups * state
         self.in_proj = nn.Linear(hidden_size, self.d_inner + self.conv_dim + self.heads, bias=bias)
         self.conv1d = ShortConv(self.conv_dim, conv, bias=conv_bias)
-        a = torch.empty(self.heads).uniform_(*A_INIT_RANGE)
-        self.A_log = nn.Parameter(torch.log(a))
-        self.dt_bias = nn.Parameter(dt_bias_init(self.heads))
-        self.D = nn.Parameter(torch.ones(self.heads))
+        self.A_log = nn.Parameter(torch.empty(self.heads))
+        self.dt_bias = nn.Parameter(torch.empty(self.heads))
+        self.D = nn.Parameter(torch.empty(self.heads))
         self.norm_mode = out_norm
         self.norm = GatedRMSNorm(self.d_inner, groups=groups, eps=gate_eps) if out_norm != "off" else None
         self.out_proj = nn.Linear(self.d_inner, hidden_size, bias=bias)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        self.A_log.copy_(torch.empty(self.heads).uniform_(*A_INIT_RANGE).log())
+        self.dt_bias.copy_(dt_bias_init(self.heads))
+        self.D.fill_(1.0)
 
     def _split(self, zxbcdt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[..., in_proj out] -> z [..., D_in], xBC [..., conv_dim] (before the conv), δ [..., H]."""

@@ -93,8 +93,6 @@ class MoE(Mixer):
             scale,
         )
         self.router = nn.Linear(hidden_size, experts, bias=False)
-        # Switch Transformer init: truncated normal, std sqrt(0.1 / fan_in)
-        nn.init.trunc_normal_(self.router.weight, std=math.sqrt(0.1 / hidden_size))
         # chooses experts, never weights them; set by a checkpoint, not by gradients
         self.register_buffer("score_bias", torch.zeros(experts) if score_bias else None)
         width = latent or hidden_size  # the experts' input and output width
@@ -106,6 +104,14 @@ class MoE(Mixer):
         # Qwen3-Next: the shared expert's output scaled per token by sigmoid(w . x)
         self.shared_gate = nn.Linear(hidden_size, 1, bias=False) if shared and shared_gate else None
         self.aux_loss: torch.Tensor = torch.zeros(())
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        # Switch Transformer init: truncated normal, std sqrt(0.1 / fan_in)
+        nn.init.trunc_normal_(self.router.weight, std=math.sqrt(0.1 / self.router.in_features))
+        if self.score_bias is not None:
+            self.score_bias.zero_()
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x [N, hidden] -> (probs [N, E] (>= float32), top-k expert ids [N, k], weights [N, k])."""

@@ -35,9 +35,15 @@ class Parallel(Mixer):
         n = len(branches)
         if mix == "gate":
             self.norms = nn.ModuleList(nn.RMSNorm(hidden_size, eps=1e-6) for _ in range(n))
-            self.beta = nn.Parameter(torch.full((n, hidden_size), 1.0 / n))
+            self.beta = nn.Parameter(torch.empty(n, hidden_size))
         elif mix == "concat":
             self.proj = nn.Linear(n * hidden_size, hidden_size, bias=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        if self.mix == "gate":
+            self.beta.fill_(1.0 / len(self.branches))
 
     def _combine(self, outs: list[torch.Tensor]) -> torch.Tensor:
         if self.mix == "mean":

