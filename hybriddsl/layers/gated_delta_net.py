@@ -90,9 +90,17 @@ class GatedDeltaNet(DeltaMixer):
 
     def _decay(self, x: torch.Tensor) -> torch.Tensor:
         """g [..., heads] = -exp(A_log) softplus(a_proj x + dt_bias), in float32 (float64 for float64 x)."""
-        cd = compute_dtype(x)
-        a = self.a_proj(x).to(cd) + self.dt_bias.to(cd)
-        return -self.A_log.to(cd).exp() * F.softplus(a)
+        return self._decay_of({"a": self.a_proj(x)})
 
     def _gate(self, x: torch.Tensor) -> torch.Tensor:
         return self._split(self.g_proj(x), self.head_v_dim)
+
+    def _projections(self) -> dict[str, nn.Linear]:
+        return {**super()._projections(), "a": self.a_proj, "g": self.g_proj}
+
+    def _decay_of(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        cd = compute_dtype(z["a"])
+        return -self.A_log.to(cd).exp() * F.softplus(z["a"].to(cd) + self.dt_bias.to(cd))
+
+    def _gate_of(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._split(z["g"], self.head_v_dim)

@@ -95,6 +95,52 @@ def test_chunked_gradcheck_float64(gated: bool) -> None:
     assert torch.autograd.gradcheck(fn, leaves)
 
 
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+@pytest.mark.parametrize(("t", "chunk"), [(11, 4), (9, 8), (4, 4)], ids=["T11-C4", "T9-C8", "T4-C4"])
+def test_chunked_gradcheck_float64_several_chunks(gated: bool, t: int, chunk: int) -> None:
+    # the hand-written backward across chunk boundaries (the reverse state pass), with padding, 2 batches x 2 heads
+    q, k, v, beta, g, h0 = _inputs(2, t, 2, 3, 2, torch.float64, seed=t, gated=gated, decay=0.8)
+    leaves = [x.requires_grad_() for x in (q, k, v, beta, h0.double()) + ((g,) if gated else ())]
+
+    def fn(q, k, v, beta, h0, g=None):
+        return delta_rule_torch(q, k, v, beta, g, scale=0.9, initial_state=h0, chunk_size=chunk)
+
+    assert torch.autograd.gradcheck(fn, leaves)
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["delta", "gated"])
+@pytest.mark.parametrize(("t", "chunk"), [(37, 16), (100, 32), (130, 64), (64, 64), (200, 16)])
+def test_chunked_grads_match_step_loop(gated: bool, t: int, chunk: int) -> None:
+    # outputs, final state and every gradient against autograd through the float64 step-by-step loop
+    q, k, v, beta, g, h0 = _inputs(2, t, 2, 16, 8, torch.float64, seed=t + chunk, gated=gated)
+    ins = [q, k, v, beta, h0.double(), g]
+    gen = torch.Generator().manual_seed(7)
+    w_o = torch.randn(2, t, 2, 8, generator=gen, dtype=torch.float64)
+    w_s = torch.randn(2, 2, 16, 8, generator=gen, dtype=torch.float64)
+    results = []
+    for run in (delta_rule_naive, lambda *a, **kw: delta_rule_torch(*a, **kw, chunk_size=chunk)):
+        leaves = leaf_copies(*ins)
+        q_, k_, v_, b_, h_, g_ = leaves
+        o, s = run(q_, k_, v_, b_, g_, initial_state=h_)
+        loss = (o * w_o).sum() + (s * w_s).sum()
+        results.append([o, s, *grads_of(loss, leaves)])
+    for ours, ref in zip(*results, strict=True):
+        if ref is not None:
+            torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
+
+
+def test_chunked_no_initial_state_grads() -> None:
+    # without an initial state (zeros, no gradient) and only o used: the reverse pass starts from dS = 0
+    q, k, v, beta, g, _ = _inputs(1, 50, 3, 8, 4, torch.float64, seed=3)
+    results = []
+    for run in (delta_rule_naive, lambda *a: delta_rule_torch(*a, chunk_size=16)):
+        leaves = leaf_copies(q, k, v, beta, g)
+        o, _ = run(*leaves)
+        results.append([o, *grads_of((o * o).sum(), leaves)])
+    for ours, ref in zip(*results, strict=True):
+        torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-9)
+
+
 def test_auto_backend_on_cpu_is_reference() -> None:
     q, k, v, beta, g, h0 = _inputs(1, 9, 2, 8, 4)
     o, ht = chunk_delta_rule(q, k, v, beta, g, initial_state=h0)

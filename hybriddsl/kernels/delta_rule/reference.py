@@ -16,10 +16,11 @@ Three functions:
   ``(I + L) U' = beta V - beta e^G K S_0`` with ``L_ij = beta_i D_ij k_i.k_j`` (i > j). So with
   ``A = (I + L)^{-1}`` (the UT transform of the WY representation), ``u = A (beta V)`` and
   ``w = A (beta e^G K)`` are computed for all chunks at once, and only
-  ``U' = u - w S_0``, ``o = scale (e^G Q S_0 + (QK^T ⊙ D ⊙ causal) U')`` and
-  ``S_C = e^{G_C} S_0 + (e^{G_C - G} K)^T U'`` run chunk after chunk (T / C steps, each a few matmuls).
+  ``U' = u - w S_0`` and ``S_C = e^{G_C} S_0 + (e^{G_C - G} K)^T U'`` run chunk after chunk (T / C steps,
+  two matmuls each); ``o = scale (e^G Q S_0 + (QK^T ⊙ D ⊙ causal) U')`` is again batched over the chunks.
   Every exponent is ``G_i - G_j <= 0`` (masked to 0 above the diagonal before ``exp``), so nothing
-  overflows however long the sequence.
+  overflows however long the sequence. The backward is hand-written
+  (:mod:`hybriddsl.kernels.delta_rule.chunked`): one reverse pass over the chunks, the rest batched.
 - :func:`delta_rule_step`: one token with an explicit state, for step-by-step inference.
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import torch
 
 from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.kernels.delta_rule.chunked import chunked_delta_rule_fn
 
 
 def delta_rule_naive(
@@ -75,7 +77,8 @@ def delta_rule_torch(
     initial_state: torch.Tensor | None = None,
     chunk_size: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Chunked (WY / UT transform) delta rule in PyTorch, differentiable by autograd.
+    """Chunked (WY / UT transform) delta rule in PyTorch, differentiable (a hand-written backward,
+    :mod:`hybriddsl.kernels.delta_rule.chunked`).
 
     Shapes as :func:`delta_rule_naive`. Returns ``o`` ``[B, T, H, V]`` in ``v``'s dtype and the final
     state ``[B, H, K, V]`` float32 (float64 for float64 inputs).
@@ -88,36 +91,25 @@ def delta_rule_torch(
     n = -(-t_len // c)
     pad = n * c - t_len
 
-    def heads_first(x: torch.Tensor) -> torch.Tensor:
-        # [B, T, H, ...] -> [B, H, N, C, ...]; padded steps have k = v = beta = g = 0: identity updates
-        x = x.to(cd).transpose(1, 2)
+    def chunks_first(x: torch.Tensor) -> torch.Tensor:
+        # [B, T, H, ...] -> [N, B*H, C, ...]; padded steps have k = v = beta = g = 0: identity updates
+        x = x.to(cd)
         if pad:
-            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 3) + (0, pad))
-        return x.reshape(bsz, h, n, c, *x.shape[3:])
+            x = torch.nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, pad))
+        x = x.reshape(bsz, n, c, h, *x.shape[3:]).transpose(2, 3).transpose(0, 1)
+        return x.reshape(n, bsz * h, c, *x.shape[4:]).contiguous()
 
-    qc, kc, vc, bc = heads_first(q), heads_first(k), heads_first(v), heads_first(beta)
-    gc = heads_first(g) if g is not None else bc.new_zeros(bc.shape)
-    big_g = gc.cumsum(-1)  # [B, H, N, C]
-    causal = torch.ones(c, c, dtype=torch.bool).tril()
-    diff = (big_g[..., :, None] - big_g[..., None, :]).masked_fill(~causal, 0.0)
-    decay = torch.exp(diff) * causal  # D_ij = exp(G_i - G_j) for i >= j, else 0
-    strict = torch.ones(c, c, dtype=torch.bool).tril(-1)
-    lower = bc[..., :, None] * (kc @ kc.transpose(-1, -2)) * decay * strict
-    tri = lower + torch.eye(c, dtype=cd)
-    u = torch.linalg.solve_triangular(tri, bc[..., None] * vc, upper=False, unitriangular=True)
-    w = torch.linalg.solve_triangular(tri, (bc * torch.exp(big_g))[..., None] * kc, upper=False, unitriangular=True)
-    qk = (qc @ kc.transpose(-1, -2)) * decay
-    s = q.new_zeros(bsz, h, dk, dv, dtype=cd) if initial_state is None else initial_state.to(cd)
-    outs = []
-    for i in range(n):
-        g_i = big_g[:, :, i]
-        u_new = u[:, :, i] - w[:, :, i] @ s
-        outs.append(scale * (torch.exp(g_i)[..., None] * (qc[:, :, i] @ s) + qk[:, :, i] @ u_new))
-        g_last = g_i[..., -1:]
-        k_dec = kc[:, :, i] * torch.exp(g_last - g_i)[..., None]
-        s = torch.exp(g_last)[..., None] * s + k_dec.transpose(-1, -2) @ u_new
-    o = torch.stack(outs, dim=2).reshape(bsz, h, n * c, dv)[:, :, :t_len].transpose(1, 2)
-    return o.to(v.dtype), s
+    s0 = q.new_zeros(bsz, h, dk, dv, dtype=cd) if initial_state is None else initial_state.to(cd)
+    o, s = chunked_delta_rule_fn(
+        chunks_first(q) * scale,
+        chunks_first(k),
+        chunks_first(v),
+        chunks_first(beta),
+        None if g is None else chunks_first(g),
+        s0.reshape(bsz * h, dk, dv),
+    )
+    o = o.reshape(n, bsz, h, c, dv).permute(1, 0, 3, 2, 4).reshape(bsz, n * c, h, dv)[:, :t_len]
+    return o.to(v.dtype), s.reshape(bsz, h, dk, dv)
 
 
 def delta_rule_step(
