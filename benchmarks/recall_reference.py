@@ -1,6 +1,6 @@
 """Reproduce Zoology's qualitative MQAR result at CPU scale before drawing our own comparisons (a script, not a test).
 
-    python benchmarks/recall_reference.py [--pairs 2,3,4] [--steps 1000] [--lr 1e-3,3e-3,1e-2] [--seeds 3]
+    python benchmarks/recall_reference.py [--pairs 4,8] [--steps 2000] [--lr 1e-3,3e-3,1e-2] [--seeds 3]
         [--models attention,recurrence,hybrid] [--runs runs.jsonl] [-o results.csv] [--plot mqar.png]
 
     # the sweep in three background processes (one per model), each appending its runs to its own file;
@@ -199,13 +199,13 @@ def check(results: list) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", default="2,3,4", help="key-value pairs, comma-separated (sequence length 4x)")
+    ap.add_argument("--pairs", default="4,8", help="key-value pairs, comma-separated (sequence length 4x)")
     ap.add_argument("--models", default="attention,recurrence,hybrid", help="models to train (see VARIANTS)")
     ap.add_argument("--merge", nargs="+", help="read .jsonl/.json results of earlier runs instead of training")
     ap.add_argument("--hidden", type=int, default=64)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=32)
-    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lr", default="1e-3,3e-3,1e-2", help="learning rates swept per model (each model's best kept)")
     ap.add_argument("--seeds", default="3", help="N: seeds 0..N-1 per model, length and lr; or a list: 0,2")
@@ -217,6 +217,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     results = read_runs(args.merge) if args.merge else run_sweep(args)
+    results = list({_key(r): r for r in reversed(results)}.values())[::-1]  # a run in two merged files counts once
     order = {name: i for i, (name, _) in enumerate([*MODELS.values(), *VARIANTS.values()])}
     results.sort(key=lambda r: (r.task_options["num_kv_pairs"], order.get(r.name, len(order)), r.config["steps"]))
     if len({r.config["steps"] for r in results}) > 1:  # runs of other budgets are other rows, never one mean
