@@ -28,6 +28,7 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -133,18 +134,20 @@ class StepFunction(nn.Module):
         self.weights = weights
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
-        if self.weights is None:
-            y, new = self.model.step(x, unflatten_state(self.template, state))
-        else:
+        mode = contextlib.nullcontext()
+        if self.weights is not None:
             from hybriddsl.stream_weights import BatchOneStep
 
-            with BatchOneStep(self.weights.table()):
-                y, new = self.model.step(x, unflatten_state(self.template, state))
-        if not self.inplace:  # contiguous: compiled runners read a state fed back by the strides it was traced with
-            return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
-        for buf, t in zip(state, flatten_like(self.template, new)):
-            buf.copy_(t)
-        return y
+            mode = BatchOneStep(self.weights.table())
+        with mode:
+            if self.inplace:
+                # the eager stream's own in-place step: a KV ring gains one slot (index_copy_) instead of a
+                # rewritten copy of the whole cache, a Mamba state is updated by mul_/addcmul_ (~3% of a compiled
+                # Edifice step); every state tensor has a fixed shape here, so none is replaced
+                return self.model._run(x, unflatten_state(self.template, state), inplace=True)[0]
+            y, new = self.model.step(x, unflatten_state(self.template, state))
+        # contiguous: compiled runners read a state fed back by the strides it was traced with
+        return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
 
 
 def step_function(model: nn.Module, batch: int = 1) -> tuple[StepFunction, list[torch.Tensor]]:
