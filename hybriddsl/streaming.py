@@ -119,8 +119,10 @@ class StepFunction(nn.Module):
 
     x: [batch, embed_dim] (or [batch] ids); state: the tensors of ``model.init_state(batch)`` in
     :func:`flatten_state` order. A pure function (no mutation), as a portable ``torch.export`` wants it.
-    ``inplace=True``: ``forward(x, *state) -> y`` writes the new state into the given tensors instead (what
-    :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies).
+    ``inplace=True``: ``forward(x, *state) -> y`` runs the eager stream's in-place step
+    (``model._run(x, state, inplace=True)``), writing the new state into the given tensors instead (what
+    :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies; every
+    tensor must keep its shape, as a compiled stream's fixed-shape state does).
     ``weights`` (a :class:`hybriddsl.stream_weights.StreamWeights`): the step runs under
     :class:`~hybriddsl.stream_weights.BatchOneStep`, its linear layers as fused matvecs on those weights.
     """
