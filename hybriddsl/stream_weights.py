@@ -113,8 +113,11 @@ class StreamWeights(nn.Module):
     def table(self) -> dict[int, tuple[torch.Tensor, torch.Tensor | None]]:
         """id(layer.weight) -> (the weight to read, per-row scale or None), looked up at call time: while
         ``torch.export`` traces, the layers' parameters are stand-ins, so ids are taken fresh per call."""
-        if self.format == "float32":  # MKL's gemv through the extern call: the fused loop is no faster here
-            return {}
+        if self.format == "float32":
+            # the model's own tensors (read by pointer: updates are seen). A fused loop instead of an extern MKL
+            # gemv per matrix: no call, output allocation or strided view of W per frame (~9% of a compiled
+            # Edifice step on 1 thread, ~15% on 2, measured against the same step with extern gemvs)
+            return {id(m.weight): (m.weight, None) for m in self._layers}
         return {
             id(m.weight): (getattr(self, f"w{i}"), getattr(self, f"s{i}", None)) for i, m in enumerate(self._layers)
         }

@@ -28,6 +28,8 @@ for ``torch.compile`` (``compile=True``) and ``torch.export`` (:mod:`hybriddsl.e
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import sys
 import time
@@ -118,8 +120,10 @@ class StepFunction(nn.Module):
 
     x: [batch, embed_dim] (or [batch] ids); state: the tensors of ``model.init_state(batch)`` in
     :func:`flatten_state` order. A pure function (no mutation), as a portable ``torch.export`` wants it.
-    ``inplace=True``: ``forward(x, *state) -> y`` writes the new state into the given tensors instead (what
-    :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies).
+    ``inplace=True``: ``forward(x, *state) -> y`` runs the eager stream's in-place step
+    (``model._run(x, state, inplace=True)``), writing the new state into the given tensors instead (what
+    :class:`Stream` compiles: the compiled code then updates the stream's own state with no copies; every
+    tensor must keep its shape, as a compiled stream's fixed-shape state does).
     ``weights`` (a :class:`hybriddsl.stream_weights.StreamWeights`): the step runs under
     :class:`~hybriddsl.stream_weights.BatchOneStep`, its linear layers as fused matvecs on those weights.
     """
@@ -133,18 +137,20 @@ class StepFunction(nn.Module):
         self.weights = weights
 
     def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
-        if self.weights is None:
-            y, new = self.model.step(x, unflatten_state(self.template, state))
-        else:
+        mode = contextlib.nullcontext()
+        if self.weights is not None:
             from hybriddsl.stream_weights import BatchOneStep
 
-            with BatchOneStep(self.weights.table()):
-                y, new = self.model.step(x, unflatten_state(self.template, state))
-        if not self.inplace:  # contiguous: compiled runners read a state fed back by the strides it was traced with
-            return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
-        for buf, t in zip(state, flatten_like(self.template, new)):
-            buf.copy_(t)
-        return y
+            mode = BatchOneStep(self.weights.table())
+        with mode:
+            if self.inplace:
+                # the eager stream's own in-place step: a KV ring gains one slot (index_copy_) instead of a
+                # rewritten copy of the whole cache, a Mamba state is updated by mul_/addcmul_ (~3% of a compiled
+                # Edifice step); every state tensor has a fixed shape here, so none is replaced
+                return self.model._run(x, unflatten_state(self.template, state), inplace=True)[0]
+            y, new = self.model.step(x, unflatten_state(self.template, state))
+        # contiguous: compiled runners read a state fed back by the strides it was traced with
+        return (y, *(t.contiguous() for t in flatten_like(self.template, new)))
 
 
 def step_function(model: nn.Module, batch: int = 1) -> tuple[StepFunction, list[torch.Tensor]]:
@@ -200,6 +206,49 @@ def compile_kind(compile: bool | str | None) -> str | None:
     )
 
 
+class _IntoBuffer(nn.Module):
+    """``forward(x, out, *state) -> out``: a step whose output is written into a buffer the caller owns. The
+    compiled code may keep its intermediates on the C++ stack (:func:`_stack_buffers`); an output tensor of
+    its own would point there, a written-into input does not."""
+
+    def __init__(self, step: nn.Module):
+        super().__init__()
+        self.step = step
+
+    def forward(self, x: torch.Tensor, out: torch.Tensor, *state: torch.Tensor) -> torch.Tensor:
+        out.copy_(self.step(x, *state))
+        return out
+
+
+STACK_BYTES = 1 << 20  # most intermediates a compiled step keeps on the calling thread's stack (8 MB by default)
+
+
+@contextlib.contextmanager
+def _stack_buffers():
+    """While compiling: AOTInductor's intermediates as stack arrays instead of one heap tensor each per call.
+
+    A compiled Edifice step otherwise allocates and frees ~100 tensors a frame (~15% of its time); inductor's
+    ``aot_inductor.allow_stack_allocation`` needs its array-ref C++ wrapper, which the CPU backend registers
+    only when the flag is set at the process's first compile, and caps the buffers at 100 KB in all (a step
+    over :data:`STACK_BYTES` keeps heap tensors). Both are torch internals: where they are missing, nothing
+    changes."""
+    try:
+        from torch._inductor.codegen import common
+        from torch._inductor.codegen import cpp_wrapper_cpu_array_ref as arr
+
+        common.init_backend_registration()
+        old, old_max = common.device_codegens["cpu"], arr.MAX_STACK_ALLOCATION_SIZE
+        new = dataclasses.replace(old, cpp_wrapper_codegen=arr.CppWrapperCpuArrayRef)
+    except (ImportError, AttributeError, KeyError, TypeError):
+        yield {}
+        return
+    common.device_codegens["cpu"], arr.MAX_STACK_ALLOCATION_SIZE = new, STACK_BYTES
+    try:
+        yield {"aot_inductor.allow_stack_allocation": True}
+    finally:
+        common.device_codegens["cpu"], arr.MAX_STACK_ALLOCATION_SIZE = old, old_max
+
+
 def aot_step(
     model: nn.Module, state: State, x: torch.Tensor, weights: nn.Module | None = None
 ) -> tuple[Callable[[list[torch.Tensor]], list[torch.Tensor]], dict[str, torch.Tensor]]:
@@ -215,14 +264,17 @@ def aot_step(
     import shutil
     import tempfile
 
-    fn = StepFunction(model, state, inplace=True, weights=weights)
+    step = StepFunction(model, state, inplace=True, weights=weights)
+    fn = _IntoBuffer(step)
     bufs = flatten_state(state)[1]
     saved = [b.clone() for b in bufs]  # export runs on fake tensors, but keep the state safe regardless
+    with torch.no_grad():  # the output's shape and dtype, from one eager step on copies of the state
+        out = torch.empty_like(step(x, *[b.clone() for b in bufs])).contiguous()
     tmp = tempfile.mkdtemp(prefix="hybdsl-aot-")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _stack_buffers() as stack:
             warnings.simplefilter("ignore", FutureWarning)  # torch-internal pytree deprecations, not the user's
-            ep = torch.export.export(fn, (x, *bufs), strict=False)
+            ep = torch.export.export(fn, (x, out, *bufs), strict=False)
             path = torch._inductor.aoti_compile_and_package(
                 ep,
                 package_path=os.path.join(tmp, "step.pt2"),
@@ -230,6 +282,7 @@ def aot_step(
                 # and none is baked in: not as literals (inductor inlines 1-d tensors of <= 8 values) nor
                 # folded by its value (a norm weight of ones is "uniform" when compiled)
                 inductor_configs={
+                    **stack,
                     "aot_inductor.package_constants_in_so": False,
                     "always_keep_tensor_constants": True,
                     "joint_graph_constant_folding": False,
@@ -258,7 +311,12 @@ def aot_step(
     tensors = {n: have[n] for n in need}
     runner.load_constants(tensors, check_full_update=True, user_managed=True)
     loader = getattr(runner, "loader", None)
-    run = loader.run if loader is not None and hasattr(loader, "run") else (lambda args: list(runner(*args)))
+    call = loader.run if loader is not None and hasattr(loader, "run") else (lambda args: list(runner(*args)))
+
+    def run(args: list[torch.Tensor]) -> list[torch.Tensor]:
+        call([args[0], out, *args[1:]])
+        return [out.clone()]  # the caller's own tensor: the buffer is rewritten by the next frame
+
     return run, tensors
 
 

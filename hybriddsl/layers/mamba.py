@@ -119,6 +119,8 @@ class Mamba(Mixer):
         """``-exp(A_log)`` for the streaming fast path (no grad), recomputed only when ``A_log`` changed: its
         storage or its version counter, which every in-place update (optimizer step, ``load_state_dict``)
         advances. Saves two ops over [D_in, N] a frame."""
+        if torch.compiler.is_compiling():  # traced (export, dynamo): computed in the graph from the live A_log
+            return -torch.exp(self.A_log)
         key = (self.A_log.data_ptr(), self.A_log._version)
         if self._A_cache is None or self._A_cache[0] != key:
             self._A_cache = (key, -torch.exp(self.A_log.detach()))  # a plain attribute: not in the state_dict
