@@ -97,13 +97,38 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
         return torch.cat([apply_rope(x[..., :r], cos, sin), x[..., r:]], dim=-1)
     xf = x.to(cos.dtype)
     half = xf.shape[-1] // 2
-    x1, x2 = xf[..., :half], xf[..., half:]
     c, s = cos[..., :half], sin[..., :half]  # the tables repeat their first half
-    if torch.is_grad_enabled() and xf.requires_grad:
-        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1).to(x.dtype)
-    # without autograd: each half written in place, no rotated copy (2.8x faster at [2, 4, 256, 64])
-    out = torch.empty_like(xf)
+    if torch.is_grad_enabled() and xf.requires_grad and not (c.requires_grad or s.requires_grad):
+        return _Rotate.apply(xf, c, s).to(x.dtype)
+    return _turn(xf, c, s).to(x.dtype)
+
+
+def _turn(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, back: bool = False) -> torch.Tensor:
+    """x [..., 2h] = (x1, x2) -> (x1 c - x2 s, x2 c + x1 s); ``back``: the inverse turn (s -> -s).
+
+    Without autograd each half is written in place, with no rotated copy (2.8x faster at [2, 4, 256, 64])."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    sign = -1.0 if back else 1.0
+    if torch.is_grad_enabled() and (x.requires_grad or c.requires_grad or s.requires_grad):
+        return torch.cat([x1 * c - sign * x2 * s, x2 * c + sign * x1 * s], dim=-1)
+    out = torch.empty_like(x)
     o1, o2 = out[..., :half], out[..., half:]
-    torch.mul(x1, c, out=o1).addcmul_(x2, s, value=-1)
-    torch.mul(x2, c, out=o2).addcmul_(x1, s)
-    return out.to(x.dtype)
+    torch.mul(x1, c, out=o1).addcmul_(x2, s, value=-sign)
+    torch.mul(x2, c, out=o2).addcmul_(x1, s, value=sign)
+    return out
+
+
+class _Rotate(torch.autograd.Function):
+    """RoPE with its own backward: the gradient turned back by the inverse rotation (the rotation is orthogonal),
+    instead of autograd through the slices and the concatenation (zero-filled slice gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, c: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(c, s)
+        return _turn(x, c, s)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        c, s = ctx.saved_tensors
+        return _turn(g, c, s, back=True), None, None
