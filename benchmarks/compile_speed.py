@@ -47,6 +47,7 @@ def measure(layers: int, hidden: int, repeats: int, lower_too: bool = True, chec
         graph = run(prog, passes=passes, debug=check)
         t2, c2 = time.perf_counter(), time.process_time()
         if lower_too:
+            model = None  # the previous repeat's model is freed first, as in a process that builds one model
             model = lower(graph)
         t3 = time.perf_counter()
         for k, v in zip(stages, (t1 - t0, t2 - t1, c2 - c1, t3 - t2, t3 - t0)):
