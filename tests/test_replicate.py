@@ -12,6 +12,7 @@ import hybriddsl.layers.replicate as replicate_mod
 from hybriddsl import registry
 from hybriddsl.layers.base import reset_linear
 from hybriddsl.layers.replicate import replica, replicable
+from tests.layers.checks import run_steps
 
 H = 32
 # every kind but custom (the user's factory), with options that switch on its optional parts
@@ -106,12 +107,7 @@ def test_a_replica_steps_with_its_own_state():
     copy = replica(first)
     x = torch.randn(2, 6, H)
     y = copy(x)
-    st = copy.init_state(2)
-    outs = []
-    for t in range(6):
-        o, st = copy.step(x[:, t], st)
-        outs.append(o)
-    torch.testing.assert_close(torch.stack(outs, 1), y, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run_steps(copy, x), y, rtol=1e-5, atol=1e-5)
     first(x)  # fills the first one's cache
     with torch.no_grad():
         first.A_log.add_(1.0)
