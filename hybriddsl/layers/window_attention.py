@@ -82,8 +82,8 @@ def sliding_window_attention(
     c = block_size(window)
     if t <= window:  # every key is inside the window: plain causal attention
         return sdpa(q, k, v, is_causal=True)
+    band = _band.__wrapped__ if traced(q) else _band  # a traced mask must not outlive its trace
     if t <= 3 * c:  # a few blocks: one call with the whole band mask beats 2-3 calls on slices (2-3x at T = 2c)
-        band = _band.__wrapped__ if traced(q) else _band  # a traced mask must not outlive its trace
         return sdpa(q, k, v, attn_mask=band(t, t, window, str(q.device)))
     outs = []
     for s in range(0, t, c):
@@ -92,7 +92,6 @@ def sliding_window_attention(
         if k0 == 0 and e <= window:  # every key of the block is inside the window: plain causal, no mask
             outs.append(sdpa(q[:, :, s:e], k[:, :, :e], v[:, :, :e], is_causal=True))
         else:
-            band = _band.__wrapped__ if traced(q) else _band  # a traced mask must not outlive its trace
             mask = band(e - s, e - k0, window, str(q.device))
             outs.append(sdpa(q[:, :, s:e], k[:, :, k0:e], v[:, :, k0:e], attn_mask=mask))
     return torch.cat(outs, dim=2)
