@@ -12,7 +12,8 @@ b_j)`` (``b`` the in-chunk cumulative log-decay), so a whole chunk is one masked
 ``q k^T`` shared by the heads of a group, and the chunks talk through one [K, V] state per head.
 
 - :func:`ssd_naive`: the definition, a float32 loop over time (what tests compare against).
-- :func:`ssd_torch`: the chunked algorithm in PyTorch (the CPU path), differentiable by autograd.
+- :func:`ssd_torch`: the chunked algorithm in PyTorch (the CPU path), with the hand-written backward of
+  ``chunked.py`` (plain autograd ops while torch.compile / torch.export trace).
 - :func:`ssd_step`: one token with an explicit state.
 """
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.kernels.checks import compute_dtype, traced
 
 
 def _per_head(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -82,7 +83,16 @@ def ssd_torch(
     ``q k^T`` and ``q S0`` are one matmul per group (its heads' values side by side); every exponent is <= 0
     where it is used, so no decay strength overflows. The states pass from chunk to chunk in a loop of T / c
     steps over [K, V] tensors.
+
+    Eager calls run :class:`~hybriddsl.kernels.ssd.chunked.SSDChunked` (the same algorithm with a hand-written
+    backward); traced calls the plain ops below, which the compiler sees through.
     """
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if not traced(q, k, v, g):
+        from hybriddsl.kernels.ssd.chunked import ssd_chunked
+
+        o, final = ssd_chunked(q, k, v, g, initial_state, float(scale), chunk_size)
+        return o, (final if output_final_state else None)
     B, T, G, K = q.shape
     H, V = v.shape[2], v.shape[3]
     R = H // G  # heads per group
