@@ -158,3 +158,66 @@ def test_bad_state_chunk_dtype_raise():
         ssd(q.long(), q, v, g)
     with pytest.raises(ValueError, match="state must"):
         ssd_step(q[:, 0], q[:, 0], v[:, 0], g[:, 0], state=torch.zeros(1, 2, 8))
+
+
+# The eager CPU path (kernels/ssd/chunked.py: hand-written backward, chunks processed in blocks of BLOCK_TILES
+# tiles). Block sizes 1 (a block per chunk), 8 (two chunks per block here, the last block partial) and 64 (one
+# block): the state pass across and within blocks.
+BLOCKS = [1, 8, 64]
+
+
+@pytest.mark.parametrize("tiles", BLOCKS)
+@pytest.mark.parametrize("use_h0,final", [(True, True), (False, False), (True, False)])
+def test_chunked_backward_gradcheck(monkeypatch, tiles, use_h0, final):
+    """float64 gradcheck of the hand-written backward: batch 2, groups shared by 2 heads, T = 37 over chunks of
+    16 (not a multiple), with and without initial and final state."""
+    from hybriddsl.kernels.ssd import chunked
+
+    monkeypatch.setattr(chunked, "BLOCK_TILES", tiles)
+    inputs = make_inputs(2, 37, 2, 4, 3, 2, torch.float64, use_h0=use_h0, seed=3)
+    inputs = [None if x is None else x.detach().double().requires_grad_(True) for x in inputs]
+    given = tuple(x for x in inputs if x is not None)
+
+    def fn(*a):
+        h0 = a[4] if use_h0 else None
+        o, s = ssd_torch(*a[:4], 0.7, h0, final, 16)
+        return (o, s) if final else o
+
+    assert torch.autograd.gradcheck(fn, given, atol=1e-7)
+
+
+@pytest.mark.parametrize("tiles", BLOCKS)
+@pytest.mark.parametrize("decay", [1e-6, 1.0, 30.0], ids=["near1", "mid", "near0"])
+def test_chunked_float32_against_float64_naive(monkeypatch, tiles, decay):
+    """float32 chunked path against the float64 loop (output, final state, every gradient), with decays per
+    token from exp(-1e-6 logsigmoid) (near 1) to about exp(-30) (near 0)."""
+    from hybriddsl.kernels.ssd import chunked
+
+    monkeypatch.setattr(chunked, "BLOCK_TILES", tiles)
+    inputs = make_inputs(2, 150, 2, 4, 16, 8, torch.float32, use_h0=True, decay=decay, seed=5)
+    ref_in = [x.detach().double().requires_grad_(True) for x in inputs]
+    o_ref, s_ref, g_ref = run(lambda q, k, v, g, h0: ssd_naive(q, k, v, g, None, h0, True), ref_in)
+    o, s, g_got = run(lambda q, k, v, g, h0: ssd_torch(q, k, v, g, None, h0, True, 64), inputs)
+    tol = TOLERANCE[torch.float32]
+    assert_close("o", o_ref.float(), o, tol["out"])
+    assert_close("final_state", s_ref.float(), s, tol["out"])
+    for name, r, got in zip(["dq", "dk", "dv", "dg", "dh0"], g_ref, g_got):
+        assert_close(name, r.float(), got, tol["grad"])
+
+
+def test_chunked_no_grad_equals_grad_path():
+    """Under no_grad the forward runs without keeping states; it must give the autograd path's values."""
+    q, k, v, g, h0 = make_inputs(2, 70, 2, 4, 8, 8, torch.float32, use_h0=True)
+    o, s = ssd_torch(q, k, v, g, None, h0, True, 32)
+    with torch.no_grad():
+        o2, s2 = ssd_torch(q, k, v, g, None, h0, True, 32)
+    assert torch.equal(o.detach(), o2) and torch.equal(s.detach(), s2)
+
+
+def test_chunked_does_not_modify_inputs():
+    """The chunk copies are fresh: in-place work on them never reaches the caller's (contiguous) tensors."""
+    q, k, v, g, h0 = make_inputs(1, 64, 1, 1, 8, 8, torch.float32, use_h0=True)
+    before = [x.detach().clone() for x in (q, k, v, g, h0)]
+    o, s = ssd_torch(q, k, v, g, None, h0, True, 64)
+    (o.sum() + s.sum()).backward()
+    assert all(torch.equal(a, b) for a, b in zip(before, (q, k, v, g, h0)))

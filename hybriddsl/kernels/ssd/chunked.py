@@ -31,16 +31,26 @@ import torch
 Tensor = torch.Tensor
 
 
-def _take(x: Tensor, t0: int, t1: int, dtype: torch.dtype) -> Tensor:
-    """x [B, T, G, *tail] -> tokens t0:t1 as [B G, t1 - t0, *tail], contiguous, in ``dtype``."""
+# Chunks per block: the matmuls of a block run batched over (batch, group, chunk), so a block must be big enough
+# to amortize the per-op overhead and small enough to stay in cache (about 32 [c, c] tiles, measured).
+BLOCK_TILES = 32
+
+
+def _take(x: Tensor, t0: int, t1: int, nb: int, c: int, dtype: torch.dtype) -> Tensor:
+    """x [B, T, G, *tail] -> tokens t0:t1 as a fresh [B G, nb, c, *tail] in ``dtype``, zero past t1."""
     B, _, G = x.shape[:3]
-    return x[:, t0:t1].movedim(2, 1).reshape(B * G, t1 - t0, *x.shape[3:]).to(dtype)
+    tail = x.shape[3:]
+    out = x.new_empty(B, G, nb * c, *tail, dtype=dtype)
+    out[:, :, : t1 - t0].copy_(x[:, t0:t1].movedim(2, 1))
+    if t1 - t0 < nb * c:
+        out[:, :, t1 - t0 :].zero_()
+    return out.view(B * G, nb, c, *tail)
 
 
-def _put(out: Tensor, t0: int, y: Tensor) -> None:
-    """Write y [B G, n, *tail] into out [B, T, G, *tail] at tokens t0:t0 + n."""
+def _put(out: Tensor, t0: int, t1: int, y: Tensor) -> None:
+    """Write the first t1 - t0 tokens of y [B G, nb, c, *tail] into out [B, T, G, *tail] at t0:t1."""
     B, _, G = out.shape[:3]
-    out[:, t0 : t0 + y.shape[1]].copy_(y.view(B, G, *y.shape[1:]).movedim(1, 2))
+    out[:, t0:t1].copy_(y.view(B, G, -1, *y.shape[3:])[:, :, : t1 - t0].movedim(1, 2))
 
 
 def _decay_matrix(b: Tensor) -> Tensor:
@@ -58,35 +68,50 @@ def _heads_first(x: Tensor) -> Tensor:
     return x.view(Z, 1, c, V) if R == 1 else x.transpose(1, 2).contiguous()
 
 
+def _blocks(T: int, chunk: int, Z: int) -> tuple[int, int, int]:
+    """(chunks N, chunks per block nb, blocks)."""
+    N = max(1, -(-T // chunk))
+    nb = max(1, min(N, BLOCK_TILES // Z))
+    return N, nb, -(-N // nb)
+
+
 def ssd_chunked_forward(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, s_init: Tensor | None, scale: float, chunk: int, keep: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The forward. q, k: [B, T, G, K]; v: [B, T, G, R, V]; g: [B, T, G, R]; s_init [B G, K, R V] or None.
 
     Returns o [B, T, G, R, V] (compute dtype), the final state [B G, K, R V] and, if ``keep``, the states
-    entering each chunk [N, B G, K, R V]."""
+    entering each chunk [blocks, B G, nb, K, R V]."""
     B, T, G, K = q.shape
     R, V = v.shape[-2:]
-    Z, ct = B * G, s_init.dtype if s_init is not None else _compute(q)
-    N = max(1, -(-T // chunk))
+    Z, ct, c = B * G, _compute(q), chunk
+    N, nb, n_blocks = _blocks(T, c, Z)
+    Zb = Z * nb
     o = q.new_empty(B, T, G, R, V, dtype=ct)
     S = s_init.clone() if s_init is not None else q.new_zeros(Z, K, R * V, dtype=ct)
-    starts = q.new_empty(N, Z, K, R * V, dtype=ct) if keep else None
-    for n in range(N):
-        t0, t1 = n * chunk, min(T, (n + 1) * chunk)
-        c = t1 - t0
-        qn, kn = _take(q, t0, t1, ct), _take(k, t0, t1, ct)
-        vn = _take(v, t0, t1, ct)  # [Z, c, R, V]
-        bn = _take(g, t0, t1, ct).cumsum(1)  # [Z, c, R]; not in place: _take may return a view of g
-        if keep:
-            starts[n].copy_(S)
-        A = _decay_matrix(bn).mul_(torch.bmm(qn, kn.transpose(1, 2)).mul_(scale).unsqueeze(1))  # [Z, R, c, c]
-        on = torch.bmm(qn, S).view(Z, c, R, V).mul_((bn.exp() * scale).unsqueeze(-1))
+    starts = q.new_empty(n_blocks, Z, nb, K, R * V, dtype=ct) if keep else None
+    for i in range(n_blocks):
+        t0, t1 = i * nb * c, min(T, (i + 1) * nb * c)
+        qn, kn = _take(q, t0, t1, nb, c, ct).view(Zb, c, K), _take(k, t0, t1, nb, c, ct).view(Zb, c, K)
+        vn = _take(v, t0, t1, nb, c, ct).view(Zb, c, R, V)
+        bn = _take(g, t0, t1, nb, c, ct).view(Zb, c, R).cumsum_(1)
+
+        # The state entering each chunk of the block: a short loop over its chunks
+        b_last = bn[:, -1:]  # [Zb, 1, R]
+        vw = (vn * (b_last - bn).exp_().unsqueeze(-1)).view(Zb, c, R * V)
+        contrib = torch.bmm(kn.transpose(1, 2), vw).view(Z, nb, K, R, V)
+        decay = b_last.exp().view(Z, nb, 1, R, 1)
+        S0 = starts[i] if keep else q.new_empty(Z, nb, K, R * V, dtype=ct)
+        S0[:, 0] = S
+        S0v = S0.view(Z, nb, K, R, V)
+        for j in range(nb - 1):
+            torch.addcmul(contrib[:, j], S0v[:, j], decay[:, j], out=S0v[:, j + 1])
+        S = torch.addcmul(contrib[:, -1], S0v[:, -1], decay[:, -1]).view(Z, K, R * V)
+
+        A = _decay_matrix(bn).mul_(torch.bmm(qn, kn.transpose(1, 2)).mul_(scale).unsqueeze(1))  # [Zb, R, c, c]
+        on = torch.bmm(qn, S0.view(Zb, K, R * V)).view(Zb, c, R, V).mul_((bn.exp() * scale).unsqueeze(-1))
         on += torch.matmul(A, _heads_first(vn)).transpose(1, 2)
-        _put(o, t0, on)
-        b_last = bn[:, -1:]  # [Z, 1, R]
-        vw = (vn * (b_last - bn).exp_().unsqueeze(-1)).view(Z, c, R * V)
-        S = torch.baddbmm(S.view(Z, K, R, V).mul(b_last.exp().unsqueeze(-1)).view(Z, K, R * V), kn.transpose(1, 2), vw)
+        _put(o, t0, t1, on.view(Z, nb, c, R, V))
     return o, S, starts
 
 
@@ -101,61 +126,71 @@ def ssd_chunked_backward(
     scale: float,
     chunk: int,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of :func:`ssd_chunked_forward` (arguments as there; starts [N, B G, K, R V] from it; do
-    [B, T, G, R, V]; d_final [B G, K, R V] or None). Returns dq, dk [B, T, G, K], dv [B, T, G, R, V],
-    dg [B, T, G, R] and d s_init [B G, K, R V], in the compute dtype."""
+    """Gradients of :func:`ssd_chunked_forward` (arguments as there; ``starts`` from it; do [B, T, G, R, V];
+    d_final [B G, K, R V] or None). Returns dq, dk [B, T, G, K], dv [B, T, G, R, V], dg [B, T, G, R] and
+    d s_init [B G, K, R V], in the compute dtype."""
     B, T, G, K = q.shape
     R, V = v.shape[-2:]
-    Z, ct = B * G, starts.dtype
-    N = starts.shape[0]
+    Z, ct, c = B * G, starts.dtype, chunk
+    N, nb, n_blocks = _blocks(T, c, Z)
+    Zb = Z * nb
     dq, dk = q.new_empty(B, T, G, K, dtype=ct), q.new_empty(B, T, G, K, dtype=ct)
     dv, dg = q.new_empty(B, T, G, R, V, dtype=ct), q.new_empty(B, T, G, R, dtype=ct)
     dS = d_final.clone() if d_final is not None else q.new_zeros(Z, K, R * V, dtype=ct)
-    for n in range(N - 1, -1, -1):
-        t0, t1 = n * chunk, min(T, (n + 1) * chunk)
-        c = t1 - t0
-        qn, kn = _take(q, t0, t1, ct), _take(k, t0, t1, ct)
-        vn, don = _take(v, t0, t1, ct), _take(do, t0, t1, ct)  # [Z, c, R, V]
-        bn = _take(g, t0, t1, ct).cumsum(1)  # [Z, c, R]; not in place: _take may return a view of g
-        S0 = starts[n]  # [Z, K, R V]
+    for i in range(n_blocks - 1, -1, -1):
+        t0, t1 = i * nb * c, min(T, (i + 1) * nb * c)
+        qn, kn = _take(q, t0, t1, nb, c, ct).view(Zb, c, K), _take(k, t0, t1, nb, c, ct).view(Zb, c, K)
+        vn = _take(v, t0, t1, nb, c, ct).view(Zb, c, R, V)
+        don = _take(do, t0, t1, nb, c, ct).view(Zb, c, R, V)
+        bn = _take(g, t0, t1, nb, c, ct).view(Zb, c, R).cumsum_(1)
+        S0 = starts[i].view(Zb, K, R * V)
 
         # Intra-chunk: o = (P ∘ L) v
-        L = _decay_matrix(bn)  # [Z, R, c, c]
-        P = torch.bmm(qn, kn.transpose(1, 2)).mul_(scale)  # [Z, c, c]
+        L = _decay_matrix(bn)  # [Zb, R, c, c]
+        P = torch.bmm(qn, kn.transpose(1, 2)).mul_(scale)  # [Zb, c, c]
         A = L * P.unsqueeze(1)
         doT, vT = _heads_first(don), _heads_first(vn)
-        dA = torch.matmul(doT, vT.transpose(-1, -2))  # [Z, R, c, c]
-        dvn = torch.matmul(A.transpose(-1, -2), doT).transpose(1, 2)  # [Z, c, R, V]
+        dA = torch.matmul(doT, vT.transpose(-1, -2))  # [Zb, R, c, c]
+        dvn = torch.matmul(A.transpose(-1, -2), doT).transpose(1, 2)  # [Zb, c, R, V]
         M = A.mul_(dA)
-        db = (M.sum(-1) - M.sum(-2)).transpose(1, 2).contiguous()  # [Z, c, R]
+        db = (M.sum(-1) - M.sum(-2)).transpose(1, 2).contiguous()  # [Zb, c, R]
         E = dA.mul_(L)
-        dP = E.view(Z, c, c) if R == 1 else E.sum(1)
+        dP = E.view(Zb, c, c) if R == 1 else E.sum(1)
         dqn = torch.bmm(dP, kn).mul_(scale)
         dkn = torch.bmm(dP.transpose(1, 2), qn).mul_(scale)
 
-        # The state entering the chunk: o += scale exp(b) ∘ (q S0)
-        dos = (don * (bn.exp() * scale).unsqueeze(-1)).view(Z, c, R * V)
+        # The state entering each chunk: o += scale exp(b) ∘ (q S0)
+        dos = (don * (bn.exp() * scale).unsqueeze(-1)).view(Zb, c, R * V)
         dqn.baddbmm_(dos, S0.transpose(1, 2))
-        db += (torch.bmm(qn, S0).view(Z, c, R, V) * dos.view(Z, c, R, V)).sum(-1)
+        db += (torch.bmm(qn, S0).view(Zb, c, R, V) * dos.view(Zb, c, R, V)).sum(-1)
+        d_s0 = torch.bmm(qn.transpose(1, 2), dos).view(Z, nb, K, R, V)
 
-        # The state leaving the chunk: S_end = exp(b_last) S0 + k^T (w ∘ v)
-        b_last = bn[:, -1:]  # [Z, 1, R]
-        w = (b_last - bn).exp_()  # [Z, c, R]
-        dvw = torch.bmm(kn, dS).view(Z, c, R, V)
+        # The gradient of the state leaving each chunk, passed backwards through the block
+        b_last = bn[:, -1:]  # [Zb, 1, R]
+        decay = b_last.exp()
+        dec5 = decay.view(Z, nb, 1, R, 1)
+        dSb = q.new_empty(Z, nb, K, R, V, dtype=ct)
+        dSb[:, -1] = dS.view(Z, K, R, V)
+        for j in range(nb - 1, 0, -1):
+            torch.addcmul(d_s0[:, j], dSb[:, j], dec5[:, j], out=dSb[:, j - 1])
+        dS = torch.addcmul(d_s0[:, 0], dSb[:, 0], dec5[:, 0]).view(Z, K, R * V)
+        dSz = dSb.view(Zb, K, R * V)
+
+        # Each chunk's contribution S_end = exp(b_last) S0 + k^T (w ∘ v)
+        w = (b_last - bn).exp_()  # [Zb, c, R]
+        dvw = torch.bmm(kn, dSz).view(Zb, c, R, V)
         dw = (dvw * vn).sum(-1).mul_(w)  # the gradient of the exponent b_last - b_j
-        dkn.baddbmm_((vn * w.unsqueeze(-1)).view(Z, c, R * V), dS.transpose(1, 2))
+        dkn.baddbmm_((vn * w.unsqueeze(-1)).view(Zb, c, R * V), dSz.transpose(1, 2))
         dvn = dvw.mul_(w.unsqueeze(-1)).add_(dvn)
-        decay = b_last.exp()  # [Z, 1, R]
         db -= dw
-        db[:, -1] += dw.sum(1) + (dS * S0).view(Z, K, R, V).sum((1, 3)) * decay[:, 0]
+        db[:, -1] += dw.sum(1) + (dSz * S0).view(Zb, K, R, V).sum((1, 3)) * decay[:, 0]
         # b = cumsum(g) in the chunk: dg is the reverse cumulative sum of db
         dgn = db.sum(1, keepdim=True) - db.cumsum(1) + db
 
-        dS = torch.baddbmm(dS.view(Z, K, R, V).mul_(decay.unsqueeze(-1)).view(Z, K, R * V), qn.transpose(1, 2), dos)
-        _put(dq, t0, dqn)
-        _put(dk, t0, dkn)
-        _put(dv, t0, dvn)
-        _put(dg, t0, dgn)
+        _put(dq, t0, t1, dqn.view(Z, nb, c, K))
+        _put(dk, t0, t1, dkn.view(Z, nb, c, K))
+        _put(dv, t0, t1, dvn.view(Z, nb, c, R, V))
+        _put(dg, t0, t1, dgn.view(Z, nb, c, R))
     return dq, dk, dv, dg, dS
 
 
