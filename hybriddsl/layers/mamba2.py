@@ -118,7 +118,7 @@ class Mamba2(Mixer):
 
     def _finish(self, o: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """o, x [..., H, P] (scan output, conv'd input), z [..., D_in] -> [..., hidden]."""
-        y = o + x * self.D.to(x.dtype)[:, None]  # D skip per head
+        y = torch.addcmul(o, x, self.D.to(x.dtype)[:, None])  # D skip per head
         y = y.reshape(*y.shape[:-2], self.d_inner)
         if self.norm is None:
             return self.out_proj(y * F.silu(z))
@@ -131,7 +131,8 @@ class Mamba2(Mixer):
         from hybriddsl.kernels.ssd import ssd
 
         z, xBC, dt = self._split(self.in_proj(x))
-        xBC = F.silu(self.conv1d(xBC))
+        # in place when nothing keeps the conv's output for a backward (it is a fresh tensor)
+        xBC = F.silu(self.conv1d(xBC), inplace=not torch.is_grad_enabled())
         q, k, xh, v, g = self._heads(xBC, dt)
         o, _ = ssd(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)
