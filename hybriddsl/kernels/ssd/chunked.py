@@ -75,6 +75,86 @@ def _blocks(T: int, chunk: int, Z: int) -> tuple[int, int, int]:
     return N, nb, -(-N // nb)
 
 
+def block_forward(
+    qn: Tensor, kn: Tensor, vn: Tensor, bn: Tensor, S: Tensor, S0: Tensor, scale: float
+) -> tuple[Tensor, Tensor]:
+    """One block of ``nb`` chunks for ``Z`` (batch, group) rows. qn, kn: [Z nb, c, K]; vn: [Z nb, c, R, V];
+    bn: [Z nb, c, R] cumulative log-decays; S: [Z, K, R V] the state entering the block; S0: [Z, nb, K, R V]
+    filled with the state entering each chunk. Returns o [Z nb, c, R, V] and the state leaving the block."""
+    Zb, c, R, V = vn.shape
+    Z, nb, K = S0.shape[:3]
+    # The state entering each chunk of the block: a short loop over its chunks
+    b_last = bn[:, -1:]  # [Zb, 1, R]
+    vw = (vn * (b_last - bn).exp_().unsqueeze(-1)).view(Zb, c, R * V)
+    contrib = torch.bmm(kn.transpose(1, 2), vw).view(Z, nb, K, R, V)
+    decay = b_last.exp().view(Z, nb, 1, R, 1)
+    S0[:, 0] = S
+    S0v = S0.view(Z, nb, K, R, V)
+    for j in range(nb - 1):
+        torch.addcmul(contrib[:, j], S0v[:, j], decay[:, j], out=S0v[:, j + 1])
+    S = torch.addcmul(contrib[:, -1], S0v[:, -1], decay[:, -1]).view(Z, K, R * V)
+
+    A = _decay_matrix(bn).mul_(torch.bmm(qn, kn.transpose(1, 2)).mul_(scale).unsqueeze(1))  # [Zb, R, c, c]
+    on = torch.bmm(qn, S0.view(Zb, K, R * V)).view(Zb, c, R, V).mul_((bn.exp() * scale).unsqueeze(-1))
+    on += torch.matmul(A, _heads_first(vn)).transpose(1, 2)
+    return on, S
+
+
+def block_backward(
+    qn: Tensor, kn: Tensor, vn: Tensor, bn: Tensor, don: Tensor, S0: Tensor, dS: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The gradients of :func:`block_forward`: don [Z nb, c, R, V] that of o, dS [Z, K, R V] that of the state
+    leaving the block, S0 as filled by the forward. Returns dq, dk [Z nb, c, K], dv [Z nb, c, R, V], dg
+    [Z nb, c, R] (of the log-decays before the cumulative sum) and the gradient of the state entering the
+    block."""
+    Zb, c, R, V = vn.shape
+    Z, nb, K = S0.shape[:3]
+    S0 = S0.view(Zb, K, R * V)
+
+    # Intra-chunk: o = (P ∘ L) v
+    L = _decay_matrix(bn)  # [Zb, R, c, c]
+    P = torch.bmm(qn, kn.transpose(1, 2)).mul_(scale)  # [Zb, c, c]
+    A = L * P.unsqueeze(1)
+    doT, vT = _heads_first(don), _heads_first(vn)
+    dA = torch.matmul(doT, vT.transpose(-1, -2))  # [Zb, R, c, c]
+    dvn = torch.matmul(A.transpose(-1, -2), doT).transpose(1, 2)  # [Zb, c, R, V]
+    M = A.mul_(dA)
+    db = (M.sum(-1) - M.sum(-2)).transpose(1, 2).contiguous()  # [Zb, c, R]
+    E = dA.mul_(L)
+    dP = E.view(Zb, c, c) if R == 1 else E.sum(1)
+    dqn = torch.bmm(dP, kn).mul_(scale)
+    dkn = torch.bmm(dP.transpose(1, 2), qn).mul_(scale)
+
+    # The state entering each chunk: o += scale exp(b) ∘ (q S0)
+    dos = (don * (bn.exp() * scale).unsqueeze(-1)).view(Zb, c, R * V)
+    dqn.baddbmm_(dos, S0.transpose(1, 2))
+    db += (torch.bmm(qn, S0).view(Zb, c, R, V) * dos.view(Zb, c, R, V)).sum(-1)
+    d_s0 = torch.bmm(qn.transpose(1, 2), dos).view(Z, nb, K, R, V)
+
+    # The gradient of the state leaving each chunk, passed backwards through the block
+    b_last = bn[:, -1:]  # [Zb, 1, R]
+    decay = b_last.exp()
+    dec5 = decay.view(Z, nb, 1, R, 1)
+    dSb = S0.new_empty(Z, nb, K, R, V)
+    dSb[:, -1] = dS.view(Z, K, R, V)
+    for j in range(nb - 1, 0, -1):
+        torch.addcmul(d_s0[:, j], dSb[:, j], dec5[:, j], out=dSb[:, j - 1])
+    dS = torch.addcmul(d_s0[:, 0], dSb[:, 0], dec5[:, 0]).view(Z, K, R * V)
+    dSz = dSb.view(Zb, K, R * V)
+
+    # Each chunk's contribution S_end = exp(b_last) S0 + k^T (w ∘ v)
+    w = (b_last - bn).exp_()  # [Zb, c, R]
+    dvw = torch.bmm(kn, dSz).view(Zb, c, R, V)
+    dw = (dvw * vn).sum(-1).mul_(w)  # the gradient of the exponent b_last - b_j
+    dkn.baddbmm_((vn * w.unsqueeze(-1)).view(Zb, c, R * V), dSz.transpose(1, 2))
+    dvn = dvw.mul_(w.unsqueeze(-1)).add_(dvn)
+    db -= dw
+    db[:, -1] += dw.sum(1) + (dSz * S0).view(Zb, K, R, V).sum((1, 3)) * decay[:, 0]
+    # b = cumsum(g) in the chunk: dg is the reverse cumulative sum of db
+    dgn = db.sum(1, keepdim=True) - db.cumsum(1) + db
+    return dqn, dkn, dvn, dgn, dS
+
+
 def ssd_chunked_forward(
     q: Tensor, k: Tensor, v: Tensor, g: Tensor, s_init: Tensor | None, scale: float, chunk: int, keep: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -95,22 +175,8 @@ def ssd_chunked_forward(
         qn, kn = _take(q, t0, t1, nb, c, ct).view(Zb, c, K), _take(k, t0, t1, nb, c, ct).view(Zb, c, K)
         vn = _take(v, t0, t1, nb, c, ct).view(Zb, c, R, V)
         bn = _take(g, t0, t1, nb, c, ct).view(Zb, c, R).cumsum_(1)
-
-        # The state entering each chunk of the block: a short loop over its chunks
-        b_last = bn[:, -1:]  # [Zb, 1, R]
-        vw = (vn * (b_last - bn).exp_().unsqueeze(-1)).view(Zb, c, R * V)
-        contrib = torch.bmm(kn.transpose(1, 2), vw).view(Z, nb, K, R, V)
-        decay = b_last.exp().view(Z, nb, 1, R, 1)
         S0 = starts[i] if keep else q.new_empty(Z, nb, K, R * V, dtype=ct)
-        S0[:, 0] = S
-        S0v = S0.view(Z, nb, K, R, V)
-        for j in range(nb - 1):
-            torch.addcmul(contrib[:, j], S0v[:, j], decay[:, j], out=S0v[:, j + 1])
-        S = torch.addcmul(contrib[:, -1], S0v[:, -1], decay[:, -1]).view(Z, K, R * V)
-
-        A = _decay_matrix(bn).mul_(torch.bmm(qn, kn.transpose(1, 2)).mul_(scale).unsqueeze(1))  # [Zb, R, c, c]
-        on = torch.bmm(qn, S0.view(Zb, K, R * V)).view(Zb, c, R, V).mul_((bn.exp() * scale).unsqueeze(-1))
-        on += torch.matmul(A, _heads_first(vn)).transpose(1, 2)
+        on, S = block_forward(qn, kn, vn, bn, S, S0, scale)
         _put(o, t0, t1, on.view(Z, nb, c, R, V))
     return o, S, starts
 
@@ -143,50 +209,7 @@ def ssd_chunked_backward(
         vn = _take(v, t0, t1, nb, c, ct).view(Zb, c, R, V)
         don = _take(do, t0, t1, nb, c, ct).view(Zb, c, R, V)
         bn = _take(g, t0, t1, nb, c, ct).view(Zb, c, R).cumsum_(1)
-        S0 = starts[i].view(Zb, K, R * V)
-
-        # Intra-chunk: o = (P ∘ L) v
-        L = _decay_matrix(bn)  # [Zb, R, c, c]
-        P = torch.bmm(qn, kn.transpose(1, 2)).mul_(scale)  # [Zb, c, c]
-        A = L * P.unsqueeze(1)
-        doT, vT = _heads_first(don), _heads_first(vn)
-        dA = torch.matmul(doT, vT.transpose(-1, -2))  # [Zb, R, c, c]
-        dvn = torch.matmul(A.transpose(-1, -2), doT).transpose(1, 2)  # [Zb, c, R, V]
-        M = A.mul_(dA)
-        db = (M.sum(-1) - M.sum(-2)).transpose(1, 2).contiguous()  # [Zb, c, R]
-        E = dA.mul_(L)
-        dP = E.view(Zb, c, c) if R == 1 else E.sum(1)
-        dqn = torch.bmm(dP, kn).mul_(scale)
-        dkn = torch.bmm(dP.transpose(1, 2), qn).mul_(scale)
-
-        # The state entering each chunk: o += scale exp(b) ∘ (q S0)
-        dos = (don * (bn.exp() * scale).unsqueeze(-1)).view(Zb, c, R * V)
-        dqn.baddbmm_(dos, S0.transpose(1, 2))
-        db += (torch.bmm(qn, S0).view(Zb, c, R, V) * dos.view(Zb, c, R, V)).sum(-1)
-        d_s0 = torch.bmm(qn.transpose(1, 2), dos).view(Z, nb, K, R, V)
-
-        # The gradient of the state leaving each chunk, passed backwards through the block
-        b_last = bn[:, -1:]  # [Zb, 1, R]
-        decay = b_last.exp()
-        dec5 = decay.view(Z, nb, 1, R, 1)
-        dSb = q.new_empty(Z, nb, K, R, V, dtype=ct)
-        dSb[:, -1] = dS.view(Z, K, R, V)
-        for j in range(nb - 1, 0, -1):
-            torch.addcmul(d_s0[:, j], dSb[:, j], dec5[:, j], out=dSb[:, j - 1])
-        dS = torch.addcmul(d_s0[:, 0], dSb[:, 0], dec5[:, 0]).view(Z, K, R * V)
-        dSz = dSb.view(Zb, K, R * V)
-
-        # Each chunk's contribution S_end = exp(b_last) S0 + k^T (w ∘ v)
-        w = (b_last - bn).exp_()  # [Zb, c, R]
-        dvw = torch.bmm(kn, dSz).view(Zb, c, R, V)
-        dw = (dvw * vn).sum(-1).mul_(w)  # the gradient of the exponent b_last - b_j
-        dkn.baddbmm_((vn * w.unsqueeze(-1)).view(Zb, c, R * V), dSz.transpose(1, 2))
-        dvn = dvw.mul_(w.unsqueeze(-1)).add_(dvn)
-        db -= dw
-        db[:, -1] += dw.sum(1) + (dSz * S0).view(Zb, K, R, V).sum((1, 3)) * decay[:, 0]
-        # b = cumsum(g) in the chunk: dg is the reverse cumulative sum of db
-        dgn = db.sum(1, keepdim=True) - db.cumsum(1) + db
-
+        dqn, dkn, dvn, dgn, dS = block_backward(qn, kn, vn, bn, don, starts[i], dS, scale)
         _put(dq, t0, t1, dqn.view(Z, nb, c, K))
         _put(dk, t0, t1, dkn.view(Z, nb, c, K))
         _put(dv, t0, t1, dvn.view(Z, nb, c, R, V))
