@@ -119,7 +119,10 @@ class Mamba2(Mixer):
     def _finish(self, o: torch.Tensor, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """o, x [..., H, P] (scan output, conv'd input), z [..., D_in] -> [..., hidden]."""
         y = torch.addcmul(o, x, self.D.to(x.dtype)[:, None])  # D skip per head
-        y = y.reshape(*y.shape[:-2], self.d_inner)
+        return self._out(y.reshape(*y.shape[:-2], self.d_inner), z)
+
+    def _out(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """y [..., D_in] (scan output with the D skip), z [..., D_in] -> gate, norm, out_proj [..., hidden]."""
         if self.norm is None:
             return self.out_proj(y * F.silu(z))
         if self.norm_mode == "before_gate":
@@ -128,11 +131,22 @@ class Mamba2(Mixer):
         return self.out_proj(self.norm(y * F.silu(z)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from hybriddsl.kernels.checks import traced
+        from hybriddsl.kernels.dispatch import use_triton
         from hybriddsl.kernels.ssd import ssd
 
         z, xBC, dt = self._split(self.in_proj(x))
+        xBC = self.conv1d(xBC)
+        if x.shape[1] > 0 and not use_triton(xBC, name="ssd") and not traced(xBC):
+            # eager PyTorch path: silu, Δ, SSD and the D skip block by block (kernels/ssd/mamba2_scan.py)
+            from hybriddsl.kernels.ssd.mamba2_scan import mamba2_scan
+
+            dims = (self.heads, self.head_dim, self.groups, self.state)
+            limits = (self.dt_min, self.dt_max)
+            y = mamba2_scan(xBC, dt, self.dt_bias, self.A_log, self.D, dims, limits, self.chunk)
+            return self._out(y.reshape(*y.shape[:-2], self.d_inner), z)
         # in place when nothing keeps the conv's output for a backward (it is a fresh tensor)
-        xBC = F.silu(self.conv1d(xBC), inplace=not torch.is_grad_enabled())
+        xBC = F.silu(xBC, inplace=not torch.is_grad_enabled())
         q, k, xh, v, g = self._heads(xBC, dt)
         o, _ = ssd(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)
