@@ -280,3 +280,23 @@ def test_bad_arguments(over, msg) -> None:
 def test_triton_rejects_bad_chunk_size() -> None:
     with backend("triton"), pytest.raises(ValueError, match="power of two"):
         chunk_delta_rule(**_bad(), chunk_size=24)
+
+
+@pytest.mark.parametrize("tiles", [1, 12, 10**6], ids=["block-per-chunk", "partial-last-block", "one-block"])
+@pytest.mark.parametrize("gated,decay", [(False, 0.0), (True, 1e-6), (True, 0.3), (True, 30.0)],
+                         ids=["delta", "decay-near1", "gated", "decay-near0"])  # fmt: skip
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_no_grad_blocked_forward_matches_naive(monkeypatch, tiles, gated, decay, dtype) -> None:
+    """Inputs without grad take the blocked forward (chunked.BLOCK_TILES tiles per block): against the float64
+    loop, batch 2, T = 150 over chunks of 16 (10 chunks, not a multiple), with an initial and final state."""
+    from hybriddsl.kernels.delta_rule import chunked
+
+    monkeypatch.setattr(chunked, "BLOCK_TILES", tiles)
+    q, k, v, beta, g, h0 = _inputs(2, 150, 2, 16, 8, seed=7, gated=gated, decay=decay)
+    ref_o, ref_s = delta_rule_naive(*(None if x is None else x.double() for x in (q, k, v, beta, g)),
+                                    initial_state=h0.double())  # fmt: skip
+    args = [None if x is None else x.to(dtype) for x in (q, k, v, beta, g)]
+    o, s = delta_rule_torch(*args, initial_state=h0.to(dtype), chunk_size=16)
+    tol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert (o.double() - ref_o).abs().max() <= tol
+    assert (s.double() - ref_s).abs().max() <= tol
