@@ -136,17 +136,18 @@ class Mamba2(Mixer):
         from hybriddsl.kernels.ssd import ssd
 
         z, xBC, dt = self._split(self.in_proj(x))
-        xBC = self.conv1d(xBC)
-        if x.shape[1] > 0 and not use_triton(xBC, name="ssd") and not traced(xBC):
-            # eager PyTorch path: silu, Δ, SSD and the D skip block by block (kernels/ssd/mamba2_scan.py)
+        if x.shape[1] > 0 and x.device.type == "cpu" and not use_triton(xBC, name="ssd") and not traced(xBC):
+            # eager CPU path: conv, silu, Δ, SSD and the D skip block by block (kernels/ssd/mamba2_scan.py)
             from hybriddsl.kernels.ssd.mamba2_scan import mamba2_scan
 
             dims = (self.heads, self.head_dim, self.groups, self.state)
             limits = (self.dt_min, self.dt_max)
-            y = mamba2_scan(xBC, dt, self.dt_bias, self.A_log, self.D, dims, limits, self.chunk)
+            conv = self.conv1d.conv
+            y = mamba2_scan(xBC, conv.weight[:, 0], conv.bias, dt, self.dt_bias, self.A_log, self.D, dims, limits,
+                            self.chunk)  # fmt: skip
             return self._out(y.reshape(*y.shape[:-2], self.d_inner), z)
         # in place when nothing keeps the conv's output for a backward (it is a fresh tensor)
-        xBC = F.silu(xBC, inplace=not torch.is_grad_enabled())
+        xBC = F.silu(self.conv1d(xBC), inplace=not torch.is_grad_enabled())
         q, k, xh, v, g = self._heads(xBC, dt)
         o, _ = ssd(q, k, v, g, scale=1.0, chunk_size=self.chunk)
         return self._finish(o, xh, z)

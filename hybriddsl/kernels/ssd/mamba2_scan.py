@@ -1,16 +1,16 @@
-"""Mamba-2's scan on the CPU in one pass of blocks: silu, Δ, the SSD and the D skip per block of chunks.
+"""Mamba-2's conv and scan on the CPU in one pass of blocks: conv, silu, Δ, the SSD and the D skip per block.
 
-From the conv's output ``u`` [B, T, H P + 2 G N] (before its silu) and the raw ``δ`` [B, T, H]::
+From the input projection's ``u`` [B, T, H P + 2 G N] (before the conv) and the raw ``δ`` [B, T, H]::
 
-    [x, B, C] = silu(u)                 x: [H, P]; B, C: [G, N]
+    [x, B, C] = silu(causal_conv(u))    x: [H, P]; B, C: [G, N]   (the conv of layers/short_conv.py)
     Δ = clamp(softplus(δ + b_dt), dt_min, dt_max),   g = -exp(A_log) Δ
     y = SSD(q = C, k = B, v = Δ x, g, scale 1) + D x           (:mod:`hybriddsl.kernels.ssd.chunked`)
 
-Computed block by block (the blocks of ``chunked.py``), every elementwise step on a block while it is in cache;
-the backward recomputes the block's silu, Δ and decays and writes the conv output's gradient in one buffer (no
-split/cat of the x, B, C gradients, no full-size ``Δ x`` or skip tensors). What the layer does as separate
-PyTorch ops, fused here for the CPU's slow memory; :class:`hybriddsl.layers.mamba2.Mamba2` uses it for eager
-calls that do not go to the Triton kernels.
+Computed block by block (the blocks of ``chunked.py``), every elementwise step on a block while it is in cache
+(the conv reads the K - 1 tokens before its block); the backward recomputes the block's conv, silu, Δ and
+decays and accumulates the projection's gradient in one buffer (no split/cat of the x, B, C gradients, no
+full-size conv, silu, ``Δ x`` or skip tensors). What the layer does as separate PyTorch ops, fused here for the
+CPU's slow memory; :class:`hybriddsl.layers.mamba2.Mamba2` uses it for eager CPU calls.
 """
 
 from __future__ import annotations
@@ -60,10 +60,22 @@ def _from_block(x: Tensor, d: _Dims) -> Tensor:
 class _Block:
     """One block's recomputable inputs: silu(u), Δ (and what the backward needs), the SSD operands."""
 
-    def __init__(self, u, dt, dt_bias, A, limits, d: _Dims, i: int, ct, grad: bool):
+    def __init__(self, u, conv_w, conv_b, dt, dt_bias, A, limits, d: _Dims, i: int, ct, grad: bool):
         t0, t1 = d.span(i)
         n = t1 - t0
-        self.pre = _padded(u, t0, t1, d.L, ct)
+        # the causal conv of the block: its input with the K - 1 tokens before it (zeros before t = 0)
+        K = conv_w.shape[1]
+        lo = max(0, t0 - (K - 1))
+        self.xin = u.new_zeros(d.B, d.L + K - 1, d.width, dtype=ct)
+        self.halo = (K - 1) - (t0 - lo)
+        self.xin[:, self.halo : K - 1 + n] = u[:, lo:t1]
+        self.lo = lo
+        pre = self.xin[:, K - 1 :] * conv_w[:, K - 1]
+        if conv_b is not None:
+            pre += conv_b
+        for k in range(K - 1):
+            pre.addcmul_(self.xin[:, k : k + d.L], conv_w[:, k])
+        self.pre = pre
         xs = F.silu(self.pre) if grad else F.silu(self.pre, inplace=True)
         self.xs = xs
         self.draw = _padded(dt, t0, t1, d.L, ct, add=dt_bias)  # δ + b_dt
@@ -88,12 +100,12 @@ class _Block:
         self.t0, self.t1 = t0, t1
 
 
-def _forward(u, dt, dt_bias, A, D, limits, d: _Dims, ct, starts: Tensor | None) -> Tensor:
+def _forward(u, conv_w, conv_b, dt, dt_bias, A, D, limits, d: _Dims, ct, starts: Tensor | None) -> Tensor:
     y = u.new_empty(d.B, d.T, d.G, d.R, d.P, dtype=ct)
     S = u.new_zeros(d.Z, d.N, d.R * d.P, dtype=ct)
     Dv = D.view(d.G, d.R, 1)
     for i in range(d.blocks):
-        blk = _Block(u, dt, dt_bias, A, limits, d, i, ct, grad=False)
+        blk = _Block(u, conv_w, conv_b, dt, dt_bias, A, limits, d, i, ct, grad=False)
         S0 = starts[i] if starts is not None else u.new_empty(d.Z, d.nb, d.N, d.R * d.P, dtype=ct)
         on, S = chunked.block_forward(blk.qn, blk.kn, blk.vn, blk.bn, S, S0, 1.0)
         n = blk.t1 - blk.t0
@@ -105,33 +117,38 @@ class Mamba2Scan(torch.autograd.Function):
     """:func:`mamba2_scan` with its backward (first-order only)."""
 
     @staticmethod
-    def forward(ctx, u, dt, dt_bias, A_log, D, dims, limits, chunk):
+    def forward(ctx, u, conv_w, conv_b, dt, dt_bias, A_log, D, dims, limits, chunk):
         H, P, G, N = dims
         d = _Dims(u, H, P, G, N, chunk)
         ct = torch.float64 if u.dtype == torch.float64 else torch.float32
         A = -torch.exp(A_log.to(ct))
         starts = u.new_empty(d.blocks, d.Z, d.nb, N, d.R * P, dtype=ct)
-        y = _forward(u, dt, dt_bias.to(ct), A, D.to(ct), limits, d, ct, starts)
-        ctx.save_for_backward(u, dt, dt_bias, A_log, D, starts)
+        cb = None if conv_b is None else conv_b.to(ct)
+        y = _forward(u, conv_w.to(ct), cb, dt, dt_bias.to(ct), A, D.to(ct), limits, d, ct, starts)
+        ctx.save_for_backward(u, conv_w, conv_b, dt, dt_bias, A_log, D, starts)
         ctx.meta = (d, limits)
         return y.view(d.B, d.T, H, P).to(u.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dy):
-        u, dt, dt_bias, A_log, D, starts = ctx.saved_tensors
+        u, conv_w, conv_b, dt, dt_bias, A_log, D, starts = ctx.saved_tensors
         d, limits = ctx.meta
         ct = starts.dtype
         A, Dv = -torch.exp(A_log.to(ct)), D.to(ct).view(d.G, d.R, 1)
         bias = dt_bias.to(ct)
-        du, ddt = torch.empty_like(u, dtype=ct), torch.empty_like(dt, dtype=ct)
+        w, cb = conv_w.to(ct), None if conv_b is None else conv_b.to(ct)
+        K = w.shape[1]
+        dw = torch.zeros_like(w)
+        dcb = None if conv_b is None else torch.zeros_like(cb)
+        du, ddt = torch.zeros_like(u, dtype=ct), torch.empty_like(dt, dtype=ct)
         dA = torch.zeros(d.G, d.R, dtype=ct)
         dD, dbias = torch.zeros(d.G, d.R, dtype=ct), torch.zeros(d.H, dtype=ct)
         dS = u.new_zeros(d.Z, d.N, d.R * d.P, dtype=ct)
         HP, GN = d.H * d.P, d.G * d.N
         dy5 = dy.view(d.B, d.T, d.G, d.R, d.P)
         for i in range(d.blocks - 1, -1, -1):
-            blk = _Block(u, dt, bias, A, limits, d, i, ct, grad=True)
+            blk = _Block(u, w, cb, dt, bias, A, limits, d, i, ct, grad=True)
             t0, t1 = blk.t0, blk.t1
             n = t1 - t0
             dyb = _padded(dy5, t0, t1, d.L, ct)
@@ -146,7 +163,16 @@ class Mamba2Scan(torch.autograd.Function):
             dD += (dyb * blk.x).sum((0, 1, 4))
             dxs[..., HP : HP + GN].view(d.B, d.L, d.G, d.N).copy_(_from_block(dkn, d))
             dxs[..., HP + GN :].view(d.B, d.L, d.G, d.N).copy_(_from_block(dqn, d))
-            du[:, t0:t1] = torch.ops.aten.silu_backward(dxs[:, :n], blk.pre[:, :n])
+            dxs[:, n:] = 0  # padding: nothing flows back from it
+            dpre = torch.ops.aten.silu_backward(dxs, blk.pre)
+            # the conv: tap k of output t read xin[t + k]
+            dxin = torch.zeros_like(blk.xin)
+            for k in range(K):
+                dxin[:, k : k + d.L].addcmul_(dpre, w[:, k])
+                dw[:, k] += (dpre * blk.xin[:, k : k + d.L]).sum((0, 1))
+            if dcb is not None:
+                dcb += dpre.sum((0, 1))
+            du[:, blk.lo : t1] += dxin[:, blk.halo : K - 1 + n]
             dg = _from_block(dgn, d)  # [B, L, G, R]
             dA += (dg * blk.g).sum((0, 1))  # g = -exp(A_log) Δ: dg/dA_log = g
             ddelta = (dv * blk.x).sum(-1).add_(dg * A.view(d.G, d.R))
@@ -157,6 +183,8 @@ class Mamba2Scan(torch.autograd.Function):
             dbias += dd.sum((0, 1))
         return (
             du.to(u.dtype),
+            dw.to(conv_w.dtype),
+            None if dcb is None else dcb.to(conv_b.dtype),
             ddt.to(dt.dtype),
             dbias.to(dt_bias.dtype),
             dA.view(d.H).to(A_log.dtype),
@@ -169,6 +197,8 @@ class Mamba2Scan(torch.autograd.Function):
 
 def mamba2_scan(
     u: Tensor,
+    conv_w: Tensor,
+    conv_b: Tensor | None,
     dt: Tensor,
     dt_bias: Tensor,
     A_log: Tensor,
@@ -177,13 +207,17 @@ def mamba2_scan(
     limits: tuple[float, float | None],
     chunk: int,
 ) -> Tensor:
-    """Mamba-2's SSD from the conv output. u: [B, T, H P + 2 G N] (before silu); dt: [B, T, H] (before
+    """Mamba-2's conv and SSD from the input projection. u: [B, T, H P + 2 G N] (before the conv); conv_w: [H P +
+    2 G N, K] and conv_b (or None) the causal depthwise conv (:mod:`hybriddsl.layers.short_conv`); dt: [B, T, H] (before
     softplus); dt_bias, A_log, D: [H]; dims = (H, P, G, N); limits = (dt_min, dt_max or None); chunk: tokens
     per chunk. Returns y [B, T, H, P] (u's dtype): the scan output plus the D skip, before the gate."""
     d = _Dims(u, *dims, chunk)
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (u, dt, dt_bias, A_log, D)):
-        return Mamba2Scan.apply(u, dt, dt_bias, A_log, D, dims, limits, chunk)
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, conv_w, conv_b, dt, dt_bias, A_log, D)
+    ):
+        return Mamba2Scan.apply(u, conv_w, conv_b, dt, dt_bias, A_log, D, dims, limits, chunk)
     ct = torch.float64 if u.dtype == torch.float64 else torch.float32
     A = -torch.exp(A_log.to(ct))
-    y = _forward(u, dt, dt_bias.to(ct), A, D.to(ct), limits, d, ct, None)
+    cb = None if conv_b is None else conv_b.to(ct)
+    y = _forward(u, conv_w.to(ct), cb, dt, dt_bias.to(ct), A, D.to(ct), limits, d, ct, None)
     return y.view(d.B, d.T, d.H, d.P).to(u.dtype)
