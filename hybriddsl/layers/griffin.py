@@ -46,9 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, ShortConv, State, options_from
+from hybriddsl.layers.rglru_gates import C, rglru_scan_coeffs
 from hybriddsl.specs.griffin import SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
-
-C = 8.0  # the paper's fixed scalar c
 
 
 def rglru_coeffs(lam: torch.Tensor, r: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
@@ -146,14 +145,25 @@ class GriffinBlock(Mixer):
         dtype = torch.promote_types(z.dtype, torch.float32)
         return torch.sigmoid(self.gate_i(z)).to(dtype) * z.to(dtype)
 
+    def _gate_pre(self, z: torch.Tensor) -> torch.Tensor:
+        """Both gates' pre-activations in one matmul: z [B, T, width] -> [blocks, B*T, 2*blk] (per block the
+        recurrence gate's columns, then the input gate's; dense gates are one block)."""
+        ga, gi = self.gate_a, self.gate_i
+        if isinstance(ga, BlockDiagonalLinear):
+            zt = z.reshape(-1, ga.blocks, ga.block).transpose(0, 1)  # [blocks, B*T, blk], no copy
+            w = torch.cat([ga.weight, gi.weight], dim=2)
+            bias = torch.cat([ga.bias, gi.bias], dim=1)[:, None]
+            return torch.baddbmm(bias, zt, w)
+        w = torch.cat([ga.weight, gi.weight])
+        return F.linear(z.reshape(-1, self.width), w, torch.cat([ga.bias, gi.bias]))[None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.linear_scan import linear_scan
 
         y = F.gelu(self.in_y(x), approximate=self.approximate)
-        z = self.conv(self.in_x(x))
-        a, b = self._gates(z)
-        if self.reset:  # position 0 starts a document: h_0 = i_0 z_0 (h_-1 = 0, so a_0 does not matter)
-            b = torch.cat([self._first(z[:, :1]), b[:, 1:]], dim=1)
+        z = self.conv(self.in_x(x)).contiguous()
+        # the same a, b as _gates (and _first at a reset), computed by one autograd function
+        a, b = rglru_scan_coeffs(self._gate_pre(z), z, self.lam, self.reset)
         h, _ = linear_scan(a, b)
         return self.out_proj(h.to(x.dtype) * y)
 
