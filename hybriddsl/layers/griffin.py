@@ -16,7 +16,9 @@ RG-LRU on its input ``z_t`` (paper eq. 1-4, c = 8)::
 
 ``sqrt(1 - a^2)`` is computed as ``sqrt(-expm1(2 log a))`` (accurate when a is near 1). The recurrence runs
 through :func:`hybriddsl.kernels.linear_scan.linear_scan` (``h = a h + b``); :meth:`GriffinBlock.step` through
-``linear_scan_step``, with the conv window and ``h`` (float32) as state.
+``linear_scan_step``, with the conv window and ``h`` (float32) as state. ``forward`` computes both gates in one
+matmul and a, b in one autograd function with a hand-written backward
+(:func:`hybriddsl.layers.rglru_gates.rglru_scan_coeffs`); ``step`` keeps the plain form (:func:`rglru_coeffs`).
 
 Choices, stated (each with the option that gives RecurrentGemma's choice instead):
 - the gates ``W_a``, ``W_i`` are plain dense ``width x width`` maps by default; ``gate_blocks = n`` makes them
@@ -162,8 +164,12 @@ class GriffinBlock(Mixer):
 
         y = F.gelu(self.in_y(x), approximate=self.approximate)
         z = self.conv(self.in_x(x)).contiguous()
-        # the same a, b as _gates (and _first at a reset), computed by one autograd function
-        a, b = rglru_scan_coeffs(self._gate_pre(z), z, self.lam, self.reset)
+        if torch.compiler.is_compiling():  # its out= into strided views does not trace; the plain ops do
+            a, b = self._gates(z)
+            if self.reset:  # position 0 starts a document: h_0 = i_0 z_0 (h_-1 = 0, so a_0 does not matter)
+                b = torch.cat([self._first(z[:, :1]), b[:, 1:]], dim=1)
+        else:  # the same a, b by one autograd function with a hand-written backward
+            a, b = rglru_scan_coeffs(self._gate_pre(z), z, self.lam, self.reset)
         h, _ = linear_scan(a, b)
         return self.out_proj(h.to(x.dtype) * y)
 

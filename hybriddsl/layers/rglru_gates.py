@@ -66,9 +66,7 @@ class _Coeffs(torch.autograd.Function):
             dm[:, 0] = 0
         # dlog a = a da - dmult a^2 / mult (d mult / d log a = -a^2 / mult); zero where the floor held mult, as
         # the clamp's derivative is
-        u = dm.mul_(a).mul_(a).div_(mult)
-        if mult.min() <= FLOOR**0.5:
-            u.masked_fill_(mult <= FLOOR**0.5, 0.0)
+        u = dm.mul_(a).mul_(a).div_(mult).masked_fill_(mult <= FLOOR**0.5, 0.0)
         dlog = torch.mul(da, a).sub_(u)
         k = (-C * F.softplus(-lam.to(z.dtype))).view(blocks, 1, blk)
         dlam = (bl(dlog) * r).sum(1).reshape(lam.shape) * (C * torch.sigmoid(-lam.to(z.dtype)))
