@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.kernels.checks import compute_dtype  # float32, float64 stays float64 (gradcheck)
+from hybriddsl.layers.short_conv import ShortConv  # noqa: F401 (re-exported: the layers import it from here)
 
 State = dict[str, torch.Tensor]
 
@@ -127,39 +128,6 @@ def reset_linear(lin: nn.Linear) -> None:
         if b is not None:
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
             b.uniform_(-bound, bound)
-
-
-class ShortConv(nn.Module):
-    """Causal depthwise 1-D convolution over time (Mamba, DeltaNet, Griffin), with a rolling state for step().
-
-    ``forward``: [batch, seq, channels] -> same. ``step``: [batch, channels] with state [batch, channels, size-1].
-    """
-
-    def __init__(self, channels: int, size: int, bias: bool = True):
-        super().__init__()
-        self.size = size
-        self.conv = nn.Conv1d(channels, channels, size, groups=channels, padding=size - 1, bias=bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t = x.shape[1]
-        return self.conv(x.transpose(1, 2))[..., :t].transpose(1, 2)
-
-    def init_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
-        w = self.conv.weight
-        return torch.zeros(batch, w.shape[0], self.size - 1, device=device or w.device, dtype=dtype or w.dtype)
-
-    def step(self, x: torch.Tensor, buf: torch.Tensor, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: [batch, channels]; buf holds the previous size-1 inputs, oldest first.
-
-        ``inplace=True`` shifts ``buf`` in place (a streaming caller keeps its state tensors) and returns it.
-        """
-        window = torch.cat([buf, x.unsqueeze(-1)], dim=-1)  # [batch, channels, size]
-        y = (window * self.conv.weight.squeeze(1)).sum(-1)
-        if self.conv.bias is not None:
-            y = y + self.conv.bias
-        if inplace:  # window is a fresh tensor, so this copy never reads what it overwrites
-            return y, buf.copy_(window[..., 1:])
-        return y, window[..., 1:]
 
 
 class GatedRMSNorm(nn.Module):
