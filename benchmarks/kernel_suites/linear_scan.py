@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import Timing, bench_ms, fwd_and_fwdbwd
 from hybriddsl.kernels import backend
-from hybriddsl.kernels.linear_scan import linear_scan, linear_scan_naive, linear_scan_torch
+from hybriddsl.kernels.linear_scan import linear_scan, linear_scan_loop, linear_scan_naive, linear_scan_torch
 
 SUITE = "linear_scan"
 
@@ -61,7 +61,8 @@ def run(device: str, quick: bool) -> list[Timing]:
     else:
         out.append(Timing(SUITE, case, "hybriddsl-triton", None, None, "needs CUDA"))
 
-    add("eager-chunked (ours, CPU path)", linear_scan_torch, [a, b])
+    add("eager-chunked-loop (ours, CPU path)", linear_scan_loop, [a, b], "chunks scanned side by side")
+    add("eager-doubling", linear_scan_torch, [a, b], "chunked recursive doubling, autograd")
     add("eager-loop", linear_scan_naive, [a, b], "float32 loop over time")
     if not quick:
         add("torch.compile(chunked)", torch.compile(linear_scan_torch), [a, b])

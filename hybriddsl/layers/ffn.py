@@ -41,20 +41,22 @@ class FFN(Mixer):
         self.down = nn.Linear(inner, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.up(x)
-        if self.act in GATED:  # gated variants: activation of one half times the other half
-            approx = "tanh" if self.act == "geglu_tanh" else "none"
-            if torch.is_grad_enabled() and h.requires_grad:
-                h = _Gated.apply(h, self.act == "swiglu", approx)
-            else:  # the activation's fresh output takes the product in place (one [.., inner] less)
-                a, b = h.chunk(2, dim=-1)
-                a = F.silu(a) if self.act == "swiglu" else F.gelu(a, approximate=approx)
-                h = a.mul_(b)
-        elif self.act == "relu2":
-            h = torch.square(F.relu(h))
-        else:
-            h = F.gelu(h)
-        return self.down(h)
+        if self.act not in GATED:
+            h = self.up(x)
+            return self.down(torch.square(F.relu(h)) if self.act == "relu2" else F.gelu(h))
+        # gated variants: activation of one half times the other half
+        approx = "tanh" if self.act == "geglu_tanh" else "none"
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.up.parameters())):
+            return self.down(_Gated.apply(self.up(x), self.act == "swiglu", approx))
+        # No backward: two matmuls, one per half. Each half comes out contiguous, so the activation and the product
+        # run in place on dense memory (no [.., inner] allocation; on a half of the fused output they would be
+        # strided). The same FLOPs as the fused matmul, which measured equal to two at these sizes.
+        inner = self.down.in_features
+        w, bias = self.up.weight, self.up.bias
+        a = F.linear(x, w[:inner], None if bias is None else bias[:inner])
+        b = F.linear(x, w[inner:], None if bias is None else bias[inner:])
+        a = F.silu(a, inplace=True) if self.act == "swiglu" else F.gelu(a, approximate=approx)
+        return self.down(a.mul_(b))
 
 
 class _Gated(torch.autograd.Function):

@@ -16,7 +16,9 @@ RG-LRU on its input ``z_t`` (paper eq. 1-4, c = 8)::
 
 ``sqrt(1 - a^2)`` is computed as ``sqrt(-expm1(2 log a))`` (accurate when a is near 1). The recurrence runs
 through :func:`hybriddsl.kernels.linear_scan.linear_scan` (``h = a h + b``); :meth:`GriffinBlock.step` through
-``linear_scan_step``, with the conv window and ``h`` (float32) as state.
+``linear_scan_step``, with the conv window and ``h`` (float32) as state. ``forward`` computes both gates in one
+matmul and a, b in one autograd function with a hand-written backward
+(:func:`hybriddsl.layers.rglru_gates.rglru_scan_coeffs`); ``step`` keeps the plain form (:func:`rglru_coeffs`).
 
 Choices, stated (each with the option that gives RecurrentGemma's choice instead):
 - the gates ``W_a``, ``W_i`` are plain dense ``width x width`` maps by default; ``gate_blocks = n`` makes them
@@ -46,9 +48,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybriddsl.layers.base import Mixer, ShortConv, State, options_from
+from hybriddsl.layers.rglru_gates import C, rglru_scan_coeffs
 from hybriddsl.specs.griffin import SPEC, validate  # noqa: F401 (the kind's spec, torch-free)
-
-C = 8.0  # the paper's fixed scalar c
 
 
 def rglru_coeffs(lam: torch.Tensor, r: torch.Tensor, i: torch.Tensor, z: torch.Tensor):
@@ -146,14 +147,29 @@ class GriffinBlock(Mixer):
         dtype = torch.promote_types(z.dtype, torch.float32)
         return torch.sigmoid(self.gate_i(z)).to(dtype) * z.to(dtype)
 
+    def _gate_pre(self, z: torch.Tensor) -> torch.Tensor:
+        """Both gates' pre-activations in one matmul: z [B, T, width] -> [blocks, B*T, 2*blk] (per block the
+        recurrence gate's columns, then the input gate's; dense gates are one block)."""
+        ga, gi = self.gate_a, self.gate_i
+        if isinstance(ga, BlockDiagonalLinear):
+            zt = z.reshape(-1, ga.blocks, ga.block).transpose(0, 1)  # [blocks, B*T, blk], no copy
+            w = torch.cat([ga.weight, gi.weight], dim=2)
+            bias = torch.cat([ga.bias, gi.bias], dim=1)[:, None]
+            return torch.baddbmm(bias, zt, w)
+        w = torch.cat([ga.weight, gi.weight])
+        return F.linear(z.reshape(-1, self.width), w, torch.cat([ga.bias, gi.bias]))[None]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.linear_scan import linear_scan
 
         y = F.gelu(self.in_y(x), approximate=self.approximate)
-        z = self.conv(self.in_x(x))
-        a, b = self._gates(z)
-        if self.reset:  # position 0 starts a document: h_0 = i_0 z_0 (h_-1 = 0, so a_0 does not matter)
-            b = torch.cat([self._first(z[:, :1]), b[:, 1:]], dim=1)
+        z = self.conv(self.in_x(x)).contiguous()
+        if torch.compiler.is_compiling():  # its out= into strided views does not trace; the plain ops do
+            a, b = self._gates(z)
+            if self.reset:  # position 0 starts a document: h_0 = i_0 z_0 (h_-1 = 0, so a_0 does not matter)
+                b = torch.cat([self._first(z[:, :1]), b[:, 1:]], dim=1)
+        else:  # the same a, b by one autograd function with a hand-written backward
+            a, b = rglru_scan_coeffs(self._gate_pre(z), z, self.lam, self.reset)
         h, _ = linear_scan(a, b)
         return self.out_proj(h.to(x.dtype) * y)
 

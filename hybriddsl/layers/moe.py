@@ -141,21 +141,34 @@ class MoE(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
-        n = flat.shape[0]
         probs, idx, w = self.route(flat)
         inp = flat if self.latent_in is None else self.latent_in(flat)
-        out = flat.new_zeros(n, self.top_k, inp.shape[-1])
-        for e, expert in enumerate(self.experts):
-            tok, slot = (idx == e).nonzero(as_tuple=True)
-            if tok.numel():
-                out[tok, slot] = expert(inp[tok])
-        y = (out * w.to(out.dtype).unsqueeze(-1)).sum(1)
+        y = self._dispatch(inp, idx, w)
         if self.latent_out is not None:
             y = self.latent_out(y)
         if self.shared is not None:
             y = y + self._shared(flat)
         self.aux_loss = self._balance_loss(probs, idx)
         return y.reshape(shape)
+
+    def _dispatch(self, inp: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Every (token, expert) assignment through its expert, weighted and summed per token.
+
+        inp [N, width]; idx, w [N, k] -> [N, width']. One stable sort groups the assignments by expert, so each
+        expert reads one contiguous slice of a single gathered copy of its tokens, and one ``index_add_`` sums
+        the weighted outputs back per token: no [N, k, width'] buffer and no per-expert scatter."""
+        n, k = idx.shape
+        order = idx.reshape(-1).argsort(stable=True)  # assignment ids grouped by expert, token order within
+        counts = torch.bincount(idx.reshape(-1), minlength=self.n_experts).tolist()
+        tok = order // k
+        parts = inp.index_select(0, tok).split(counts)
+        outs = [expert(part) for expert, part in zip(self.experts, parts, strict=True) if part.shape[0]]
+        if not outs:  # no tokens; an expert maps width -> width
+            return inp.new_zeros(n, inp.shape[-1])
+        ys = torch.cat(outs) if len(outs) > 1 else outs[0]
+        ws = w.reshape(-1).index_select(0, order).to(ys.dtype).unsqueeze(-1)
+        ys = ys.mul_(ws) if not (torch.is_grad_enabled() and ys.requires_grad) else ys * ws
+        return ys.new_zeros(n, ys.shape[-1]).index_add_(0, tok, ys)
 
     def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
         """One token per row: x [batch, hidden] -> y [batch, hidden] (stateless).

@@ -98,6 +98,32 @@ def test_griffin_block_equals_recurrent_gemma_block():
     _close(torch.stack(steps, 1), cached)
 
 
+def test_griffin_block_gradients_equal_recurrent_gemma_block():
+    """Gradients of the input and of every weight, ours (chunked scan, fused gate coefficients, hand-written
+    backwards) against autograd through transformers' block, over a sequence long enough to be chunked."""
+    cfg = _config()
+    theirs = rg.RecurrentGemmaRecurrentBlock(cfg, 0).train()
+    _randomize(theirs, 5)
+    ours = _our_griffin(cfg).train()
+    _copy_griffin(ours, theirs)
+    g = torch.Generator().manual_seed(6)
+    t = 50
+    x = torch.randn(2, t, cfg.hidden_size, generator=g)
+    w = torch.randn(2, t, cfg.hidden_size, generator=g)
+    pos = torch.arange(t)[None].expand(2, -1)
+    xs = [x.clone().requires_grad_(), x.clone().requires_grad_()]
+    (ours(xs[0]) * w).sum().backward()
+    (theirs(xs[1], pos, None, use_cache=False)[0] * w).sum().backward()
+    _close(xs[0].grad, xs[1].grad, rel=1e-4)
+    sd = dict(theirs.named_parameters())
+    pairs = {"in_y.weight": "linear_y.weight", "in_x.bias": "linear_x.bias", "out_proj.weight": "linear_out.weight"}
+    pairs |= {"conv.conv.weight": "conv_1d.weight", "gate_i.weight": "rg_lru.input_gate_weight"}
+    pairs |= {"gate_a.weight": "rg_lru.recurrent_gate_weight", "gate_a.bias": "rg_lru.recurrent_gate_bias"}
+    for name, their_name in pairs.items():
+        _close(ours.get_parameter(name).grad, sd[their_name].grad, rel=1e-4)
+    _close(ours.lam.grad, -sd["rg_lru.recurrent_param"].grad, rel=1e-4)  # ours is Λ = -theirs
+
+
 def test_attention_equals_recurrent_gemma_attention():
     cfg = _config()
     theirs = rg.RecurrentGemmaAttention(cfg, 2).eval()

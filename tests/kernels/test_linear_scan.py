@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -66,6 +68,79 @@ def test_loop_gradcheck_float64() -> None:
     a, b, h0 = _inputs(1, 9, 3, torch.float64, seed=3)
     args = [x.double().requires_grad_() for x in (a, b, h0)]
     assert torch.autograd.gradcheck(lambda a, b, h0: linear_scan_loop(a, b, h0), args)
+
+
+def _recurrence64(a, b, h0):
+    """h_t = a_t h_{t-1} + b_t token by token in float64 (linear_scan_naive computes in float32)."""
+    h = torch.zeros_like(b[:, 0]) if h0 is None else h0
+    out = []
+    for t in range(a.shape[1]):
+        h = a[:, t] * h + b[:, t]
+        out.append(h)
+    return torch.stack(out, dim=1), h
+
+
+def _loop_vs_naive(a, b, h0, chunk_size, dtype, tol_out, tol_grad, seed=5):
+    """linear_scan_loop against the float64 token loop: values, final state and the gradients of a loss on
+    both outputs."""
+    g = torch.Generator().manual_seed(seed)
+    dh = torch.randn(a.shape, generator=g, dtype=torch.float64)
+    dht = torch.randn(a.shape[0], a.shape[2], generator=g, dtype=torch.float64)
+    results = []
+    for fn, dt in ((_recurrence64, torch.float64), (linear_scan_loop, dtype)):
+        args = [x.to(dt).clone().requires_grad_() for x in (a, b)]
+        args += [h0.to(dt).clone().requires_grad_()] if h0 is not None else []
+        kw = {"chunk_size": chunk_size} if fn is linear_scan_loop else {}
+        h, ht = fn(args[0], args[1], args[2] if h0 is not None else None, **kw)
+        loss = (h.double() * dh).sum() + (ht.double() * dht).sum()
+        results.append((h.double(), ht.double(), [x.double() for x in torch.autograd.grad(loss, args)]))
+    (ref_h, ref_ht, ref_g), (h, ht, got_g) = results
+    scale = ref_h.abs().max().item()
+    assert (h - ref_h).abs().max() <= tol_out * max(1.0, scale)
+    assert (ht - ref_ht).abs().max() <= tol_out * max(1.0, scale)
+    for name, got, ref in zip(("da", "db", "dh0"), got_g, ref_g):
+        err = (got - ref).abs().max().item()
+        assert err <= tol_grad * max(1.0, ref.abs().max().item()), f"{name}: {err:.2e}"
+
+
+# (B, T, chunk): chunks with a tail (T not a multiple), chunks without one, a single chunk (the token loop),
+# and the automatic choice (None) at lengths where it chunks
+CHUNKED = [(2, 11, 3), (3, 64, 8), (1, 40, 7), (2, 9, 9), (2, 200, None), (1, 2048, None)]
+
+
+@pytest.mark.parametrize(("bsz", "t", "chunk"), CHUNKED, ids=[f"B{b}-T{t}-c{c}" for b, t, c in CHUNKED])
+@pytest.mark.parametrize("with_h0", [False, True], ids=["noh0", "h0"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_chunked_loop_matches_naive(bsz: int, t: int, chunk: int | None, with_h0: bool, dtype) -> None:
+    a, b, h0 = _inputs(bsz, t, 6, torch.float64, seed=t + bsz)
+    tol = (1e-12, 1e-11) if dtype == torch.float64 else (1e-5, 1e-4)
+    _loop_vs_naive(a, b, h0 if with_h0 else None, chunk, dtype, *tol)
+
+
+@pytest.mark.parametrize("log_a", [-50.0, -1e-7, 0.0], ids=["near0", "near1", "one"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+def test_chunked_loop_extreme_decays(log_a: float, dtype) -> None:
+    """Decays of e^-50 per step (a chunk's product underflows), within 1e-7 of 1 and exactly 1 (states grow
+    linearly), mixed with ordinary ones and hard zeros in other channels."""
+    a, b, h0 = _inputs(2, 45, 8, torch.float64, seed=11)
+    a[:, :, :4] = math.exp(log_a) if log_a else 1.0
+    a[:, 10, 2] = 0.0
+    tol = (1e-12, 1e-11) if dtype == torch.float64 else (1e-5, 1e-4)
+    for chunk in (4, 6, None):
+        _loop_vs_naive(a, b, h0, chunk, dtype, *tol)
+
+
+@pytest.mark.parametrize(("t", "chunk"), [(11, 3), (12, 4), (7, 2)])
+def test_chunked_loop_gradcheck_float64(t: int, chunk: int) -> None:
+    a, b, h0 = _inputs(2, t, 3, torch.float64, seed=t)
+    args = [x.double().requires_grad_() for x in (a, b, h0)]
+
+    def f(a, b, h0):
+        h, ht = linear_scan_loop(a, b, h0, chunk_size=chunk)
+        return h, ht * 2.0  # the final state as a second output: its gradient joins the last token's
+
+    assert torch.autograd.gradcheck(f, args)
+    assert torch.autograd.gradcheck(lambda a, b: linear_scan_loop(a, b, None, chunk_size=chunk), args[:2])
 
 
 def test_step_matches_naive_and_continues_prefill() -> None:

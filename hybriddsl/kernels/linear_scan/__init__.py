@@ -1,7 +1,7 @@
 """Diagonal linear scan ``h_t = a_t * h_{t-1} + b_t`` (the recurrence of Griffin's RG-LRU).
 
-Dispatches to the Triton kernels (CUDA, or forced under ``TRITON_INTERPRET=1``) or to the PyTorch loop with a
-hand-written backward of :mod:`hybriddsl.kernels.linear_scan.reference` (``linear_scan_loop``).
+Dispatches to the Triton kernels (CUDA, or forced under ``TRITON_INTERPRET=1``) or to the chunked PyTorch loop
+with a hand-written backward of :mod:`hybriddsl.kernels.linear_scan.reference` (``linear_scan_loop``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ def linear_scan(
         from hybriddsl.kernels.linear_scan.triton import linear_scan_triton
 
         h, ht = linear_scan_triton(a, b, initial_state)
+    elif torch.compiler.is_compiling():  # the loop's out= into strided views does not trace; the doubling scan does
+        h, ht = linear_scan_torch(a, b, initial_state)
     else:
         h, ht = linear_scan_loop(a, b, initial_state)
     return h, (ht if output_final_state else None)

@@ -141,65 +141,84 @@ def selective_scan_torch(
 
 
 class _LoopScan(torch.autograd.Function):
-    """``h_t = exp(dt_t A) h_{t-1} + du_t B_t^T``, ``y_t = h_t C_t`` (dt, du: [b, T, Dm]; A: [Dm, N]; B, C:
-    [b, T, N]; h0: [b, Dm, N] or None) with a hand-written backward.
+    """``h_t = exp(dt_t A) h_{t-1} + du_t B_t^T``, ``y_t = h_t C_t`` (dt, du: [b, T, Dm]; At = A^T: [N, Dm]; B, C:
+    [b, T, N]; h0: [b, N, Dm] or None) with a hand-written backward.
+
+    The state is kept state-major, ``[b, N, Dm]``: every broadcast then runs along the contiguous ``Dm`` axis (a
+    vector times a vector, or a vector times a scalar), which PyTorch vectorizes; channel-major ``[b, Dm, N]``
+    broadcasts over an inner axis of 16 and measured about 1.2x slower on one thread.
 
     Forward: chunk by chunk, one in-place ``addcmul_`` per token (as :func:`selective_scan_inference`); only the
     state at each chunk start is saved. Backward, chunks in reverse: the chunk's states are recomputed from its
-    saved start, ``G_t = dL/dh_t = dy_t C_t + exp(dt_{t+1} A) G_{t+1}`` is one in-place op per token, and every
+    saved start, ``G_t = dL/dh_t = C_t dy_t + exp(dt_{t+1} A) G_{t+1}`` is one in-place op per token, and every
     parameter gradient of the chunk is a handful of whole-chunk ops: ``dL/d(dt_t A) = G_t ∘ h_{t-1} ∘
-    exp(dt_t A)``, ``d du_t = G_t B_t``, ``dB_t = G_t^T du_t``, ``dC_t = h_t^T dy_t``.
+    exp(dt_t A)``, ``d du_t = B_t G_t``, ``dB_t = G_t du_t``, ``dC_t = h_t dy_t``.
     """
 
     @staticmethod
-    def forward(ctx, dt, du, A, B, C, h0, chunk: int):
+    def forward(ctx, dt, du, At, B, C, h0, chunk: int):
         b, T, Dm = dt.shape
-        h = h0.clone() if h0 is not None else dt.new_zeros(b, Dm, A.shape[1])
+        h = h0.clone() if h0 is not None else dt.new_zeros(b, At.shape[0], Dm)
         y = dt.new_empty(b, T, Dm)
         starts = []
         for c0 in range(0, T, chunk):
             sl = slice(c0, min(c0 + chunk, T))
             starts.append(h)
-            decay = torch.exp(dt[:, sl, :, None] * A)
-            hs = du[:, sl, :, None] * B[:, sl, None, :]
-            for t in range(hs.shape[1]):
-                hs[:, t].addcmul_(decay[:, t], h)
-                h = hs[:, t]
-            y[:, sl] = torch.matmul(hs, C[:, sl, :, None]).squeeze(-1)
-        ctx.save_for_backward(dt, du, A, B, C, torch.stack(starts) if starts else dt.new_zeros(0))
+            hs = _chunk_states(dt[:, sl], du[:, sl], At, B[:, sl], h)
+            h = hs[:, -1]
+            y[:, sl] = torch.matmul(C[:, sl, None, :], hs).squeeze(-2)
+        ctx.save_for_backward(dt, du, At, B, C, torch.stack(starts) if starts else dt.new_zeros(0))
         ctx.chunk, ctx.has_h0 = chunk, h0 is not None
         return y, h.clone()
 
     @staticmethod
     def backward(ctx, dy, dhT):
-        dt, du, A, B, C, starts = ctx.saved_tensors
+        dt, du, At, B, C, starts = ctx.saved_tensors
         chunk = ctx.chunk
         b, T, Dm = dt.shape
-        carry = dhT if dhT is not None else dt.new_zeros(b, Dm, A.shape[1])  # dL/dh at the chunk's end
+        carry = dhT if dhT is not None else dt.new_zeros(b, At.shape[0], Dm)  # dL/dh at the chunk's end
         dy = dy if dy is not None else torch.zeros_like(dt)
         ddt, ddu, dB, dC = torch.empty_like(dt), torch.empty_like(du), torch.empty_like(B), torch.empty_like(C)
-        dA = torch.zeros_like(A)
+        dAt = torch.zeros_like(At)
         for i, c0 in reversed(list(enumerate(range(0, T, chunk)))):
             sl = slice(c0, min(c0 + chunk, T))
-            decay = torch.exp(dt[:, sl, :, None] * A)
-            hs = du[:, sl, :, None] * B[:, sl, None, :]
+            decay = torch.mul(dt[:, sl, None, :], At).exp_()  # [b, L, N, Dm]
+            hs = _chunk_states(dt[:, sl], du[:, sl], At, B[:, sl], starts[i], decay)
             L = hs.shape[1]
-            h = starts[i]
-            for t in range(L):
-                hs[:, t].addcmul_(decay[:, t], h)
-                h = hs[:, t]
-            dC[:, sl] = torch.matmul(hs.transpose(-1, -2), dy[:, sl, :, None]).squeeze(-1)
-            gh = dy[:, sl, :, None] * C[:, sl, None, :]  # becomes G_t, token by token in reverse
+            dC[:, sl] = torch.matmul(hs, dy[:, sl, :, None]).squeeze(-1)
+            gh = C[:, sl, :, None] * dy[:, sl, None, :]  # becomes G_t, token by token in reverse
             gh[:, L - 1] += carry
+            g_views, decay_views = gh.unbind(1), decay.unbind(1)
             for t in range(L - 2, -1, -1):
-                gh[:, t].addcmul_(decay[:, t + 1], gh[:, t + 1])
+                g_views[t].addcmul_(decay_views[t + 1], g_views[t + 1])
             carry = decay[:, 0] * gh[:, 0]
-            g_log = gh * torch.cat([starts[i][:, None], hs[:, :-1]], 1) * decay  # dL/d(dt_t A)
-            ddt[:, sl] = (g_log * A).sum(-1)
-            dA += (g_log * dt[:, sl, :, None]).sum((0, 1))
-            ddu[:, sl] = torch.matmul(gh, B[:, sl, :, None]).squeeze(-1)
-            dB[:, sl] = torch.matmul(gh.transpose(-1, -2), du[:, sl, :, None]).squeeze(-1)
-        return ddt, ddu, dA, dB, dC, (carry if ctx.has_h0 else None), None
+            g_log = decay.mul_(gh)  # dL/d(dt_t A) = G_t h_{t-1} exp(dt_t A); decay is not needed after this
+            g_log[:, 1:] *= hs[:, :-1]
+            g_log[:, 0] *= starts[i]
+            ddt[:, sl] = (g_log * At).sum(2)
+            dAt += (g_log * dt[:, sl, None, :]).sum((0, 1))
+            ddu[:, sl] = torch.matmul(B[:, sl, None, :], gh).squeeze(-2)
+            dB[:, sl] = torch.matmul(gh, du[:, sl, :, None]).squeeze(-1)
+        return ddt, ddu, dAt, dB, dC, (carry if ctx.has_h0 else None), None
+
+
+def _chunk_states(dt: Tensor, du: Tensor, At: Tensor, B: Tensor, h: Tensor, decay: Tensor | None = None) -> Tensor:
+    """Every state of one chunk, state-major. dt, du: [b, L, Dm]; At: [N, Dm]; B: [b, L, N]; h: [b, N, Dm] (the
+    state before the chunk); decay: ``exp(dt A)`` [b, L, N, Dm] if already formed. Returns [b, L, N, Dm].
+
+    ``exp(dt A)`` and ``du B^T`` are formed for the whole chunk in one op each; then ONE in-place ``addcmul_`` per
+    token turns the second into the states. A chunk's buffers stay small enough for the cache."""
+    if decay is None:
+        decay = torch.mul(dt[:, :, None, :], At).exp_()
+    hs = du[:, :, None, :] * B[:, :, :, None]
+    for h_t, decay_t in zip(hs.unbind(1), decay.unbind(1), strict=True):  # unbind: one call for all the views
+        h = h_t.addcmul_(decay_t, h)
+    return hs
+
+
+def _state_major(h: Tensor | None) -> Tensor | None:
+    """[b, Dm, N] (the public layout) -> [b, N, Dm] contiguous."""
+    return None if h is None else h.transpose(1, 2).contiguous()
 
 
 def selective_scan_loop(
@@ -223,14 +242,15 @@ def selective_scan_loop(
     cdt = compute_dtype(u)
     dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)
     uf = u.to(cdt)
-    h0 = initial_state.to(cdt) if initial_state is not None else None
+    h0 = _state_major(initial_state.to(cdt)) if initial_state is not None else None
     Bf, Cf = B.to(cdt).contiguous(), C.to(cdt).contiguous()
-    y, h = _LoopScan.apply(dt.contiguous(), (dt * uf).contiguous(), A.to(cdt), Bf, Cf, h0, chunk_size)
+    At = A.to(cdt).t().contiguous()  # [N, Dm]: see _LoopScan on the layout
+    y, h = _LoopScan.apply(dt.contiguous(), (dt * uf).contiguous(), At, Bf, Cf, h0, chunk_size)
     if D is not None:
         y = y + D.to(cdt) * uf
     if z is not None:
         y = y * F.silu(z.to(cdt))
-    return y.to(u.dtype), (h if output_final_state else None)
+    return y.to(u.dtype), (h.transpose(1, 2).contiguous() if output_final_state else None)
 
 
 @torch.no_grad()
@@ -250,10 +270,8 @@ def selective_scan_inference(
 ) -> tuple[Tensor, Tensor | None]:
     """The CPU path without autograd (same arguments, shapes and results as :func:`selective_scan_naive`).
 
-    Per chunk of ``chunk_size`` tokens, ``exp(dt A)`` and ``(dt u) B^T`` are formed for the whole chunk in one
-    op each; then ONE in-place ``addcmul_`` per token turns the second into the states
-    (``h_t = exp(dt_t A) h_{t-1} + (dt_t u_t) B_t^T``), and one batched matmul reads every state of the chunk
-    with ``C``. A chunk's buffers ([b, chunk, Dm, N]) stay small enough for the cache. No graph is kept.
+    Per chunk of ``chunk_size`` tokens, :func:`_chunk_states` forms every state (one in-place op per token,
+    state-major ``[b, N, Dm]``), and one batched matmul reads them with ``C``. No graph is kept.
     """
     cdt = compute_dtype(u)
     batch, T, Dm = u.shape
@@ -261,22 +279,19 @@ def selective_scan_inference(
     dt = _discretize_dt(delta, delta_bias, delta_softplus, cdt)  # [b, T, Dm]
     uf = u.to(cdt)
     du = dt * uf
-    Af, Bf, Cf = A.to(cdt), B.to(cdt), C.to(cdt)
-    h = u.new_zeros(batch, Dm, N, dtype=cdt) if initial_state is None else initial_state.to(cdt)
+    At, Bf, Cf = A.to(cdt).t().contiguous(), B.to(cdt), C.to(cdt)
+    h = u.new_zeros(batch, N, Dm, dtype=cdt) if initial_state is None else _state_major(initial_state.to(cdt))
     y = uf.new_empty(batch, T, Dm)
     for c0 in range(0, T, chunk_size):
         sl = slice(c0, min(c0 + chunk_size, T))
-        decay = torch.exp(dt[:, sl, :, None] * Af)  # [b, L, Dm, N]
-        hs = du[:, sl, :, None] * Bf[:, sl, None, :]  # becomes the states, token by token
-        for t in range(hs.shape[1]):
-            hs[:, t].addcmul_(decay[:, t], h)
-            h = hs[:, t]
-        y[:, sl] = torch.matmul(hs, Cf[:, sl, :, None]).squeeze(-1)
+        hs = _chunk_states(dt[:, sl], du[:, sl], At, Bf[:, sl], h)
+        h = hs[:, -1]
+        y[:, sl] = torch.matmul(Cf[:, sl, None, :], hs).squeeze(-2)
     if D is not None:
-        y = y + D.to(cdt) * uf
+        y.addcmul_(D.to(cdt), uf)  # y is this function's own buffer: in place saves a [b, T, Dm] allocation
     if z is not None:
-        y = y * F.silu(z.to(cdt))
-    final = h.clone() if output_final_state else None
+        y.mul_(F.silu(z.to(cdt)))
+    final = h.transpose(1, 2).contiguous() if output_final_state else None
     return y.to(u.dtype), final
 
 
