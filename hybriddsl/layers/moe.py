@@ -163,8 +163,8 @@ class MoE(Mixer):
         tok = order // k
         parts = inp.index_select(0, tok).split(counts)
         outs = [expert(part) for expert, part in zip(self.experts, parts, strict=True) if part.shape[0]]
-        if not outs:  # no tokens; an expert maps width -> width
-            return inp.new_zeros(n, inp.shape[-1])
+        if not outs:  # no tokens (an expert maps width -> width); inp * 0 keeps the graph for a backward
+            return inp * 0
         ys = torch.cat(outs) if len(outs) > 1 else outs[0]
         ws = w.reshape(-1).index_select(0, order).to(ys.dtype).unsqueeze(-1)
         ys = ys.mul_(ws) if not (torch.is_grad_enabled() and ys.requires_grad) else ys * ws

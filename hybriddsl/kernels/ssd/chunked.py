@@ -71,7 +71,7 @@ def _heads_first(x: Tensor) -> Tensor:
 def _blocks(T: int, chunk: int, Z: int) -> tuple[int, int, int]:
     """(chunks N, chunks per block nb, blocks)."""
     N = max(1, -(-T // chunk))
-    nb = max(1, min(N, BLOCK_TILES // Z))
+    nb = max(1, min(N, BLOCK_TILES // max(Z, 1)))  # Z = 0: an empty batch
     return N, nb, -(-N // nb)
 
 
