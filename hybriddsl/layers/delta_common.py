@@ -153,6 +153,8 @@ class DeltaMixer(Mixer):
         return self.o_proj(o.reshape(*o.shape[:-2], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # an empty batch or sequence: nothing to mix (reshapes cannot infer -1 from 0 elements)
+            return x * 0
         if self.conv >= 1 and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
             return self._forward_cpu(x)
         chunk_delta_rule, _ = _kernels()

@@ -90,6 +90,8 @@ class GLA(Mixer):
         return self.out_proj(self.norm(o, gate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # an empty batch or sequence: nothing to mix (reshapes cannot infer -1 from 0 elements)
+            return x * 0
         from hybriddsl.kernels.gla import chunk_gla
 
         q, k, v, g, gate = self._project(x)

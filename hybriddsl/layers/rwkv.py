@@ -129,6 +129,8 @@ class RWKV6TimeMix(Mixer):
         return self.out_proj(o * F.silu(gate))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # an empty batch or sequence: nothing to mix (reshapes cannot infer -1 from 0 elements)
+            return x * 0
         from hybriddsl.kernels.gla import chunk_gla
 
         r, k, v, g, gate = self._mix(x, _shift(x))
@@ -184,6 +186,8 @@ class RWKV6ChannelMix(Mixer):
         return torch.sigmoid(self.receptance(x + dx * self.mu_r)) * self.value(k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.numel() == 0:  # an empty batch or sequence: nothing to mix (reshapes cannot infer -1 from 0 elements)
+            return x * 0
         return self._mix(x, _shift(x))
 
     def init_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> State:

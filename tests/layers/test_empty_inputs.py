@@ -9,12 +9,14 @@ import torch
 from hybriddsl import registry
 
 
-@pytest.mark.parametrize("kind", ["mamba", "mamba2", "griffin", "moe", "ffn", "attention"])
+@pytest.mark.parametrize(
+    "kind", ["mamba", "mamba2", "griffin", "moe", "ffn", "attention", "gla", "rwkv", "delta_net", "gated_delta_net"]
+)
 @pytest.mark.parametrize("shape", [(0, 5), (1, 0), (2, 1)])
 def test_empty_and_tiny_inputs(kind: str, shape: tuple[int, int]) -> None:
     torch.manual_seed(0)
-    m = registry.get(kind).factory(32)
-    x = torch.randn(*shape, 32, requires_grad=True)
+    m = registry.get(kind).factory(64)
+    x = torch.randn(*shape, 64, requires_grad=True)
     y = m(x)
     assert y.shape == x.shape
     y.sum().backward()
