@@ -129,8 +129,16 @@ class Mamba(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.selective_scan import selective_scan
 
-        u, z = self.in_proj(x).chunk(2, dim=-1)
-        u = F.silu(self.conv1d(u))
+        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+            u, z = self.in_proj(x).chunk(2, dim=-1)
+            u = F.silu(self.conv1d(u))
+        else:
+            # No backward: one matmul per half, so u and z come out contiguous (the conv, the gate and the scan's
+            # epilogue then run on dense memory) and SiLU runs in place. ~10% of the forward at B1-T2048-h256.
+            w, b, d = self.in_proj.weight, self.in_proj.bias, self.d_inner
+            u = F.linear(x, w[:d], None if b is None else b[:d])
+            z = F.linear(x, w[d:], None if b is None else b[d:])
+            u = F.silu(self.conv1d(u), inplace=True)
         delta, B, C = self._ssm_inputs(u)
         y, _ = selective_scan(u, delta, self._A(), B, C, wide(self.D), z, wide(self.dt_proj.bias), delta_softplus=True)
         return self.out_proj(y)
