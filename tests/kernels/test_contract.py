@@ -17,9 +17,9 @@ from hybriddsl.kernels.selective_scan import selective_scan
 B, H, K, V, DM, N = 2, 3, 4, 5, 6, 7
 
 
-def _scan_calls(T: int, dev_of: dict[str, str] | None = None):
-    """(name, call(**state kw), state shape) of every scan family on inputs with T tokens; ``dev_of`` moves the
-    named inputs to another device."""
+def _scan_calls(T: int, dev_of: dict[str, str] | None = None, B: int = B):
+    """(name, call(**state kw), state shape) of every scan family on inputs with T tokens (batch B); ``dev_of``
+    moves the named inputs to another device."""
     dev_of = dev_of or {}
     g = torch.Generator().manual_seed(0)
 
@@ -38,6 +38,9 @@ def _scan_calls(T: int, dev_of: dict[str, str] | None = None):
             initial_state=kw.get("h0"), output_final_state=kw.get("final", False)), (B, H, K, V)),
         ("linear_scan", lambda **kw: linear_scan(
             t("a", B, T, DM), t("b", B, T, DM), kw.get("h0"), output_final_state=kw.get("final", False)), (B, DM)),
+        ("ssd", lambda **kw: chunk_gla(  # a scalar decay per head: the SSD route
+            t("q", B, T, H, K), t("k", B, T, H, K), t("v", B, T, H, V), -t("g", B, T, H),
+            initial_state=kw.get("h0"), output_final_state=kw.get("final", False)), (B, H, K, V)),
     ]  # fmt: skip
 
 
@@ -55,6 +58,16 @@ def test_empty_sequence_returns_empty_output_and_the_initial_state(family, path)
     assert ht.dtype == torch.float32 and torch.equal(ht, h0.detach().float()) and ht.data_ptr() != h0.data_ptr()
     (ht * 3).sum().backward()  # the state passes through: its gradient reaches the initial state
     assert torch.equal(h0.grad, torch.full(shape, 3.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("family", ["selective_scan", "gla", "delta_rule", "linear_scan", "ssd"])
+def test_empty_batch_returns_empty_output_and_state(family):
+    """Zero sequences of 5 tokens: an empty output and an empty final state (the chunked paths size their blocks by
+    the batch; an empty one divided by zero or could not infer a reshape)."""
+    call, shape = next((c, s) for name, c, s in _scan_calls(5, B=0) if name == family)
+    out, final = call(final=True)
+    assert out.shape[:2] == (0, 5) and out.numel() == 0
+    assert final.shape == (0, *shape[1:])
 
 
 @pytest.mark.parametrize("path", ["reference", "triton"])

@@ -80,7 +80,7 @@ def chunk_delta_rule(
     _check(q, k, v, beta, g, initial_state, chunk_size)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     bsz, t_len, h, dk = q.shape
-    if t_len == 0:
+    if t_len == 0 or bsz == 0:  # nothing to scan (the chunked paths size their tiles and blocks by T and B)
         return empty_scan(v.shape, v, initial_state, (bsz, h, dk, v.shape[-1]), output_final_state)
     if use_triton(q, k, v, beta, g, initial_state, name="chunk_delta_rule"):
         from hybriddsl.kernels.delta_rule.triton import delta_rule_triton

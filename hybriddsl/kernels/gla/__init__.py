@@ -86,7 +86,7 @@ def chunk_gla(
     check_chunk("chunk_gla", chunk_size, MAX_CHUNK)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     B, T, H, K = q.shape
-    if T == 0:
+    if T == 0 or B == 0:  # nothing to scan (the chunked paths size their tiles and blocks by T and B)
         return empty_scan(v.shape, v, initial_state, (B, H, K, v.shape[-1]), output_final_state)
     if g.dim() == 3 and u is None:  # a scalar decay per head: the SSD kernels (one masked matmul per chunk)
         from hybriddsl.kernels.ssd import ssd
