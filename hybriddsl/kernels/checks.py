@@ -22,6 +22,12 @@ def traced(*tensors: torch.Tensor) -> bool:
     return detect_fake_mode(tensors) is not None
 
 
+def needs_grad(*tensors: torch.Tensor | None) -> bool:
+    """Whether autograd will record an op on these tensors (None skipped): grad mode is on and one of them requires a
+    gradient. The CPU fast paths choose between their in-place, no-graph form and their autograd function by it."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the PyTorch paths accumulate in: float32, but float64 stays float64 so that
     ``torch.autograd.gradcheck`` can run on them."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import needs_grad
 from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.specs.ffn import ACTS, GATED, SPEC  # noqa: F401 (the kind's spec, torch-free)
 
@@ -46,7 +47,7 @@ class FFN(Mixer):
             return self.down(torch.square(F.relu(h)) if self.act == "relu2" else F.gelu(h))
         # gated variants: activation of one half times the other half
         approx = "tanh" if self.act == "geglu_tanh" else "none"
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.up.parameters())):
+        if needs_grad(x, *self.up.parameters()):
             return self.down(_Gated.apply(self.up(x), self.act == "swiglu", approx))
         # No backward: two matmuls, one per half. Each half comes out contiguous, so the activation and the product
         # run in place on dense memory (no [.., inner] allocation; on a half of the fused output they would be

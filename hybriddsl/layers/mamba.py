@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybriddsl.kernels.checks import needs_grad
 from hybriddsl.layers.base import Mixer, ShortConv, State, options_from, wide
 from hybriddsl.specs.mamba import SPEC, mamba_flops, validate  # noqa: F401 (the kind's spec, torch-free)
 
@@ -129,7 +130,7 @@ class Mamba(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from hybriddsl.kernels.selective_scan import selective_scan
 
-        if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters())):
+        if needs_grad(x, *self.parameters()):
             u, z = self.in_proj(x).chunk(2, dim=-1)
             u = F.silu(self.conv1d(u))
         else:

@@ -46,6 +46,7 @@ import math
 import torch
 from torch import nn
 
+from hybriddsl.kernels.checks import needs_grad
 from hybriddsl.layers.base import Mixer, options_from
 from hybriddsl.layers.ffn import FFN
 from hybriddsl.specs.moe import SPEC, moe_flops, validate  # noqa: F401 (the kind's spec, torch-free)
@@ -167,7 +168,7 @@ class MoE(Mixer):
             return inp * 0
         ys = torch.cat(outs) if len(outs) > 1 else outs[0]
         ws = w.reshape(-1).index_select(0, order).to(ys.dtype).unsqueeze(-1)
-        ys = ys.mul_(ws) if not (torch.is_grad_enabled() and ys.requires_grad) else ys * ws
+        ys = ys * ws if needs_grad(ys) else ys.mul_(ws)
         return ys.new_zeros(n, ys.shape[-1]).index_add_(0, tok, ys)
 
     def step(self, x: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from hybriddsl.kernels.checks import needs_grad
+
 SCALINGS = ("none", "linear", "llama3", "yarn")
 
 
@@ -110,7 +112,7 @@ def _turn(x: torch.Tensor, c: torch.Tensor, s: torch.Tensor, back: bool = False)
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     sign = -1.0 if back else 1.0
-    if torch.is_grad_enabled() and (x.requires_grad or c.requires_grad or s.requires_grad):
+    if needs_grad(x, c, s):
         return torch.cat([x1 * c - sign * x2 * s, x2 * c + sign * x1 * s], dim=-1)
     out = torch.empty_like(x)
     o1, o2 = out[..., :half], out[..., half:]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from hybriddsl.kernels.checks import compute_dtype
+from hybriddsl.kernels.checks import compute_dtype, needs_grad
 
 Tensor = torch.Tensor
 
@@ -73,7 +73,7 @@ def causal_conv(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
         xp = nn.functional.pad(x, (0, 0, K - 1, 0))
         y = sum(xp[:, k : k + T] * w[:, k] for k in range(K))
         y = y + b if b is not None else y
-    elif torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, w, b)):
+    elif needs_grad(x, w, b):
         y = _CausalConv.apply(x, w, b)
     else:
         y = _shifted_sum(x, w, b)

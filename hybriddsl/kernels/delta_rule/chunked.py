@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from hybriddsl.kernels.checks import needs_grad
+
 
 def _tri_masks(c: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     causal = torch.ones(c, c, dtype=torch.bool, device=device).tril()
@@ -203,7 +205,7 @@ def chunked_delta_rule_fn(
     Returns:
         ``o`` ``[N, Z, C, V]`` and the final state ``[Z, K, V]``.
     """
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (q, k, v, beta, g, s0)):
+    if needs_grad(q, k, v, beta, g, s0):
         return _ChunkedDeltaRule.apply(q, k, v, beta, g, s0)
     q, k, v, beta, s0 = (x.contiguous() for x in (q, k, v, beta, s0))
     return _forward_blocked(q, k, v, beta, None if g is None else g.contiguous(), s0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from hybriddsl.kernels.checks import check_device, empty_scan
+from hybriddsl.kernels.checks import check_device, empty_scan, needs_grad
 from hybriddsl.kernels.dispatch import use_triton
 from hybriddsl.kernels.selective_scan.reference import (
     selective_scan_inference,
@@ -114,8 +114,7 @@ def selective_scan(
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, output_final_state)
     if torch.compiler.is_compiling():  # a graph: T / 32 chunked steps trace smaller than T per-token ops
         return selective_scan_torch(*args)
-    tensors = (u, delta, A, B, C, D, z, delta_bias, initial_state)
-    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)):
+    if not needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state):
         # Inference (torch.no_grad() or no input needing a gradient): one in-place op per token, no graph.
         # Measured on 1 thread, batch 2, T 256, Dm 512, N 16: 4x faster than the chunked scan, 1.8x than the loop.
         return selective_scan_inference(*args)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from hybriddsl.kernels.checks import needs_grad
+
 Tensor = torch.Tensor
 
 
@@ -240,8 +242,7 @@ def ssd_chunked(
 
     Returns o [B, T, H, V] (v's dtype) and the final state [B, H, K, V] (float32, float64 for float64 inputs).
     Through :class:`SSDChunked` when a gradient is wanted, else the forward alone (no states kept)."""
-    inputs = (q, k, v, g, s_init)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    if needs_grad(q, k, v, g, s_init):
         return SSDChunked.apply(q, k, v, g, s_init, scale, chunk)
     B, T, G, K = q.shape
     H, V = v.shape[2:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from hybriddsl.kernels.checks import needs_grad
 from hybriddsl.kernels.ssd import chunked
 
 Tensor = torch.Tensor
@@ -212,9 +213,7 @@ def mamba2_scan(
     softplus); dt_bias, A_log, D: [H]; dims = (H, P, G, N); limits = (dt_min, dt_max or None); chunk: tokens
     per chunk. Returns y [B, T, H, P] (u's dtype): the scan output plus the D skip, before the gate."""
     d = _Dims(u, *dims, chunk)
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, conv_w, conv_b, dt, dt_bias, A_log, D)
-    ):
+    if needs_grad(u, conv_w, conv_b, dt, dt_bias, A_log, D):
         return Mamba2Scan.apply(u, conv_w, conv_b, dt, dt_bias, A_log, D, dims, limits, chunk)
     ct = torch.float64 if u.dtype == torch.float64 else torch.float32
     A = -torch.exp(A_log.to(ct))
